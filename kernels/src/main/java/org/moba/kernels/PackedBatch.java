@@ -55,7 +55,10 @@ public final class PackedBatch {
         return new PackedBatch(layout, cuSeqlens, maxSeqlen, q, k, v);
     }
 
-    private static void checkCuSeqlens(int[] cu, int maxSeqlen) {
+    /**
+     * Checks {@code cu_seqlens} and {@code max_seqlen} (MOBA.md "Inputs"); shared with the other varlen containers.
+     */
+    public static void checkCuSeqlens(int[] cu, int maxSeqlen) {
         if (cu == null || cu.length < 1) {
             throw new MobaInputException("cu_seqlens must have at least one entry (B+1 >= 1)");
         }
