@@ -1,0 +1,130 @@
+package org.moba.kernels.cuda;
+
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.atomic.AtomicLong;
+
+import org.moba.kernels.DType;
+import org.moba.kernels.MobaAttention;
+import org.moba.kernels.MobaOutput;
+import org.moba.kernels.MobaParams;
+import org.moba.kernels.PackedBatch;
+
+/**
+ * MoBA forward on one NVIDIA GPU through the hand-written kernels of {@code moba.fatbin}.
+ *
+ * <p>A call validates the batch, builds the index arrays on the host ({@link BatchPlan}), then on a stream of its
+ * own: uploads through pinned slabs, runs chunk means, gate + top-k (when some query selects chunks) and attention,
+ * downloads, and waits once. Device buffers, pinned slabs and streams are pooled, so a steady stream of similar
+ * batches allocates nothing. Thread-safe: several threads may call {@link #forward} at once; {@link #close()} only
+ * after they are done.
+ */
+public final class CudaMobaAttention implements MobaAttention {
+    private final CudaDevice device;
+    private final DeviceBufferPool pool;
+    private final StreamPool streams;
+    private final Map<String, MobaKernels> kernels = new ConcurrentHashMap<>();
+    private final AtomicLong peakExtraBytes = new AtomicLong();
+    private volatile boolean poisonOutputs;
+    private volatile boolean closed;
+
+    private CudaMobaAttention(CudaDevice device) {
+        this.device = device;
+        this.pool = new DeviceBufferPool(device);
+        this.streams = new StreamPool(device, DeviceBatch.EVENTS);
+    }
+
+    /**
+     * The backend on GPU {@code ordinal}.
+     *
+     * @throws IllegalStateException with {@link #unavailableReason} when that GPU cannot be used
+     */
+    public static CudaMobaAttention open(int ordinal) {
+        CudaDevice device = CudaDevice.open(ordinal);
+        try {
+            device.makeCurrent();
+            device.kernels(); // a missing or unloadable fatbin fails here, not in the first batch
+            return new CudaMobaAttention(device);
+        } catch (RuntimeException e) {
+            device.close();
+            throw e;
+        }
+    }
+
+    /** Null when GPU {@code ordinal} is usable (driver present, device exists, sm_80 or newer), else why not. */
+    public static String unavailableReason(int ordinal) {
+        return CudaDevice.unavailableReason(ordinal);
+    }
+
+    @Override
+    public String name() {
+        return "cuda";
+    }
+
+    @Override
+    public String device() {
+        return device.describe();
+    }
+
+    public CudaDevice cudaDevice() {
+        return device;
+    }
+
+    @Override
+    public MobaOutput forward(PackedBatch batch, MobaParams params) {
+        try (DeviceBatch resident = upload(batch, params)) {
+            return resident.runAndDownload();
+        }
+    }
+
+    /**
+     * Validates the batch and queues its upload for {@code params}; the returned batch runs the kernels without
+     * further transfers (for benchmarks and callers that keep data on the device). Close it when done.
+     */
+    public DeviceBatch upload(PackedBatch batch, MobaParams params) {
+        if (closed) {
+            throw new IllegalStateException("CudaMobaAttention on " + device.describe() + " is closed");
+        }
+        CudaInputRules.check(batch, params);
+        device.makeCurrent();
+        DeviceBatch resident = new DeviceBatch(device, pool, streams, kernelsFor(batch.dtype(), batch.headDim()),
+                poisonOutputs, batch, params);
+        peakExtraBytes.accumulateAndGet(resident.extraDeviceBytes(), Math::max);
+        return resident;
+    }
+
+    private MobaKernels kernelsFor(DType dtype, int headDim) {
+        return kernels.computeIfAbsent(dtype.label() + "_d" + headDim,
+                key -> new MobaKernels(device.kernels(), dtype, headDim));
+    }
+
+    /** The most device memory one call has used beyond q, k, v, out and lse (index arrays, means, selection). */
+    public long peakExtraDeviceBytes() {
+        return peakExtraBytes.get();
+    }
+
+    /** Device bytes this backend holds for reuse between calls. */
+    public long cachedDeviceBytes() {
+        return pool.bytesCached();
+    }
+
+    /**
+     * Test hook: fill outputs and scratch with NaN (selections with -2) before every kernel run, so an element a
+     * kernel forgets to write cannot pass for a stale correct value from an earlier call.
+     */
+    void poisonOutputs(boolean enabled) {
+        poisonOutputs = enabled;
+    }
+
+    @Override
+    public synchronized void close() {
+        if (closed) {
+            return;
+        }
+        closed = true;
+        device.makeCurrent();
+        streams.close();
+        pool.close();
+        device.close();
+    }
+}

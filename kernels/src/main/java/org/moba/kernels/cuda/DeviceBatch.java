@@ -1,0 +1,289 @@
+package org.moba.kernels.cuda;
+
+import static org.moba.kernels.cuda.CudaCheck.check;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.function.Supplier;
+
+import jcuda.driver.CUevent;
+import jcuda.driver.CUstream;
+import jcuda.driver.JCudaDriver;
+
+import org.moba.kernels.MobaOutput;
+import org.moba.kernels.MobaParams;
+import org.moba.kernels.PackedBatch;
+import org.moba.kernels.PhaseTimings;
+import org.moba.kernels.cuda.DeviceBufferPool.DeviceBuffer;
+import org.moba.kernels.cuda.StreamPool.CallStream;
+
+/**
+ * A batch resident on the device for one set of parameters: inputs, index arrays, scratch and outputs, with its
+ * own stream. {@link CudaMobaAttention#upload} creates it and queues the upload; {@link #run()} runs the kernels
+ * (and only the kernels) as often as wanted, which is what benchmarks time; {@link #download()} fetches the
+ * result of the latest run. Used by one thread at a time; {@link #close()} hands everything back to the pools.
+ */
+public final class DeviceBatch implements AutoCloseable {
+    // Timing events of the call stream, in the order they are recorded.
+    private static final int UPLOAD_START = 0;
+    private static final int UPLOAD_END = 1;
+    private static final int KERNELS_START = 2;
+    private static final int MEANS_END = 3;
+    private static final int GATE_END = 4;
+    private static final int ATTENTION_END = 5;
+    private static final int DOWNLOAD_START = 6;
+    private static final int DOWNLOAD_END = 7;
+    static final int EVENTS = 8;
+
+    /** Bit patterns no kernel writes: NaN for fp16, bf16 and fp32, and -2 for selections (-1 is padding). */
+    private static final short POISON_16 = (short) 0xFFFF;
+    private static final int POISON_32 = 0xFFFFFFFF;
+    private static final int POISON_SELECTION = -2;
+
+    private final CudaDevice device;
+    private final DeviceBufferPool pool;
+    private final StreamPool streams;
+    private final MobaKernels kernels;
+    private final boolean poison;
+    private final PackedBatch batch;
+    private final MobaParams params;
+    private final BatchPlan plan;
+    private final Supplier<String> context;
+    private final CallStream call;
+    private final CUstream stream;
+    private final List<DeviceBuffer> buffers = new ArrayList<>();
+    private final DeviceBuffer q;
+    private final DeviceBuffer k;
+    private final DeviceBuffer v;
+    private final DeviceBuffer cuSeqlens;
+    private final DeviceBuffer chunkBase;
+    private final DeviceBuffer tiles;
+    private final DeviceBuffer mu;
+    private final DeviceBuffer sel;
+    private final DeviceBuffer out;
+    private final DeviceBuffer lse;
+    private final long extraBytes;
+    private StagedCopies transfers;
+    private boolean ran;
+    private boolean closed;
+
+    DeviceBatch(CudaDevice device, DeviceBufferPool pool, StreamPool streams, MobaKernels kernels, boolean poison,
+                PackedBatch batch, MobaParams params) {
+        this.device = device;
+        this.pool = pool;
+        this.streams = streams;
+        this.kernels = kernels;
+        this.poison = poison;
+        this.batch = batch;
+        this.params = params;
+        this.plan = BatchPlan.of(batch, params);
+        this.context = () -> device.describe() + ", " + batch + ", " + params;
+        this.call = streams.acquire();
+        this.stream = call.stream();
+        long tokens = batch.totalTokens();
+        long heads = batch.heads();
+        int d = batch.headDim();
+        try {
+            q = allocate(2L * batch.q().length, "q");
+            k = allocate(2L * batch.k().length, "k");
+            v = allocate(2L * batch.v().length, "v");
+            out = allocate(2L * batch.q().length, "out");
+            lse = allocate(4L * tokens * heads, "lse");
+            cuSeqlens = allocate(4L * batch.cuSeqlens().length, "cu_seqlens");
+            chunkBase = allocate(4L * plan.chunkBase.length, "chunk_base");
+            tiles = allocate(4L * plan.tiles.length, "tiles");
+            mu = allocate(plan.runsGate() ? 4L * plan.numFullChunks * batch.kvHeads() * d : 0, "chunk means");
+            sel = allocate(4L * tokens * heads * plan.selectionWidth, "selection");
+            extraBytes = cuSeqlens.capacity() + chunkBase.capacity() + tiles.capacity() + mu.capacity()
+                    + sel.capacity();
+            upload();
+        } catch (RuntimeException e) {
+            close();
+            throw e;
+        }
+    }
+
+    private DeviceBuffer allocate(long bytes, String what) {
+        DeviceBuffer b = pool.acquire(bytes, () -> what + " of " + context.get());
+        buffers.add(b);
+        return b;
+    }
+
+    private void upload() {
+        record(UPLOAD_START);
+        transfers = new StagedCopies(pool, stream, () -> "the upload of " + context.get());
+        transfers.upload(batch.q(), q.pointer());
+        transfers.upload(batch.k(), k.pointer());
+        transfers.upload(batch.v(), v.pointer());
+        transfers.upload(batch.cuSeqlens(), cuSeqlens.pointer());
+        transfers.upload(plan.chunkBase, chunkBase.pointer());
+        transfers.upload(plan.tiles, tiles.pointer());
+        record(UPLOAD_END);
+    }
+
+    /**
+     * Runs the kernels once and waits for them. Returns their times in ms: {@code chunk_means}, {@code gate_topk},
+     * {@code attention} (zero for a phase that does not run). Transfers are not included.
+     */
+    public PhaseTimings run() {
+        ensureOpen();
+        device.makeCurrent();
+        enqueueKernels();
+        synchronize(ATTENTION_END, "the kernels of ");
+        releaseTransfers();
+        return kernelTimings(new PhaseTimings());
+    }
+
+    /** Fetches the output of the latest run, with the times of the upload, that run and this download. */
+    public MobaOutput download() {
+        ensureOpen();
+        if (!ran) {
+            throw new IllegalStateException("download() before run() on " + context.get());
+        }
+        device.makeCurrent();
+        return enqueueDownloadAndWait();
+    }
+
+    /** Upload (already queued), kernels and download with a single wait at the end: the forward() path. */
+    MobaOutput runAndDownload() {
+        device.makeCurrent();
+        enqueueKernels();
+        return enqueueDownloadAndWait();
+    }
+
+    private void enqueueKernels() {
+        if (poison) {
+            enqueuePoison();
+        }
+        record(KERNELS_START);
+        CUstream s = stream;
+        int hkv = batch.kvHeads();
+        int c = params.chunkSize();
+        if (plan.runsGate() && plan.numFullChunks > 0) {
+            kernels.chunkMeans(s, context, k.pointer(), mu.pointer(), cuSeqlens.pointer(), chunkBase.pointer(),
+                    batch.numSequences(), plan.numFullChunks, hkv, c);
+        }
+        record(MEANS_END);
+        if (plan.runsGate() && plan.numTiles > 0) {
+            kernels.gateTopk(s, context, q.pointer(), mu.pointer(), sel.pointer(), cuSeqlens.pointer(),
+                    chunkBase.pointer(), tiles.pointer(), plan.numTiles, batch.heads(), hkv, c, plan.selectionWidth);
+        }
+        record(GATE_END);
+        if (plan.numTiles > 0) {
+            kernels.attention(s, context, q.pointer(), k.pointer(), v.pointer(), out.pointer(), lse.pointer(),
+                    cuSeqlens.pointer(), sel.pointer(), plan.selectionWidth, tiles.pointer(), plan.numTiles,
+                    batch.heads(), hkv, c, plan.scale, plan.dense);
+        }
+        record(ATTENTION_END);
+        ran = true;
+    }
+
+    /** Fills every output and scratch buffer with values no kernel produces, so unwritten elements show. */
+    private void enqueuePoison() {
+        poison(out, POISON_16, "out");
+        poison(lse, POISON_32, "lse");
+        poison(mu, POISON_32, "the chunk means");
+        poison(sel, POISON_SELECTION, "the selection");
+    }
+
+    private void poison(DeviceBuffer b, short bits, String what) {
+        if (b.bytes() > 0) {
+            check(JCudaDriver.cuMemsetD16Async(b.pointer(), bits, b.bytes() / 2, stream),
+                    () -> "poisoning " + what + " of " + context.get());
+        }
+    }
+
+    private void poison(DeviceBuffer b, int bits, String what) {
+        if (b.bytes() > 0) {
+            check(JCudaDriver.cuMemsetD32Async(b.pointer(), bits, b.bytes() / 4, stream),
+                    () -> "poisoning " + what + " of " + context.get());
+        }
+    }
+
+    private MobaOutput enqueueDownloadAndWait() {
+        short[] outHost = new short[batch.q().length];
+        float[] lseHost = new float[batch.totalTokens() * batch.heads()];
+        int[] selHost = new int[Math.toIntExact((long) lseHost.length * plan.selectionWidth)];
+        if (transfers == null) {
+            transfers = new StagedCopies(pool, stream, () -> "the download of " + context.get());
+        }
+        record(DOWNLOAD_START);
+        transfers.download(out.pointer(), outHost);
+        transfers.download(lse.pointer(), lseHost);
+        transfers.download(sel.pointer(), selHost);
+        record(DOWNLOAD_END);
+        transfers.finish();
+        synchronize(DOWNLOAD_END, "the download of ");
+        releaseTransfers();
+        PhaseTimings timings = new PhaseTimings().put("h2d", elapsed(UPLOAD_START, UPLOAD_END));
+        kernelTimings(timings).put("d2h", elapsed(DOWNLOAD_START, DOWNLOAD_END));
+        return new MobaOutput(outHost, lseHost, selHost, plan.selectionWidth, timings);
+    }
+
+    private PhaseTimings kernelTimings(PhaseTimings timings) {
+        return timings.put("chunk_means", elapsed(KERNELS_START, MEANS_END))
+                .put("gate_topk", elapsed(MEANS_END, GATE_END))
+                .put("attention", elapsed(GATE_END, ATTENTION_END));
+    }
+
+    private void record(int event) {
+        check(JCudaDriver.cuEventRecord(call.events()[event], stream), () -> "cuEventRecord for " + context.get());
+    }
+
+    /** Waits for an event; an asynchronous kernel failure is reported here with the batch it was running. */
+    private void synchronize(int event, String what) {
+        check(JCudaDriver.cuEventSynchronize(call.events()[event]),
+                () -> what + context.get() + " (kernels: " + kernels + ")");
+    }
+
+    private double elapsed(int from, int to) {
+        float[] ms = new float[1];
+        CUevent[] events = call.events();
+        check(JCudaDriver.cuEventElapsedTime(ms, events[from], events[to]),
+                () -> "cuEventElapsedTime for " + context.get());
+        return ms[0];
+    }
+
+    private void releaseTransfers() {
+        if (transfers != null) {
+            transfers.close();
+            transfers = null;
+        }
+    }
+
+    /** Device bytes held beyond q, k, v, out and lse: index arrays, chunk means and the selection. */
+    public long extraDeviceBytes() {
+        return extraBytes;
+    }
+
+    public PackedBatch batch() {
+        return batch;
+    }
+
+    public MobaParams params() {
+        return params;
+    }
+
+    private void ensureOpen() {
+        if (closed) {
+            throw new IllegalStateException("device batch closed: " + context.get());
+        }
+    }
+
+    /** Waits for queued work, then returns buffers, slabs and the stream to their pools. */
+    @Override
+    public void close() {
+        if (closed) {
+            return;
+        }
+        closed = true;
+        device.makeCurrent();
+        int status = JCudaDriver.cuStreamSynchronize(stream);
+        releaseTransfers();
+        for (DeviceBuffer b : buffers) {
+            pool.release(b);
+        }
+        streams.release(call);
+        check(status, () -> "finishing the work of " + context.get());
+    }
+}
