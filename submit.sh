@@ -21,4 +21,4 @@ if needs_build; then
 fi
 
 java_opts=$(sed -n 's:.*<spark.module.opens>\(.*\)</spark.module.opens>.*:\1:p' "$here/pom.xml")
-exec java ${JAVA_OPTS:-} $java_opts -cp "$classes:$here/kernels/target/classes:$(cat "$cp_file")" org.moba.job.MobaCli "$@"
+exec java ${JAVA_OPTS:-} $java_opts -Dlog4j.configurationFile="$here/conf/log4j2.properties" -cp "$classes:$here/kernels/target/classes:$(cat "$cp_file")" org.moba.job.MobaCli "$@"
