@@ -214,7 +214,8 @@ class MobaReferenceTest {
             int ownChunk = t / chunk;
             for (int h = 0; h < x.heads(); h++) {
                 int row = t * x.heads() + h;
-                int[] expected = ownChunk == 0 ? new int[] {-1, -1} : ownChunk == 1 ? new int[] {0, -1} : new int[] {0, 1};
+                int[] expected = ownChunk == 0 ? new int[] {-1, -1}
+                        : ownChunk == 1 ? new int[] {0, -1} : new int[] {0, 1};
                 assertArrayEquals(expected, Arrays.copyOfRange(f.selected(), row * 2, row * 2 + 2), "token " + t);
                 assertEquals(ownChunk >= 3 ? 0.0 : Double.POSITIVE_INFINITY, f.selectionMargin()[row],
                         "margin of an exact tie is 0, of a full selection +Inf; token " + t);
@@ -274,8 +275,8 @@ class MobaReferenceTest {
         int d = layout.headDim();
         int width = together.selectionWidth();
         for (int b = 0; b < sequences.size(); b++) {
-            MobaReference.Forward alone = MobaReference.forward(ReferenceFixtures.pack(layout, List.of(sequences.get(b))),
-                    params);
+            PackedBatch single = ReferenceFixtures.pack(layout, List.of(sequences.get(b)));
+            MobaReference.Forward alone = MobaReference.forward(single, params);
             int start = packed.seqStart(b);
             int rows = lengths[b] * heads;
             String which = "sequence " + b + " (length " + lengths[b] + ")";
@@ -322,6 +323,26 @@ class MobaReferenceTest {
             assertArrayEquals(Arrays.copyOfRange(full.selectionMargin(), t * heads, (t + 1) * heads),
                     Arrays.copyOfRange(rows.selectionMargin(), i * heads, (i + 1) * heads), which + " margin");
         }
+    }
+
+    @Test
+    void selectionWidthFollowsTheDeclaredMaxSeqlen() {
+        PackedBatch exact = ReferenceFixtures.randomBatch(37, ReferenceFixtures.layout(2, 1), 20, 9);
+        // max_seqlen may be an upper bound (MOBA.md); a backend sizes its selection from the declared value
+        PackedBatch loose = PackedBatch.of(exact.layout(), exact.cuSeqlens(), 40, exact.q(), exact.k(), exact.v());
+        MobaParams params = MobaParams.of(4, 8);
+        MobaReference.Forward tight = MobaReference.forward(exact, params);
+        MobaReference.Forward wide = MobaReference.forward(loose, params);
+        assertEquals(params.selectionWidth(20), tight.selectionWidth());
+        assertEquals(params.selectionWidth(40), wide.selectionWidth());
+        assertTrue(wide.selectionWidth() > tight.selectionWidth(), "the case must widen the selection");
+        for (int row = 0; row < tight.lse().length; row++) {
+            for (int i = 0; i < wide.selectionWidth(); i++) {
+                int expected = i < tight.selectionWidth() ? tight.selected()[row * tight.selectionWidth() + i] : -1;
+                assertEquals(expected, wide.selected()[row * wide.selectionWidth() + i], "row " + row + ", slot " + i);
+            }
+        }
+        assertArrayEquals(tight.out(), wide.out());
     }
 
     @Test

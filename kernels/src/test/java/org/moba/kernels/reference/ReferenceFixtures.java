@@ -81,13 +81,14 @@ final class ReferenceFixtures {
             for (int p = 0; p < x.seqLength(b); p++) {
                 for (int h = 0; h < heads; h++) {
                     int g = h / (heads / x.kvHeads());
+                    int qRow = ((start + p) * heads + h) * d;
                     double[] scores = new double[x.seqLength(b)];
                     Arrays.fill(scores, Double.NEGATIVE_INFINITY);
                     for (int j = 0; j < x.seqLength(b); j++) {
                         if (mask.attends(b, p, h, j)) {
                             double s = 0;
                             for (int i = 0; i < d; i++) {
-                                s += x.q()[((start + p) * heads + h) * d + i] * x.k()[((start + j) * x.kvHeads() + g) * d + i];
+                                s += x.q()[qRow + i] * x.k()[((start + j) * x.kvHeads() + g) * d + i];
                             }
                             scores[j] = scale * s;
                         }
@@ -98,11 +99,11 @@ final class ReferenceFixtures {
                         double w = Math.exp(scores[j] - max);
                         sum += w;
                         for (int i = 0; i < d; i++) {
-                            out[((start + p) * heads + h) * d + i] += w * x.v()[((start + j) * x.kvHeads() + g) * d + i];
+                            out[qRow + i] += w * x.v()[((start + j) * x.kvHeads() + g) * d + i];
                         }
                     }
                     for (int i = 0; i < d; i++) {
-                        out[((start + p) * heads + h) * d + i] /= sum;
+                        out[qRow + i] /= sum;
                     }
                     lse[(start + p) * heads + h] = max + Math.log(sum);
                 }
