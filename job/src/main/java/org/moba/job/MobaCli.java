@@ -1,13 +1,14 @@
 package org.moba.job;
 
 import org.moba.job.bench.BenchCommand;
+import org.moba.job.sweep.SweepCommand;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 
 /** The command line users run (through {@code submit.sh}): one subcommand per job. */
 @Command(name = "moba", mixinStandardHelpOptions = true, version = "moba-spark 0.1.0",
         description = "MoBA (Mixture of Block Attention) kernels: run, check and benchmark them.",
-        subcommands = {DemoCommand.class, BenchCommand.class})
+        subcommands = {DemoCommand.class, BenchCommand.class, SweepCommand.class})
 public final class MobaCli implements Runnable {
 
     @CommandLine.Spec

@@ -1,0 +1,143 @@
+package org.moba.job.sweep;
+
+import java.io.IOException;
+import java.util.ArrayList;
+import java.util.Iterator;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.Callable;
+import java.util.stream.Collectors;
+import org.apache.spark.SparkConf;
+import org.apache.spark.TaskContext;
+import org.apache.spark.api.java.JavaSparkContext;
+import org.apache.spark.sql.SparkSession;
+import org.moba.job.JobOutput;
+import org.moba.job.LengthMix;
+import org.moba.job.spark.DeviceAssignment;
+import org.moba.job.spark.DeviceSlots;
+import org.moba.job.spark.ExecutorBackends;
+import org.moba.job.spark.SparkSessions;
+import org.moba.kernels.DType;
+import org.moba.kernels.reference.OracleComparison;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+/**
+ * {@code sweep}: correctness over sequence-length mixes crossed with shapes and seeds. Each configuration is one
+ * task; its batches run on the backend under test and on the float64 oracle (sampled rows), giving per-sequence
+ * errors, a verdict per configuration and, for each failure, the command that reproduces it alone.
+ */
+@Command(name = "sweep", mixinStandardHelpOptions = true, sortOptions = false,
+        description = {"Check a backend against the float64 oracle over length mixes, dtypes, head dims, GQA,",
+                "chunk sizes, topk and seeds. Exits with status 1 when any configuration fails."})
+public final class SweepCommand implements Callable<Integer> {
+    private static final Logger LOG = LoggerFactory.getLogger(SweepCommand.class);
+
+    @Option(names = "--backend", defaultValue = "auto", description = "cpu, cuda or auto (default: ${DEFAULT-VALUE})")
+    String backend;
+
+    @Option(names = "--mixes", split = ",", defaultValue = "uniform:6:1-400,lognormal:6:120:1.0,bimodal:6:8:600:0.3,"
+            + "boundary:3,single:8,huge:8:16:1200",
+            description = "length mixes (see bench --help) (default: ${DEFAULT-VALUE})")
+    List<String> mixes;
+
+    @Option(names = "--dtype", split = ",", defaultValue = "fp16,bf16", description = "(default: ${DEFAULT-VALUE})")
+    List<String> dtypes;
+
+    @Option(names = "--heads", split = ",", defaultValue = "4/4,8/2", description = "H/Hkv (default: ${DEFAULT-VALUE})")
+    List<String> heads;
+
+    @Option(names = "--head-dim", split = ",", defaultValue = "64", description = "(default: ${DEFAULT-VALUE})")
+    List<Integer> headDims;
+
+    @Option(names = "--chunk", split = ",", defaultValue = "64", description = "(default: ${DEFAULT-VALUE})")
+    List<Integer> chunks;
+
+    @Option(names = "--topk", split = ",", defaultValue = "1,3", description = "(default: ${DEFAULT-VALUE})")
+    List<Integer> topks;
+
+    @Option(names = "--seeds", split = ",", defaultValue = "1", description = "(default: ${DEFAULT-VALUE})")
+    List<Long> seeds;
+
+    @Option(names = "--oracle-rows", defaultValue = "1024",
+            description = "tokens per batch checked against the oracle; larger batches are sampled (chunk edges,"
+                    + " sequence ends, random tokens) (default: ${DEFAULT-VALUE})")
+    int oracleRows;
+
+    @Option(names = "--tokens-per-batch", defaultValue = "16384", description = "(default: ${DEFAULT-VALUE})")
+    int tokensPerBatch;
+
+    @Option(names = "--out", defaultValue = "results/sweep", description = "output folder (default: ${DEFAULT-VALUE})")
+    String out;
+
+    @Override
+    public Integer call() throws IOException {
+        List<SweepConfig> configs = grid();
+        try (SparkSession spark = SparkSessions.create("moba sweep", new SparkConf(false))) {
+            JavaSparkContext jsc = JavaSparkContext.fromSparkContext(spark.sparkContext());
+            LOG.info("sweep: {} configuration(s), backend {}, oracle on up to {} tokens per batch", configs.size(),
+                    backend, oracleRows);
+            String requested = backend;
+            SweepRunner runner = new SweepRunner(backend, oracleRows, tokensPerBatch);
+            List<SweepRow> rows = jsc.parallelize(configs, configs.size())
+                    .mapPartitions((Iterator<SweepConfig> it) -> {
+                        DeviceAssignment a = DeviceAssignment.forTask(requested, TaskContext.get(),
+                                DeviceSlots.visibleDevices(requested));
+                        List<SweepRow> result = new ArrayList<>();
+                        it.forEachRemaining(c -> result.addAll(runner.run(c, ExecutorBackends.get(a))));
+                        return result.iterator();
+                    }).collect();
+
+            JobOutput output = new JobOutput(out);
+            output.write(spark.createDataFrame(rows, SweepRow.class).select("config", "dtype", "backend", "device",
+                    "sequenceId", "length", "tokensCompared", "rowsCompared", "outRelL2", "outMaxAbs", "lseRelL2",
+                    "lseMaxAbs", "selectionMismatches", "nearTies", "pass", "reproduce"), "sweep");
+            List<SweepVerdict> verdicts = SweepVerdict.of(rows);
+            Map<String, Object> summary = new LinkedHashMap<>();
+            summary.put("configurations", verdicts.size());
+            summary.put("failed", verdicts.stream().filter(v -> !v.pass()).count());
+            summary.put("outTolerance", Map.of("fp16", OracleComparison.outTolerance(DType.FP16),
+                    "bf16", OracleComparison.outTolerance(DType.BF16)));
+            summary.put("lseTolerance", OracleComparison.LSE_TOLERANCE);
+            summary.put("verdicts", verdicts);
+            output.writeSummary("sweep", summary);
+
+            System.out.println(SweepVerdict.render(verdicts));
+            List<SweepVerdict> failed = verdicts.stream().filter(v -> !v.pass()).collect(Collectors.toList());
+            failed.forEach(v -> System.out.println("FAILED " + v.config() + "\n  reproduce: " + v.reproduce()));
+            System.out.println(verdicts.size() - failed.size() + " passed, " + failed.size() + " failed; results: "
+                    + output.root());
+            return failed.isEmpty() ? 0 : 1;
+        }
+    }
+
+    private List<SweepConfig> grid() {
+        List<SweepConfig> configs = new ArrayList<>();
+        for (String dt : dtypes) {
+            for (String hh : heads) {
+                String[] parts = hh.split("/");
+                int h = Integer.parseInt(parts[0].trim());
+                int hkv = parts.length > 1 ? Integer.parseInt(parts[1].trim()) : h;
+                for (int d : headDims) {
+                    for (int c : chunks) {
+                        for (int k : topks) {
+                            for (String mix : mixes) {
+                                for (long seed : seeds) {
+                                    SweepConfig config = new SweepConfig(DType.parse(dt), h, hkv, d, c, k,
+                                            new LengthMix(mix), seed);
+                                    config.layout();
+                                    config.params();
+                                    configs.add(config);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return configs;
+    }
+}

@@ -1,0 +1,58 @@
+package org.moba.job.sweep;
+
+import java.io.Serializable;
+
+/** The errors of one sequence of one sweep configuration (a JavaBean, so Spark encodes it). */
+public class SweepRow implements Serializable {
+    private static final long serialVersionUID = 1L;
+
+    private String config;
+    private String dtype;
+    private String backend;
+    private String device;
+    private String sequenceId;
+    private int length;
+    private int tokensCompared;
+    private int rowsCompared;
+    private double outRelL2;
+    private double outMaxAbs;
+    private double lseRelL2;
+    private double lseMaxAbs;
+    private int selectionMismatches;
+    private int nearTies;
+    private boolean pass;
+    private String reproduce;
+
+    public String getConfig() { return config; }
+    public void setConfig(String v) { config = v; }
+    public String getDtype() { return dtype; }
+    public void setDtype(String v) { dtype = v; }
+    public String getBackend() { return backend; }
+    public void setBackend(String v) { backend = v; }
+    public String getDevice() { return device; }
+    public void setDevice(String v) { device = v; }
+    public String getSequenceId() { return sequenceId; }
+    public void setSequenceId(String v) { sequenceId = v; }
+    public int getLength() { return length; }
+    public void setLength(int v) { length = v; }
+    public int getTokensCompared() { return tokensCompared; }
+    public void setTokensCompared(int v) { tokensCompared = v; }
+    public int getRowsCompared() { return rowsCompared; }
+    public void setRowsCompared(int v) { rowsCompared = v; }
+    public double getOutRelL2() { return outRelL2; }
+    public void setOutRelL2(double v) { outRelL2 = v; }
+    public double getOutMaxAbs() { return outMaxAbs; }
+    public void setOutMaxAbs(double v) { outMaxAbs = v; }
+    public double getLseRelL2() { return lseRelL2; }
+    public void setLseRelL2(double v) { lseRelL2 = v; }
+    public double getLseMaxAbs() { return lseMaxAbs; }
+    public void setLseMaxAbs(double v) { lseMaxAbs = v; }
+    public int getSelectionMismatches() { return selectionMismatches; }
+    public void setSelectionMismatches(int v) { selectionMismatches = v; }
+    public int getNearTies() { return nearTies; }
+    public void setNearTies(int v) { nearTies = v; }
+    public boolean isPass() { return pass; }
+    public void setPass(boolean v) { pass = v; }
+    public String getReproduce() { return reproduce; }
+    public void setReproduce(String v) { reproduce = v; }
+}

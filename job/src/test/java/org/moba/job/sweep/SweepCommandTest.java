@@ -1,0 +1,68 @@
+package org.moba.job.sweep;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.io.File;
+import java.nio.file.Path;
+import java.util.List;
+import org.apache.spark.sql.Row;
+import org.apache.spark.sql.SparkSession;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.io.TempDir;
+import org.moba.job.MobaCli;
+import picocli.CommandLine;
+
+/** {@code sweep} end to end on Spark {@code local[*]}: the CPU backend against the float64 oracle. */
+class SweepCommandTest {
+
+    @Test
+    @Timeout(180)
+    void cpuBackendPassesASmallSweepAndEverySequenceIsReported(@TempDir Path out) throws Exception {
+        int exit = new CommandLine(new MobaCli()).execute("sweep", "--backend", "cpu", "--dtype", "fp16,bf16",
+                "--heads", "4/2", "--head-dim", "32", "--chunk", "16", "--topk", "1,3",
+                "--mixes", "boundary:2,huge:5:3:600,single:3", "--oracle-rows", "300", "--out", out.toString());
+        assertEquals(0, exit, "every configuration should pass");
+        try (SparkSession spark = SparkSession.builder().master("local[1]").getOrCreate()) {
+            List<Row> rows = spark.read().parquet(new File(out.toFile(), "sweep.parquet").getPath())
+                    .select("config", "length", "tokensCompared", "outRelL2", "lseRelL2", "pass", "reproduce")
+                    .collectAsList();
+            // 2 dtypes x 2 topk x (6 boundary + 5 huge + 3 single) sequences
+            assertEquals(2 * 2 * (6 + 5 + 3), rows.size());
+            for (Row r : rows) {
+                assertTrue(r.getBoolean(5), "failed: " + r);
+                assertTrue(r.getInt(2) >= 1 && r.getInt(2) <= r.getInt(1), "tokens compared within the sequence");
+                assertTrue(r.getString(6).startsWith("./submit.sh sweep --backend cpu --dtype "));
+            }
+            // The huge mix exceeds --oracle-rows: its rows are sampled, and the sample is stated.
+            assertTrue(rows.stream().anyMatch(r -> r.getString(0).contains("huge") && r.getInt(2) < r.getInt(1)));
+        }
+    }
+
+    @Test
+    void oneFailingSequenceFailsItsConfigurationOnly() {
+        SweepRow good = row("a", true, 1e-4);
+        SweepRow bad = row("a", false, 5e-2);
+        SweepRow other = row("b", true, 2e-4);
+        List<SweepVerdict> verdicts = SweepVerdict.of(List.of(good, bad, other));
+        assertEquals(2, verdicts.size());
+        assertFalse(verdicts.get(0).pass());
+        assertEquals(5e-2, verdicts.get(0).maxOutRelL2());
+        assertTrue(verdicts.get(1).pass());
+        assertTrue(SweepVerdict.render(verdicts).contains("FAIL"));
+    }
+
+    private static SweepRow row(String config, boolean pass, double outErr) {
+        SweepRow r = new SweepRow();
+        r.setConfig(config);
+        r.setDtype("fp16");
+        r.setPass(pass);
+        r.setOutRelL2(outErr);
+        r.setLength(10);
+        r.setTokensCompared(10);
+        r.setReproduce("./submit.sh sweep ...");
+        return r;
+    }
+}
