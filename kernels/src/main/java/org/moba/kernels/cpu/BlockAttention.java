@@ -55,7 +55,7 @@ final class BlockAttention implements IntConsumer {
         this.rowSum = new float[rows];
         this.scores = new float[maxTile];
         this.rowsOfChunkStart = new int[maxChunks + 1];
-        this.rowsOfChunk = new int[selected == null ? 0 : rows * width];
+        this.rowsOfChunk = new int[selected == null ? 0 : rows * Math.min(width, maxChunks)];
     }
 
     @Override

@@ -71,8 +71,10 @@ public final class CpuMobaAttention implements MobaAttention {
         int d = batch.headDim();
         int chunk = params.chunkSize();
         int width = params.selectionWidth(batch.maxSeqlen());
-        int maxChunks = params.chunksOf(batch.maxSeqlen());
-        int maxTile = Math.min(chunk, batch.maxSeqlen());
+        // Scratch follows the longest sequence present; max_seqlen may be a loose upper bound.
+        int longest = longestSequence(batch);
+        int maxChunks = params.chunksOf(longest);
+        int maxTile = Math.min(chunk, longest);
 
         long start = System.nanoTime();
         FloatTensors x = FloatTensors.convert(batch, chunk, loop);
@@ -115,16 +117,20 @@ public final class CpuMobaAttention implements MobaAttention {
         if (params == null) {
             throw new MobaInputException("params are missing");
         }
-        if (batch.headDim() % 4 != 0) {
-            throw new MobaInputException("head_dim (D) = " + batch.headDim()
-                    + " is not supported by the CPU backend (must be a multiple of 4)");
-        }
         long selection = (long) batch.totalTokens() * batch.heads() * params.selectionWidth(batch.maxSeqlen());
         if (selection > MAX_ARRAY) {
             throw new MobaInputException("topk = " + params.topk() + " with chunk_size = " + params.chunkSize()
                     + " needs a selection of " + selection + " entries for T = " + batch.totalTokens()
                     + ", H = " + batch.heads() + ": more than one array holds; lower topk or the batch size");
         }
+    }
+
+    private static int longestSequence(PackedBatch batch) {
+        int longest = 0;
+        for (int b = 0; b < batch.numSequences(); b++) {
+            longest = Math.max(longest, batch.seqLength(b));
+        }
+        return longest;
     }
 
     private static double millisSince(long startNanos) {

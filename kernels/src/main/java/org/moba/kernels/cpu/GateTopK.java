@@ -36,8 +36,8 @@ final class GateTopK implements IntConsumer {
         this.width = width;
         this.selected = selected;
         this.scores = new float[maxCandidates];
-        this.bestScore = new float[width];
-        this.bestChunk = new int[width];
+        this.bestScore = new float[Math.min(width, maxCandidates)];
+        this.bestChunk = new int[Math.min(width, maxCandidates)];
     }
 
     @Override

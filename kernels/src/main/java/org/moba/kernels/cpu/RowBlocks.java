@@ -20,7 +20,7 @@ final class RowBlocks {
     RowBlocks(PackedBatch batch, int chunkSize) {
         this.heads = batch.heads();
         int rowsPerBlock = Math.min(MAX_ROWS, chunkSize);
-        int blocksPerChunk = (chunkSize + rowsPerBlock - 1) / rowsPerBlock;
+        int blocksPerChunk = (chunkSize - 1) / rowsPerBlock + 1; // ceil, without overflow near Integer.MAX_VALUE
         int count = 0;
         for (int b = 0; b < batch.numSequences(); b++) {
             count += blocksIn(batch.seqLength(b), chunkSize, rowsPerBlock, blocksPerChunk);

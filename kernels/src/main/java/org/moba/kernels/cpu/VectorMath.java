@@ -21,7 +21,8 @@ final class VectorMath {
 
     /**
      * {@code out[k] = sum_i x[xOff + i] * tile[i][k]} for {@code k < n}: one row times a {@code [rows, >= n]} tile
-     * stored as one array per row. {@code tile.length} must be a multiple of 4.
+     * stored as one array per row. {@code tile.length} must be a multiple of 4 (true of every head dim
+     * {@link org.moba.kernels.PackedBatch} accepts).
      */
     static void rowTimesTile(float[] x, int xOff, float[][] tile, int n, float[] out) {
         for (int k = 0; k < n; k++) {
