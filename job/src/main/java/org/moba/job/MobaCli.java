@@ -1,6 +1,8 @@
 package org.moba.job;
 
 import org.moba.job.bench.BenchCommand;
+import org.moba.job.score.GenCommand;
+import org.moba.job.score.ScoreCommand;
 import org.moba.job.sweep.SweepCommand;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
@@ -8,7 +10,7 @@ import picocli.CommandLine.Command;
 /** The command line users run (through {@code submit.sh}): one subcommand per job. */
 @Command(name = "moba", mixinStandardHelpOptions = true, version = "moba-spark 0.1.0",
         description = "MoBA (Mixture of Block Attention) kernels: run, check and benchmark them.",
-        subcommands = {DemoCommand.class, BenchCommand.class, SweepCommand.class})
+        subcommands = {BenchCommand.class, SweepCommand.class, ScoreCommand.class, GenCommand.class, DemoCommand.class})
 public final class MobaCli implements Runnable {
 
     @CommandLine.Spec

@@ -3,7 +3,7 @@ package org.moba.kernels;
 import java.util.Arrays;
 
 /** The per-token tensor shape shared by every sequence of a batch: dtype, H, Hkv and D. */
-public record BatchLayout(DType dtype, int heads, int kvHeads, int headDim) {
+public record BatchLayout(DType dtype, int heads, int kvHeads, int headDim) implements java.io.Serializable {
 
     public BatchLayout {
         if (dtype == null) {

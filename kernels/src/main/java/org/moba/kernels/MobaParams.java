@@ -8,7 +8,8 @@ package org.moba.kernels;
  * @param softmaxScale the score scale; {@code NaN} means the default {@code 1/sqrt(D)}
  * @param denseCausal  attend every causal key instead (the dense baseline); no selection is produced
  */
-public record MobaParams(int chunkSize, int topk, float softmaxScale, boolean denseCausal) {
+public record MobaParams(int chunkSize, int topk, float softmaxScale, boolean denseCausal)
+        implements java.io.Serializable {
 
     public MobaParams {
         if (chunkSize <= 0) {

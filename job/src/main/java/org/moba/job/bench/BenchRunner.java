@@ -1,11 +1,10 @@
 package org.moba.job.bench;
 
-import java.net.InetAddress;
-import java.net.UnknownHostException;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import org.moba.job.spark.DeviceAssignment;
+import org.moba.job.spark.Hosts;
 import org.moba.kernels.AttendedPairs;
 import org.moba.kernels.MobaAttention;
 import org.moba.kernels.MobaOutput;
@@ -70,7 +69,7 @@ public final class BenchRunner implements java.io.Serializable {
 
         int tokens = Arrays.stream(lengths).sum();
         BenchMeasurement m = new BenchMeasurement();
-        m.setHost(hostName());
+        m.setHost(Hosts.name());
         m.setBackend(backend.name());
         m.setDevice(backend.device());
         m.setDeviceOrdinal(assignment.ordinal());
@@ -124,11 +123,4 @@ public final class BenchRunner implements java.io.Serializable {
         return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
     }
 
-    private static String hostName() {
-        try {
-            return InetAddress.getLocalHost().getHostName();
-        } catch (UnknownHostException e) {
-            return "unknown-host";
-        }
-    }
 }

@@ -1,0 +1,179 @@
+package org.moba.job.score;
+
+import java.io.IOException;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.concurrent.Callable;
+import org.apache.spark.SparkConf;
+import org.apache.spark.TaskContext;
+import org.apache.spark.api.java.JavaRDD;
+import org.apache.spark.api.java.JavaSparkContext;
+import org.apache.spark.sql.Dataset;
+import org.apache.spark.sql.Row;
+import org.apache.spark.sql.SaveMode;
+import org.apache.spark.sql.SparkSession;
+import org.apache.spark.sql.functions;
+import org.moba.job.JobOutput;
+import org.moba.job.spark.DeviceAssignment;
+import org.moba.job.spark.DeviceSlots;
+import org.moba.job.spark.ExecutorBackends;
+import org.moba.job.spark.SparkSessions;
+import org.moba.kernels.MobaParams;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+/**
+ * {@code score}: batch inference over stored q/k/v. Every input record ends in exactly one result row, scored or
+ * rejected, and all rows are written in one job with Spark's commit protocol, so retried tasks and lost executors
+ * neither drop nor duplicate records.
+ */
+@Command(name = "score", mixinStandardHelpOptions = true, sortOptions = false,
+        description = {"Run MoBA (and dense causal attention, for quality metrics) over stored sequences.",
+                "Input: Parquet with columns id, length, dtype, heads, kv_heads, head_dim, q, k, v (little-endian",
+                "fp16/bf16 bytes), or a folder of safetensors files (q, k, v and optional cu_seqlens), on any",
+                "Hadoop filesystem. Output: <out>/score.parquet partitioned by outcome=scored|rejected, plus CSV",
+                "metrics and a JSON summary."})
+public final class ScoreCommand implements Callable<Integer> {
+    private static final Logger LOG = LoggerFactory.getLogger(ScoreCommand.class);
+
+    @Option(names = "--input", required = true, description = "input path (local, hdfs://, s3a://, ...)")
+    String input;
+
+    @Option(names = "--format", defaultValue = "parquet", description = "parquet or safetensors (default: ${DEFAULT-VALUE})")
+    String format;
+
+    @Option(names = "--out", defaultValue = "results/score", description = "output folder (default: ${DEFAULT-VALUE})")
+    String out;
+
+    @Option(names = "--backend", defaultValue = "auto", description = "cpu, cuda or auto (default: ${DEFAULT-VALUE})")
+    String backend;
+
+    @Option(names = "--chunk", defaultValue = "128", description = "(default: ${DEFAULT-VALUE})")
+    int chunk;
+
+    @Option(names = "--topk", defaultValue = "3", description = "(default: ${DEFAULT-VALUE})")
+    int topk;
+
+    @Option(names = "--tokens-per-batch", defaultValue = "65536", description = "(default: ${DEFAULT-VALUE})")
+    int tokensPerBatch;
+
+    @Option(names = "--bad-records", defaultValue = "fail",
+            description = "fail: stop the job at the first bad record, naming it; skip: write it with the reason"
+                    + " to the rejects (outcome=rejected) (default: ${DEFAULT-VALUE})")
+    String badRecords;
+
+    @Option(names = "--check-finite", negatable = true, defaultValue = "true",
+            description = "reject records holding NaN or infinity (default: ${DEFAULT-VALUE})")
+    boolean checkFinite;
+
+    @Option(names = "--partitions", defaultValue = "0",
+            description = "repartition the input to this many tasks; 0 keeps the input's (default: ${DEFAULT-VALUE})")
+    int partitions;
+
+    @Override
+    public Integer call() throws IOException {
+        ScoreRunner.BadRecords mode = ScoreRunner.BadRecords.valueOf(badRecords.toUpperCase(Locale.ROOT));
+        ScoreRunner runner = new ScoreRunner(MobaParams.of(chunk, topk), tokensPerBatch, mode, checkFinite);
+        try (SparkSession spark = SparkSessions.create("moba score", new SparkConf(false))) {
+            JavaRDD<TensorRecord> records = read(spark);
+            if (partitions > 0) {
+                records = records.repartition(partitions);
+            }
+            LOG.info("score: {} partition(s) from {}, backend {}, {}", records.getNumPartitions(), input, backend,
+                    MobaParams.of(chunk, topk));
+            String requested = backend;
+            JavaRDD<Row> results = records.mapPartitions(it -> {
+                DeviceAssignment a = DeviceAssignment.forTask(requested, TaskContext.get(),
+                        DeviceSlots.visibleDevices(requested));
+                return runner.run(it, ExecutorBackends.get(a), a);
+            });
+            JobOutput output = new JobOutput(out);
+            String table = output.root() + "/score.parquet";
+            try {
+                spark.createDataFrame(results, ScoreSchema.RESULT).write().mode(SaveMode.Overwrite)
+                        .partitionBy("outcome").parquet(table);
+            } catch (RuntimeException e) {
+                String bad = badRecordMessage(e);
+                if (bad != null) {
+                    System.err.println("score failed: " + bad + " (rerun with --bad-records skip to write such"
+                            + " records to the rejects instead)");
+                    return 2;
+                }
+                throw e;
+            }
+            return summarize(spark, output, table);
+        }
+    }
+
+    private JavaRDD<TensorRecord> read(SparkSession spark) {
+        if (format.equals("safetensors")) {
+            JavaSparkContext jsc = JavaSparkContext.fromSparkContext(spark.sparkContext());
+            return jsc.binaryFiles(input).flatMap(f -> {
+                String name = f._1().substring(f._1().lastIndexOf('/') + 1).replaceAll("\\.safetensors$", "");
+                return Safetensors.read(name, f._2().toArray()).iterator();
+            });
+        }
+        if (!format.equals("parquet")) {
+            throw new IllegalArgumentException("--format must be parquet or safetensors, got '" + format + "'");
+        }
+        Dataset<Row> df = spark.read().parquet(input);
+        List<String> missing = Arrays.stream(ScoreSchema.INPUT.fieldNames())
+                .filter(c -> !Arrays.asList(df.columns()).contains(c)).toList();
+        if (!missing.isEmpty()) {
+            throw new IllegalArgumentException("input " + input + " lacks column(s) " + missing + "; expected "
+                    + Arrays.toString(ScoreSchema.INPUT.fieldNames()));
+        }
+        return df.select("id", "length", "dtype", "heads", "kv_heads", "head_dim", "q", "k", "v").javaRDD()
+                .map(r -> TensorRecord.of(r.getString(0), r.getInt(1), r.getString(2), r.getInt(3), r.getInt(4),
+                        r.getInt(5), (byte[]) r.get(6), (byte[]) r.get(7), (byte[]) r.get(8)));
+    }
+
+    private int summarize(SparkSession spark, JobOutput output, String table) throws IOException {
+        Dataset<Row> result = spark.read().parquet(table);
+        Dataset<Row> metrics = result.select(functions.col("id"), functions.col("outcome"), functions.col("length"),
+                functions.col("dtype"), functions.col("heads"), functions.col("device"),
+                functions.col("device_ordinal"), functions.col("reason"),
+                functions.expr("aggregate(recall, 0D, (a, x) -> a + x) / size(recall)").as("mean_recall"),
+                functions.array_min(functions.col("cosine")).as("min_cosine"),
+                functions.array_max(functions.col("rel_error")).as("max_rel_error"));
+        metrics.coalesce(1).write().mode(SaveMode.Overwrite).option("header", "true")
+                .csv(output.root() + "/score-metrics.csv");
+        Row totals = metrics.agg(functions.count("*"),
+                functions.sum(functions.when(functions.col("outcome").equalTo(ScoreSchema.SCORED), 1).otherwise(0)),
+                functions.sum(functions.when(functions.col("outcome").equalTo(ScoreSchema.SCORED),
+                        functions.col("length")).otherwise(0)),
+                functions.avg("mean_recall"), functions.min("min_cosine"), functions.max("max_rel_error")).first();
+        Map<String, Object> summary = new LinkedHashMap<>();
+        summary.put("records", totals.getLong(0));
+        summary.put("scored", totals.getLong(1));
+        summary.put("rejected", totals.getLong(0) - totals.getLong(1));
+        summary.put("tokensScored", totals.isNullAt(2) ? 0 : totals.getLong(2));
+        summary.put("meanRecall", totals.isNullAt(3) ? null : totals.getDouble(3));
+        summary.put("minCosine", totals.isNullAt(4) ? null : totals.getDouble(4));
+        summary.put("maxRelError", totals.isNullAt(5) ? null : totals.getDouble(5));
+        summary.put("chunk", chunk);
+        summary.put("topk", topk);
+        output.writeSummary("score", summary);
+        summary.forEach((k, v) -> System.out.printf("%-14s %s%n", k, v));
+        System.out.println("results: " + table + " (outcome=scored | outcome=rejected)");
+        return 0;
+    }
+
+    /** The bad-record message inside a failed Spark job, if that is why it failed. */
+    static String badRecordMessage(Throwable e) {
+        for (Throwable t = e; t != null; t = t.getCause()) {
+            String m = t.getMessage();
+            int at = m == null ? -1 : m.indexOf("bad record '");
+            if (at >= 0) {
+                int end = m.indexOf('\n', at);
+                return m.substring(at, end < 0 ? m.length() : end);
+            }
+        }
+        return null;
+    }
+}

@@ -1,0 +1,123 @@
+package org.moba.job.score;
+
+import java.io.Serializable;
+import java.util.ArrayDeque;
+import java.util.ArrayList;
+import java.util.Deque;
+import java.util.Iterator;
+import java.util.List;
+import java.util.NoSuchElementException;
+import org.apache.spark.sql.Row;
+import org.apache.spark.sql.RowFactory;
+import org.moba.job.spark.DeviceAssignment;
+import org.moba.job.spark.Hosts;
+import org.moba.kernels.BatchLayout;
+import org.moba.kernels.MobaAttention;
+import org.moba.kernels.MobaOutput;
+import org.moba.kernels.MobaParams;
+import org.moba.kernels.Sequence;
+import org.moba.kernels.SequencePacker;
+
+/**
+ * The executor side of {@code score}: decodes a partition's records, packs consecutive good ones of the same
+ * layout under the token budget, runs MoBA and dense causal attention on each batch, and yields one result row per
+ * input record, lazily, batch by batch.
+ */
+public final class ScoreRunner implements Serializable {
+    private static final long serialVersionUID = 1L;
+
+    /** What to do with a record that cannot be scored. */
+    public enum BadRecords { FAIL, SKIP }
+
+    private final MobaParams params;
+    private final int tokenBudget;
+    private final BadRecords badRecords;
+    private final boolean checkFinite;
+
+    public ScoreRunner(MobaParams params, int tokenBudget, BadRecords badRecords, boolean checkFinite) {
+        this.params = params;
+        this.tokenBudget = tokenBudget;
+        this.badRecords = badRecords;
+        this.checkFinite = checkFinite;
+    }
+
+    public Iterator<Row> run(Iterator<TensorRecord> records, MobaAttention backend, DeviceAssignment assignment) {
+        String host = Hosts.name();
+        return new Iterator<>() {
+            private final Deque<Row> ready = new ArrayDeque<>();
+            private TensorRecord lookahead;
+
+            @Override
+            public boolean hasNext() {
+                while (ready.isEmpty() && (lookahead != null || records.hasNext())) {
+                    fill();
+                }
+                return !ready.isEmpty();
+            }
+
+            @Override
+            public Row next() {
+                if (!hasNext()) {
+                    throw new NoSuchElementException();
+                }
+                return ready.poll();
+            }
+
+            /** Gathers one batch of good records (rejecting bad ones on the way) and scores it. */
+            private void fill() {
+                List<Sequence> group = new ArrayList<>();
+                BatchLayout layout = null;
+                long tokens = 0;
+                while (lookahead != null || records.hasNext()) {
+                    TensorRecord r = lookahead != null ? lookahead : records.next();
+                    lookahead = null;
+                    Sequence s;
+                    try {
+                        s = r.decode(checkFinite);
+                    } catch (BadRecordException e) {
+                        if (badRecords == BadRecords.FAIL) {
+                            throw e;
+                        }
+                        ready.add(rejected(r.id(), e.reason()));
+                        continue;
+                    }
+                    BatchLayout l = r.layout();
+                    if (!group.isEmpty() && (!l.equals(layout) || tokens + s.length() > tokenBudget)) {
+                        lookahead = r;
+                        break;
+                    }
+                    layout = l;
+                    group.add(s);
+                    tokens += s.length();
+                }
+                if (!group.isEmpty()) {
+                    score(new SequencePacker(layout, Integer.MAX_VALUE).concat(group), layout);
+                }
+            }
+
+            private void score(SequencePacker.Packed packed, BatchLayout layout) {
+                MobaOutput moba = backend.forward(packed.batch(), params);
+                MobaOutput dense = backend.forward(packed.batch(), MobaParams.denseCausal(params.chunkSize()));
+                List<SequencePacker.SequenceResult> mobaSeqs = SequencePacker.unpack(packed, moba);
+                List<SequencePacker.SequenceResult> denseSeqs = SequencePacker.unpack(packed, dense);
+                for (int i = 0; i < mobaSeqs.size(); i++) {
+                    SequencePacker.SequenceResult m = mobaSeqs.get(i);
+                    SequencePacker.SequenceResult d = denseSeqs.get(i);
+                    QualityMetrics q = QualityMetrics.of(layout.dtype(), m.length(), layout.heads(),
+                            layout.headDim(), m.out(), m.lse(), d.out(), d.lse());
+                    ready.add(RowFactory.create(m.id(), m.length(), layout.dtype().label(), layout.heads(),
+                            layout.headDim(), TensorRecord.bytes(m.out()), TensorRecord.bytes(m.lse()),
+                            q.recall(), q.cosine(), q.relError(), host, backend.device(),
+                            assignment.ordinal(), null, ScoreSchema.SCORED));
+                }
+            }
+        };
+    }
+
+    private static Row rejected(String id, String reason) {
+        return RowFactory.create(id, null, null, null, null, null, null, null, null, null, null, null, null, reason,
+                ScoreSchema.REJECTED);
+    }
+
+
+}

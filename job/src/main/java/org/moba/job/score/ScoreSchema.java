@@ -1,0 +1,48 @@
+package org.moba.job.score;
+
+import org.apache.spark.sql.types.DataTypes;
+import org.apache.spark.sql.types.StructField;
+import org.apache.spark.sql.types.StructType;
+
+/**
+ * Columns of the {@code score} input and result. Every input record yields exactly one result row whose
+ * {@code outcome} is {@code scored} (with outputs and metrics) or {@code rejected} (with the reason); the job writes
+ * them in one commit, partitioned by outcome.
+ */
+public final class ScoreSchema {
+    public static final String SCORED = "scored";
+    public static final String REJECTED = "rejected";
+
+    public static final StructType INPUT = new StructType(new StructField[] {
+        DataTypes.createStructField("id", DataTypes.StringType, false),
+        DataTypes.createStructField("length", DataTypes.IntegerType, false),
+        DataTypes.createStructField("dtype", DataTypes.StringType, false),
+        DataTypes.createStructField("heads", DataTypes.IntegerType, false),
+        DataTypes.createStructField("kv_heads", DataTypes.IntegerType, false),
+        DataTypes.createStructField("head_dim", DataTypes.IntegerType, false),
+        DataTypes.createStructField("q", DataTypes.BinaryType, true),
+        DataTypes.createStructField("k", DataTypes.BinaryType, true),
+        DataTypes.createStructField("v", DataTypes.BinaryType, true),
+    });
+
+    public static final StructType RESULT = new StructType(new StructField[] {
+        DataTypes.createStructField("id", DataTypes.StringType, false),
+        DataTypes.createStructField("length", DataTypes.IntegerType, true),
+        DataTypes.createStructField("dtype", DataTypes.StringType, true),
+        DataTypes.createStructField("heads", DataTypes.IntegerType, true),
+        DataTypes.createStructField("head_dim", DataTypes.IntegerType, true),
+        DataTypes.createStructField("out", DataTypes.BinaryType, true),
+        DataTypes.createStructField("lse", DataTypes.BinaryType, true),
+        DataTypes.createStructField("recall", DataTypes.createArrayType(DataTypes.DoubleType), true),
+        DataTypes.createStructField("cosine", DataTypes.createArrayType(DataTypes.DoubleType), true),
+        DataTypes.createStructField("rel_error", DataTypes.createArrayType(DataTypes.DoubleType), true),
+        DataTypes.createStructField("host", DataTypes.StringType, true),
+        DataTypes.createStructField("device", DataTypes.StringType, true),
+        DataTypes.createStructField("device_ordinal", DataTypes.IntegerType, true),
+        DataTypes.createStructField("reason", DataTypes.StringType, true),
+        DataTypes.createStructField("outcome", DataTypes.StringType, false),
+    });
+
+    private ScoreSchema() {
+    }
+}
