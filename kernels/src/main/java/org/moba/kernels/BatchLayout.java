@@ -9,8 +9,11 @@ public record BatchLayout(DType dtype, int heads, int kvHeads, int headDim) {
         if (dtype == null) {
             throw new MobaInputException("dtype is missing");
         }
-        if (heads <= 0 || kvHeads <= 0) {
-            throw new MobaInputException("heads and kv_heads must be > 0, got H=" + heads + ", Hkv=" + kvHeads);
+        if (heads <= 0) {
+            throw new MobaInputException("heads (H) must be > 0, got " + heads);
+        }
+        if (kvHeads <= 0) {
+            throw new MobaInputException("kv_heads (Hkv) must be > 0, got " + kvHeads);
         }
         if (heads % kvHeads != 0) {
             throw new MobaInputException("heads (H) = " + heads + " is not divisible by kv_heads (Hkv) = " + kvHeads);

@@ -12,15 +12,25 @@ public final class ErrorMetrics {
      */
     public static double relativeL2(double[] reference, double[] actual) {
         checkSameLength(reference, actual);
-        double diffSquares = 0;
-        double referenceSquares = 0;
+        // Both norms are taken of values divided by the largest magnitude involved, so that neither tiny differences
+        // underflow to zero nor huge ones overflow when squared.
+        double scale = 0;
         for (int i = 0; i < reference.length; i++) {
             if (!Double.isFinite(reference[i]) || !Double.isFinite(actual[i])) {
                 return Double.POSITIVE_INFINITY;
             }
-            double diff = actual[i] - reference[i];
+            scale = Math.max(scale, Math.max(Math.abs(reference[i]), Math.abs(actual[i] - reference[i])));
+        }
+        if (scale == 0) {
+            return 0;
+        }
+        double diffSquares = 0;
+        double referenceSquares = 0;
+        for (int i = 0; i < reference.length; i++) {
+            double diff = (actual[i] - reference[i]) / scale;
+            double ref = reference[i] / scale;
             diffSquares += diff * diff;
-            referenceSquares += reference[i] * reference[i];
+            referenceSquares += ref * ref;
         }
         if (diffSquares == 0) {
             return 0;

@@ -41,6 +41,15 @@ public final class CudaDriver {
         }
     }
 
+    /** CUDA devices visible to this process; 0 when the driver cannot be used. */
+    public static int deviceCount() {
+        if (unavailableReason() != null) {
+            return 0;
+        }
+        int[] count = {0};
+        return JCudaDriver.cuDeviceGetCount(count) == CUresult.CUDA_SUCCESS ? count[0] : 0;
+    }
+
     private static String load() {
         Path lockPath = Path.of(System.getProperty("java.io.tmpdir"), LOCK_FILE);
         try (FileChannel channel = FileChannel.open(lockPath, StandardOpenOption.CREATE, StandardOpenOption.WRITE);

@@ -39,10 +39,11 @@ final class AttentionRow {
 
     /**
      * Backward of one row given its forward output {@code o} and {@code lse}: sets {@code dq[token, h]} and adds this
-     * row's share to {@code dk} and {@code dv} of every attended key (the caller keeps those additions race-free).
+     * row's share to every attended key's rows of {@code dk} and {@code dv}, which are laid out
+     * {@code [T, gradHeads, D]} and written at head {@code gradHead} (the caller keeps those additions race-free).
      */
     static void backward(VarlenDoubles x, int token, int h, int[] keys, double scale, double[] o, double lse,
-                         double[] dout, double[] dq, double[] dk, double[] dv) {
+                         double[] dout, double[] dq, double[] dk, double[] dv, int gradHeads, int gradHead) {
         int d = x.headDim();
         int kvHead = x.kvHeadOf(h);
         int qOffset = (token * x.heads() + h) * d;
@@ -50,12 +51,13 @@ final class AttentionRow {
         double[] dqRow = new double[d];
         for (int key : keys) {
             int kvOffset = (key * x.kvHeads() + kvHead) * d;
+            int gradOffset = (key * gradHeads + gradHead) * d;
             double p = Math.exp(scale * dot(x.q(), qOffset, x.k(), kvOffset, d) - lse);
             double dScore = p * (dot(dout, qOffset, x.v(), kvOffset, d) - delta);
             for (int j = 0; j < d; j++) {
                 dqRow[j] += scale * dScore * x.k()[kvOffset + j];
-                dk[kvOffset + j] += scale * dScore * x.q()[qOffset + j];
-                dv[kvOffset + j] += p * dout[qOffset + j];
+                dk[gradOffset + j] += scale * dScore * x.q()[qOffset + j];
+                dv[gradOffset + j] += p * dout[qOffset + j];
             }
         }
         System.arraycopy(dqRow, 0, dq, qOffset, d);

@@ -64,11 +64,13 @@ public final class MobaReference {
 
     /**
      * Gradients of {@code sum(out * dout)} with the selection held fixed (no gradient through the gate). Work is split
-     * by (sequence, kv head): the dk/dv rows a unit adds to belong to it alone.
+     * by (sequence, query head), each unit adding into dk/dv rows of its own query head; those are then summed over
+     * each kv head's group in head order, so the result is deterministic.
      */
     public static Gradients backward(VarlenDoubles x, MobaParams params, double[] dout) {
+        int heads = x.heads();
         int d = x.headDim();
-        long expected = (long) x.totalTokens() * x.heads() * d;
+        long expected = (long) x.totalTokens() * heads * d;
         if (dout.length != expected) {
             throw new MobaInputException("dout has " + dout.length + " elements, expected T*H*D = " + expected);
         }
@@ -76,20 +78,33 @@ public final class MobaReference {
         QueryPlanner planner = new QueryPlanner(x, params);
         double scale = params.scale(d);
         double[] dq = poisoned(dout.length);
-        double[] dk = new double[x.k().length];
-        double[] dv = new double[x.v().length];
-        IntStream.range(0, x.numSequences() * x.kvHeads()).parallel().forEach(unit -> {
-            int b = unit / x.kvHeads();
-            int kvHead = unit % x.kvHeads();
+        double[] dkPerQueryHead = new double[dout.length];
+        double[] dvPerQueryHead = new double[dout.length];
+        IntStream.range(0, x.numSequences() * heads).parallel().forEach(unit -> {
+            int b = unit / heads;
+            int h = unit % heads;
             for (int t = x.seqStart(b); t < x.seqStart(b) + x.seqLength(b); t++) {
-                for (int h = kvHead * x.groupSize(); h < (kvHead + 1) * x.groupSize(); h++) {
-                    int[] keys = planner.plan(t, h).keys();
-                    AttentionRow.backward(x, t, h, keys, scale, forward.out(), forward.lse()[t * x.heads() + h],
-                            dout, dq, dk, dv);
-                }
+                AttentionRow.backward(x, t, h, planner.plan(t, h).keys(), scale, forward.out(),
+                        forward.lse()[t * heads + h], dout, dq, dkPerQueryHead, dvPerQueryHead, heads, h);
             }
         });
-        return new Gradients(dq, dk, dv);
+        return new Gradients(dq, sumOverGroups(x, dkPerQueryHead), sumOverGroups(x, dvPerQueryHead));
+    }
+
+    /** {@code [T, H, D]} to {@code [T, Hkv, D]}: kv head {@code g} gets the sum of its query heads, in head order. */
+    private static double[] sumOverGroups(VarlenDoubles x, double[] perQueryHead) {
+        int d = x.headDim();
+        double[] summed = new double[x.totalTokens() * x.kvHeads() * d];
+        for (int t = 0; t < x.totalTokens(); t++) {
+            for (int h = 0; h < x.heads(); h++) {
+                int from = (t * x.heads() + h) * d;
+                int to = (t * x.kvHeads() + x.kvHeadOf(h)) * d;
+                for (int i = 0; i < d; i++) {
+                    summed[to + i] += perQueryHead[from + i];
+                }
+            }
+        }
+        return summed;
     }
 
     private static Forward forwardRows(VarlenDoubles x, MobaParams params, int maxSeqlen, int[] tokens) {
@@ -103,6 +118,7 @@ public final class MobaReference {
         int[] selected = new int[rows * width];
         Arrays.fill(selected, UNWRITTEN);
         QueryPlanner planner = new QueryPlanner(x, params);
+        // The float scale MobaParams gives, widened: every backend multiplies by this same number.
         double scale = params.scale(d);
         IntStream.range(0, rows).parallel().forEach(row -> {
             int token = tokens[row / heads];

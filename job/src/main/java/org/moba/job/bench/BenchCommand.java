@@ -1,0 +1,164 @@
+package org.moba.job.bench;
+
+import java.io.File;
+import java.io.IOException;
+import java.util.ArrayList;
+import java.util.Iterator;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.Callable;
+import java.util.stream.Collectors;
+import java.util.stream.IntStream;
+import org.apache.spark.SparkConf;
+import org.apache.spark.api.java.JavaSparkContext;
+import org.apache.spark.sql.Dataset;
+import org.apache.spark.sql.Encoders;
+import org.apache.spark.sql.Row;
+import org.apache.spark.sql.SaveMode;
+import org.apache.spark.sql.SparkSession;
+import org.moba.job.JobOutput;
+import org.moba.job.LengthMix;
+import org.moba.job.spark.DeviceAssignment;
+import org.moba.job.spark.DeviceSlots;
+import org.moba.job.spark.ExecutorBackends;
+import org.moba.job.spark.SparkSessions;
+import org.moba.kernels.DType;
+import org.moba.kernels.MobaAttention;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+/**
+ * {@code bench}: every device slot of the cluster runs the same grid of shapes; the driver gathers one row per
+ * (host, device, shape), flags stragglers and writes Parquet, CSV, a JSON summary and a printed table.
+ */
+@Command(name = "bench", mixinStandardHelpOptions = true, sortOptions = false,
+        description = {"Benchmark MoBA against dense causal attention on every GPU (or the CPU) of the cluster.",
+                "The grid is the cross product of the list options (comma-separated) or the shapes of a spec file."})
+public final class BenchCommand implements Callable<Integer> {
+    private static final Logger LOG = LoggerFactory.getLogger(BenchCommand.class);
+
+    @Option(names = "--backend", defaultValue = "auto", description = "cpu, cuda or auto (default: ${DEFAULT-VALUE})")
+    String backend;
+
+    @Option(names = "--spec", description = "JSON spec file with the shapes (e.g. conf/bench-flashmoba.json); "
+            + "replaces the grid options below")
+    File spec;
+
+    @Option(names = "--dtype", split = ",", defaultValue = "bf16", description = "fp16, bf16 (default: ${DEFAULT-VALUE})")
+    List<String> dtypes;
+
+    @Option(names = "--heads", split = ",", defaultValue = "8/2",
+            description = "query/kv heads, as H/Hkv (default: ${DEFAULT-VALUE})")
+    List<String> heads;
+
+    @Option(names = "--head-dim", split = ",", defaultValue = "64", description = "D (default: ${DEFAULT-VALUE})")
+    List<Integer> headDims;
+
+    @Option(names = "--chunk", split = ",", defaultValue = "128", description = "C (default: ${DEFAULT-VALUE})")
+    List<Integer> chunks;
+
+    @Option(names = "--topk", split = ",", defaultValue = "3", description = "topk (default: ${DEFAULT-VALUE})")
+    List<Integer> topks;
+
+    @Option(names = "--lengths", split = ",", defaultValue = "4x2048",
+            description = "length mixes, see LengthMix: NxL, uniform:N:MIN-MAX, lognormal:N:MEDIAN:SIGMA, ... "
+                    + "(default: ${DEFAULT-VALUE})")
+    List<String> lengthMixes;
+
+    @Option(names = "--tokens-per-batch", defaultValue = "65536",
+            description = "token budget of one packed batch (default: ${DEFAULT-VALUE})")
+    int tokensPerBatch;
+
+    @Option(names = "--warmup", defaultValue = "2", description = "untimed runs per shape (default: ${DEFAULT-VALUE})")
+    int warmup;
+
+    @Option(names = "--repeats", defaultValue = "10", description = "timed runs per shape (default: ${DEFAULT-VALUE})")
+    int repeats;
+
+    @Option(names = "--seed", defaultValue = "1", description = "seed of the synthetic inputs (default: ${DEFAULT-VALUE})")
+    long seed;
+
+    @Option(names = "--slots", defaultValue = "0",
+            description = "device slots to run the grid on; 0 = one per GPU Spark schedules, or per visible GPU, "
+                    + "or 1 on CPU (default: ${DEFAULT-VALUE})")
+    int slots;
+
+    @Option(names = "--straggler-margin", defaultValue = "0.15",
+            description = "flag a device slower than the cluster median by more than this fraction "
+                    + "(default: ${DEFAULT-VALUE})")
+    double stragglerMargin;
+
+    @Option(names = "--out", defaultValue = "results/bench", description = "output folder (default: ${DEFAULT-VALUE})")
+    String out;
+
+    @Override
+    public Integer call() throws IOException {
+        List<BenchShape> shapes = spec != null ? BenchSpec.read(spec) : grid();
+        try (SparkSession spark = SparkSessions.create("moba bench", new SparkConf(false))) {
+            JavaSparkContext jsc = JavaSparkContext.fromSparkContext(spark.sparkContext());
+            int n = slots > 0 ? slots : DeviceSlots.count(jsc, backend);
+            LOG.info("bench: {} shape(s) x {} device slot(s), backend {}", shapes.size(), n, backend);
+            String requested = backend;
+            BenchRunner runner = new BenchRunner(warmup, repeats, seed);
+            List<BenchMeasurement> rows = jsc.parallelize(IntStream.range(0, n).boxed().toList(), n)
+                    .mapPartitions((Iterator<Integer> slot) -> {
+                        DeviceAssignment a = DeviceAssignment.forTask(requested, org.apache.spark.TaskContext.get(),
+                                DeviceSlots.visibleDevices(requested));
+                        MobaAttention attention = ExecutorBackends.get(a);
+                        return runner.run(shapes, attention, a).iterator();
+                    }).collect();
+            flagStragglers(rows, stragglerMargin);
+
+            Dataset<Row> table = spark.createDataFrame(rows, BenchMeasurement.class)
+                    .select("host", "deviceOrdinal", "device", "deviceSource", "backend", "shape", "tokens",
+                            "batches", "attendedPairs", "mobaMedianMs", "mobaP10Ms", "mobaP90Ms", "gateMedianMs",
+                            "attentionMedianMs", "copyMedianMs", "denseMedianMs", "speedupOverDense",
+                            "usefulTflops", "tokensPerSecond", "straggler");
+            JobOutput output = new JobOutput(out);
+            output.write(table, "bench");
+            output.writeSummary("bench", Map.of("shapes", shapes.size(), "slots", n, "rows", rows));
+            System.out.println(BenchTable.render(rows));
+            if (rows.stream().allMatch(r -> r.getBackend().equals("cpu"))) {
+                System.out.println("bench ran on the CPU backend (no usable CUDA device): numbers are CPU timings.");
+            }
+            System.out.println("results: " + output.root());
+        }
+        return 0;
+    }
+
+    private List<BenchShape> grid() {
+        List<BenchShape> shapes = new ArrayList<>();
+        for (String dt : dtypes) {
+            for (String hh : heads) {
+                String[] parts = hh.split("/");
+                int h = Integer.parseInt(parts[0].trim());
+                int hkv = parts.length > 1 ? Integer.parseInt(parts[1].trim()) : h;
+                for (int d : headDims) {
+                    for (int c : chunks) {
+                        for (int k : topks) {
+                            for (String mix : lengthMixes) {
+                                shapes.add(new BenchShape(DType.parse(dt), h, hkv, d, c, k, new LengthMix(mix),
+                                        tokensPerBatch));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        shapes.forEach(s -> s.layout()); // validates every shape before anything runs
+        return shapes;
+    }
+
+    /** A device is a straggler on a shape when its median exceeds the cluster median by more than the margin. */
+    static void flagStragglers(List<BenchMeasurement> rows, double margin) {
+        Map<String, List<BenchMeasurement>> byShape = rows.stream()
+                .collect(Collectors.groupingBy(BenchMeasurement::getShape));
+        for (List<BenchMeasurement> group : byShape.values()) {
+            double median = BenchRunner.percentile(group.stream().mapToDouble(BenchMeasurement::getMobaMedianMs)
+                    .toArray(), 0.5);
+            group.forEach(r -> r.setStraggler(r.getMobaMedianMs() > (1 + margin) * median));
+        }
+    }
+}

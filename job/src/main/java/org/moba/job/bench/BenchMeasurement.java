@@ -1,0 +1,74 @@
+package org.moba.job.bench;
+
+import java.io.Serializable;
+
+/**
+ * Timings of one shape on one device: a row of the bench output (a JavaBean, so Spark encodes it).
+ * Times are milliseconds over the repeats of one batch: the compute phases (kernels, no host copies) for MoBA and
+ * for the dense causal baseline on the same inputs.
+ */
+public class BenchMeasurement implements Serializable {
+    private static final long serialVersionUID = 1L;
+
+    private String host;
+    private String backend;
+    private String device;
+    private int deviceOrdinal;
+    private String deviceSource;
+    private String shape;
+    private int tokens;
+    private int batches;
+    private long attendedPairs;
+    private double mobaMedianMs;
+    private double mobaP10Ms;
+    private double mobaP90Ms;
+    private double gateMedianMs;
+    private double attentionMedianMs;
+    private double copyMedianMs;
+    private double denseMedianMs;
+    private double usefulTflops;
+    private double tokensPerSecond;
+    private double speedupOverDense;
+    private boolean straggler;
+
+    public String getHost() { return host; }
+    public void setHost(String v) { host = v; }
+    public String getBackend() { return backend; }
+    public void setBackend(String v) { backend = v; }
+    public String getDevice() { return device; }
+    public void setDevice(String v) { device = v; }
+    public int getDeviceOrdinal() { return deviceOrdinal; }
+    public void setDeviceOrdinal(int v) { deviceOrdinal = v; }
+    public String getDeviceSource() { return deviceSource; }
+    public void setDeviceSource(String v) { deviceSource = v; }
+    public String getShape() { return shape; }
+    public void setShape(String v) { shape = v; }
+    public int getTokens() { return tokens; }
+    public void setTokens(int v) { tokens = v; }
+    public int getBatches() { return batches; }
+    public void setBatches(int v) { batches = v; }
+    public long getAttendedPairs() { return attendedPairs; }
+    public void setAttendedPairs(long v) { attendedPairs = v; }
+    public double getMobaMedianMs() { return mobaMedianMs; }
+    public void setMobaMedianMs(double v) { mobaMedianMs = v; }
+    public double getMobaP10Ms() { return mobaP10Ms; }
+    public void setMobaP10Ms(double v) { mobaP10Ms = v; }
+    public double getMobaP90Ms() { return mobaP90Ms; }
+    public void setMobaP90Ms(double v) { mobaP90Ms = v; }
+    public double getGateMedianMs() { return gateMedianMs; }
+    public void setGateMedianMs(double v) { gateMedianMs = v; }
+    public double getAttentionMedianMs() { return attentionMedianMs; }
+    public void setAttentionMedianMs(double v) { attentionMedianMs = v; }
+    public double getCopyMedianMs() { return copyMedianMs; }
+    public void setCopyMedianMs(double v) { copyMedianMs = v; }
+    public double getDenseMedianMs() { return denseMedianMs; }
+    public void setDenseMedianMs(double v) { denseMedianMs = v; }
+    public double getUsefulTflops() { return usefulTflops; }
+    public void setUsefulTflops(double v) { usefulTflops = v; }
+    public double getTokensPerSecond() { return tokensPerSecond; }
+    public void setTokensPerSecond(double v) { tokensPerSecond = v; }
+    public double getSpeedupOverDense() { return speedupOverDense; }
+    public void setSpeedupOverDense(double v) { speedupOverDense = v; }
+    public boolean isStraggler() { return straggler; }
+    public void setStraggler(boolean v) { straggler = v; }
+}

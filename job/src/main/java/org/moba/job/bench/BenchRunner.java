@@ -1,0 +1,134 @@
+package org.moba.job.bench;
+
+import java.net.InetAddress;
+import java.net.UnknownHostException;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import org.moba.job.spark.DeviceAssignment;
+import org.moba.kernels.AttendedPairs;
+import org.moba.kernels.MobaAttention;
+import org.moba.kernels.MobaOutput;
+import org.moba.kernels.MobaParams;
+import org.moba.kernels.PhaseTimings;
+import org.moba.kernels.Sequence;
+import org.moba.kernels.SequencePacker;
+import org.moba.kernels.SyntheticSequences;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/** Runs the benchmark grid on one device: the executor side of {@code bench}. */
+public final class BenchRunner implements java.io.Serializable {
+    private static final long serialVersionUID = 1L;
+    private static final Logger LOG = LoggerFactory.getLogger(BenchRunner.class);
+    /** Phases that move data between host and device; everything else is compute. */
+    private static final List<String> COPY_PHASES = List.of("h2d", "d2h");
+
+    private final int warmup;
+    private final int repeats;
+    private final long seed;
+
+    public BenchRunner(int warmup, int repeats, long seed) {
+        if (repeats < 1) {
+            throw new IllegalArgumentException("--repeats must be >= 1, got " + repeats);
+        }
+        if (warmup < 0) {
+            throw new IllegalArgumentException("--warmup must be >= 0, got " + warmup);
+        }
+        this.warmup = warmup;
+        this.repeats = repeats;
+        this.seed = seed;
+    }
+
+    public List<BenchMeasurement> run(List<BenchShape> shapes, MobaAttention backend, DeviceAssignment assignment) {
+        List<BenchMeasurement> rows = new ArrayList<>();
+        for (BenchShape shape : shapes) {
+            LOG.info("bench {} on {}: {}", shape.label(), backend.device(), "warm-up " + warmup + ", repeats " + repeats);
+            rows.add(measure(shape, backend, assignment));
+        }
+        return rows;
+    }
+
+    private BenchMeasurement measure(BenchShape shape, MobaAttention backend, DeviceAssignment assignment) {
+        SyntheticSequences synth = new SyntheticSequences(seed, shape.layout());
+        int[] lengths = shape.lengths().lengths(seed, shape.chunk());
+        List<Sequence> sequences = new ArrayList<>(lengths.length);
+        for (int i = 0; i < lengths.length; i++) {
+            sequences.add(synth.generate(i, lengths[i]));
+        }
+        List<SequencePacker.Packed> batches = new SequencePacker(shape.layout(), shape.tokensPerBatch())
+                .packAll(sequences);
+        MobaParams moba = shape.params();
+        MobaParams dense = MobaParams.denseCausal(shape.chunk());
+
+        long pairs = 0;
+        for (SequencePacker.Packed p : batches) {
+            pairs += AttendedPairs.count(p.batch(), moba, backend.forward(p.batch(), moba));
+        }
+        Phases mobaTimes = time(backend, batches, moba);
+        Phases denseTimes = time(backend, batches, dense);
+
+        int tokens = Arrays.stream(lengths).sum();
+        BenchMeasurement m = new BenchMeasurement();
+        m.setHost(hostName());
+        m.setBackend(backend.name());
+        m.setDevice(backend.device());
+        m.setDeviceOrdinal(assignment.ordinal());
+        m.setDeviceSource(assignment.source());
+        m.setShape(shape.label());
+        m.setTokens(tokens);
+        m.setBatches(batches.size());
+        m.setAttendedPairs(pairs);
+        m.setMobaMedianMs(percentile(mobaTimes.compute, 0.5));
+        m.setMobaP10Ms(percentile(mobaTimes.compute, 0.1));
+        m.setMobaP90Ms(percentile(mobaTimes.compute, 0.9));
+        m.setGateMedianMs(percentile(mobaTimes.gate, 0.5));
+        m.setAttentionMedianMs(percentile(mobaTimes.attention, 0.5));
+        m.setCopyMedianMs(percentile(mobaTimes.copies, 0.5));
+        m.setDenseMedianMs(percentile(denseTimes.compute, 0.5));
+        m.setUsefulTflops(AttendedPairs.teraflops(pairs, shape.headDim(), m.getMobaMedianMs()));
+        m.setTokensPerSecond(tokens / (m.getMobaMedianMs() * 1e-3));
+        m.setSpeedupOverDense(m.getDenseMedianMs() / m.getMobaMedianMs());
+        return m;
+    }
+
+    /** Per-repeat milliseconds, summed over the batches of the shape. */
+    private record Phases(double[] compute, double[] gate, double[] attention, double[] copies) {
+    }
+
+    private Phases time(MobaAttention backend, List<SequencePacker.Packed> batches, MobaParams params) {
+        for (int r = 0; r < warmup; r++) {
+            batches.forEach(p -> backend.forward(p.batch(), params));
+        }
+        Phases t = new Phases(new double[repeats], new double[repeats], new double[repeats], new double[repeats]);
+        for (int r = 0; r < repeats; r++) {
+            for (SequencePacker.Packed p : batches) {
+                MobaOutput out = backend.forward(p.batch(), params);
+                PhaseTimings pt = out.timings();
+                double copies = COPY_PHASES.stream().mapToDouble(pt::get).sum();
+                t.compute[r] += pt.total() - copies;
+                t.gate[r] += pt.get("chunk_means") + pt.get("gate_topk");
+                t.attention[r] += pt.get("attention");
+                t.copies[r] += copies;
+            }
+        }
+        return t;
+    }
+
+    static double percentile(double[] values, double q) {
+        double[] sorted = values.clone();
+        Arrays.sort(sorted);
+        double pos = q * (sorted.length - 1);
+        int lo = (int) Math.floor(pos);
+        int hi = Math.min(sorted.length - 1, lo + 1);
+        return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
+    }
+
+    private static String hostName() {
+        try {
+            return InetAddress.getLocalHost().getHostName();
+        } catch (UnknownHostException e) {
+            return "unknown-host";
+        }
+    }
+}

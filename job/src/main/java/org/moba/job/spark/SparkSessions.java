@@ -1,0 +1,47 @@
+package org.moba.job.spark;
+
+import java.util.Locale;
+import org.apache.spark.SparkConf;
+import org.apache.spark.sql.SparkSession;
+
+/**
+ * Creates the job's SparkSession. Under {@code spark-submit} the master and every setting come from there; started
+ * directly (the embedded default of {@code submit.sh}, tests) the master defaults to {@code local[*]}.
+ */
+public final class SparkSessions {
+    /** Spark's key for the GPU amount each task asks for. */
+    public static final String TASK_GPU_AMOUNT = "spark.task.resource.gpu.amount";
+
+    private SparkSessions() {
+    }
+
+    public static SparkSession create(String appName, SparkConf overrides) {
+        SparkConf conf = new SparkConf(true);
+        if (!conf.contains("spark.master")) {
+            conf.setMaster("local[*]");
+        }
+        for (scala.Tuple2<String, String> kv : overrides.getAll()) {
+            conf.set(kv._1(), kv._2());
+        }
+        conf.setIfMissing("spark.app.name", appName);
+        conf.setIfMissing("spark.ui.showConsoleProgress", "true");
+        checkGpuSettings(conf);
+        return SparkSession.builder().config(conf).getOrCreate();
+    }
+
+    /**
+     * Spark's local mode never hands GPUs to tasks, and with a task GPU amount it hangs without a word (SPARK.md 1):
+     * refuse that combination with an error that says what to do instead.
+     */
+    static void checkGpuSettings(SparkConf conf) {
+        String master = conf.get("spark.master", "").toLowerCase(Locale.ROOT);
+        boolean local = master.equals("local") || master.startsWith("local[");
+        if (local && conf.contains(TASK_GPU_AMOUNT)) {
+            throw new IllegalArgumentException(TASK_GPU_AMOUNT + "=" + conf.get(TASK_GPU_AMOUNT) + " cannot be used with"
+                    + " master '" + conf.get("spark.master") + "': local mode never assigns GPUs and Spark would hang."
+                    + " Drop the setting (local tasks then spread over the visible GPUs), or use a standalone,"
+                    + " local-cluster, YARN or Kubernetes master with spark.executor.resource.gpu.amount and a"
+                    + " discovery script (see conf/spark-defaults.conf).");
+        }
+    }
+}

@@ -1,0 +1,135 @@
+package org.moba.kernels.cpu;
+
+import org.moba.kernels.DType;
+import org.moba.kernels.MobaParams;
+import org.moba.kernels.PackedBatch;
+
+/**
+ * A batch converted to fp32 once, in the layouts the vectorized loops want:
+ * <ul>
+ *   <li>{@code q}: {@code [T, H, D]} as in the batch;</li>
+ *   <li>keys per (kv head, chunk) as a transposed tile {@code [D][chunk length]} (scores in axpy form);</li>
+ *   <li>values per (kv head, chunk) as rows {@code [chunk length][D]};</li>
+ *   <li>chunk key means per (sequence, kv head) transposed, {@code [D][full chunks]} (MOBA.md: fp32 sums times
+ *       {@code 1/C}; only full chunks are ever candidates, so partial ones get no mean).</li>
+ * </ul>
+ * Chunks are numbered globally: sequence {@code b}'s chunk {@code j} is {@code chunkBase[b] + j}.
+ */
+final class FloatTensors {
+    final float[] q;
+    /** [kv head][global chunk][d][key]. */
+    final float[][][][] keyTiles;
+    /** [kv head][global chunk][key][d]. */
+    final float[][][][] valueRows;
+    /** [sequence][kv head][d][full chunk]. */
+    final float[][][][] meansT;
+    final int[] chunkBase;
+
+    private final PackedBatch batch;
+    private final int chunkSize;
+
+    private FloatTensors(PackedBatch batch, int chunkSize) {
+        this.batch = batch;
+        this.chunkSize = chunkSize;
+        int sequences = batch.numSequences();
+        chunkBase = new int[sequences + 1];
+        MobaParams chunking = MobaParams.of(chunkSize, 1);
+        for (int b = 0; b < sequences; b++) {
+            chunkBase[b + 1] = chunkBase[b] + chunking.chunksOf(batch.seqLength(b));
+        }
+        q = new float[batch.q().length];
+        keyTiles = new float[batch.kvHeads()][chunkBase[sequences]][][];
+        valueRows = new float[batch.kvHeads()][chunkBase[sequences]][][];
+        meansT = new float[sequences][batch.kvHeads()][][];
+    }
+
+    /** Converts {@code batch} in parallel; the chunk means are a separate step ({@link #computeMeans}). */
+    static FloatTensors convert(PackedBatch batch, int chunkSize, ParallelLoop loop) {
+        FloatTensors t = new FloatTensors(batch, chunkSize);
+        int hkv = batch.kvHeads();
+        int chunks = t.chunkBase[batch.numSequences()];
+        int qRowsPerTask = 256;
+        int qTasks = (batch.totalTokens() + qRowsPerTask - 1) / qRowsPerTask;
+        loop.forEach(qTasks + hkv * chunks, () -> task -> {
+            if (task < qTasks) {
+                t.convertQueries(task * qRowsPerTask, Math.min(batch.totalTokens(), (task + 1) * qRowsPerTask));
+            } else {
+                int tile = task - qTasks;
+                t.convertChunk(tile / chunks, tile % chunks);
+            }
+        });
+        return t;
+    }
+
+    private void convertQueries(int fromToken, int toToken) {
+        int row = batch.heads() * batch.headDim();
+        DType dtype = batch.dtype();
+        short[] src = batch.q();
+        for (int i = fromToken * row, end = toToken * row; i < end; i++) {
+            q[i] = dtype.toFloat(src[i]);
+        }
+    }
+
+    private void convertChunk(int g, int globalChunk) {
+        int b = sequenceOfChunk(globalChunk);
+        int j = globalChunk - chunkBase[b];
+        int first = batch.seqStart(b) + j * chunkSize;
+        int length = Math.min(chunkSize, batch.seqStart(b) + batch.seqLength(b) - first);
+        int d = batch.headDim();
+        int hkv = batch.kvHeads();
+        DType dtype = batch.dtype();
+        short[] k = batch.k();
+        short[] v = batch.v();
+        float[][] keys = new float[d][length];
+        float[][] values = new float[length][d];
+        for (int key = 0; key < length; key++) {
+            int base = ((first + key) * hkv + g) * d;
+            float[] valueRow = values[key];
+            for (int i = 0; i < d; i++) {
+                keys[i][key] = dtype.toFloat(k[base + i]);
+                valueRow[i] = dtype.toFloat(v[base + i]);
+            }
+        }
+        keyTiles[g][globalChunk] = keys;
+        valueRows[g][globalChunk] = values;
+    }
+
+    /** Chunk key means of every full chunk, in parallel over (sequence, kv head). */
+    void computeMeans(ParallelLoop loop) {
+        int hkv = batch.kvHeads();
+        loop.forEach(batch.numSequences() * hkv, () -> task -> meansOf(task / hkv, task % hkv));
+    }
+
+    private void meansOf(int b, int g) {
+        int full = batch.seqLength(b) / chunkSize;
+        int d = batch.headDim();
+        float[][] means = new float[d][full];
+        float inverse = 1f / chunkSize;
+        for (int j = 0; j < full; j++) {
+            float[][] keys = keyTiles[g][chunkBase[b] + j];
+            for (int i = 0; i < d; i++) {
+                float[] row = keys[i];
+                float sum = 0f;
+                for (int key = 0; key < chunkSize; key++) {
+                    sum += row[key];
+                }
+                means[i][j] = sum * inverse;
+            }
+        }
+        meansT[b][g] = means;
+    }
+
+    private int sequenceOfChunk(int globalChunk) {
+        int lo = 0;
+        int hi = chunkBase.length - 2;
+        while (lo < hi) {
+            int mid = (lo + hi + 1) >>> 1;
+            if (chunkBase[mid] <= globalChunk) {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        return lo;
+    }
+}

@@ -1,0 +1,117 @@
+package org.moba.kernels.cpu;
+
+/**
+ * The inner loops of the CPU backend, written so that HotSpot's C2 compiler turns them into SIMD code.
+ *
+ * <p>C2 (as of Java 17) only vectorizes a loop when every array in it is indexed by the loop variable with the same
+ * offset, so every hot loop here walks whole rows ({@code float[]} of their own, offset 0) and takes its scalar
+ * operands from arrays with arbitrary offsets only outside the inner loop. Dot products are therefore computed in
+ * "axpy" form against transposed tiles: float reductions are not vectorized by C2.
+ */
+final class VectorMath {
+    static final double LN2 = Math.log(2.0);
+    static final float LOG2E = 1.4426950408889634f;
+    /** Below this base-2 exponent the result is subnormal: 2^-126 is treated as the floor (never reached in use). */
+    private static final float MIN_EXP2 = -126f;
+    /** 1.5 * 2^23: adding it rounds a float of magnitude < 2^22 to an integer held in the low mantissa bits. */
+    private static final float ROUND_MAGIC = 12582912f;
+
+    private VectorMath() {
+    }
+
+    /**
+     * {@code out[k] = sum_i x[xOff + i] * tile[i][k]} for {@code k < n}: one row times a {@code [rows, >= n]} tile
+     * stored as one array per row. {@code tile.length} must be a multiple of 4.
+     */
+    static void rowTimesTile(float[] x, int xOff, float[][] tile, int n, float[] out) {
+        for (int k = 0; k < n; k++) {
+            out[k] = 0f;
+        }
+        for (int i = 0; i < tile.length; i += 4) {
+            float a0 = x[xOff + i];
+            float a1 = x[xOff + i + 1];
+            float a2 = x[xOff + i + 2];
+            float a3 = x[xOff + i + 3];
+            float[] t0 = tile[i];
+            float[] t1 = tile[i + 1];
+            float[] t2 = tile[i + 2];
+            float[] t3 = tile[i + 3];
+            for (int k = 0; k < n; k++) {
+                out[k] += a0 * t0[k] + a1 * t1[k] + a2 * t2[k] + a3 * t3[k];
+            }
+        }
+    }
+
+    /** {@code acc[d] += sum_k w[k] * rows[k][d]} for {@code k < n}, {@code d < acc.length}. */
+    static void accumulateWeightedRows(float[] w, float[][] rows, int n, float[] acc) {
+        int d = acc.length;
+        int k = 0;
+        for (; k + 4 <= n; k += 4) {
+            float w0 = w[k];
+            float w1 = w[k + 1];
+            float w2 = w[k + 2];
+            float w3 = w[k + 3];
+            float[] r0 = rows[k];
+            float[] r1 = rows[k + 1];
+            float[] r2 = rows[k + 2];
+            float[] r3 = rows[k + 3];
+            for (int i = 0; i < d; i++) {
+                acc[i] += w0 * r0[i] + w1 * r1[i] + w2 * r2[i] + w3 * r3[i];
+            }
+        }
+        for (; k < n; k++) {
+            float w0 = w[k];
+            float[] r0 = rows[k];
+            for (int i = 0; i < d; i++) {
+                acc[i] += w0 * r0[i];
+            }
+        }
+    }
+
+    static float max(float[] x, int n) {
+        float m = Float.NEGATIVE_INFINITY;
+        for (int k = 0; k < n; k++) {
+            m = Math.max(m, x[k]);
+        }
+        return m;
+    }
+
+    static void scale(float[] x, float factor) {
+        for (int i = 0; i < x.length; i++) {
+            x[i] *= factor;
+        }
+    }
+
+    /** Replaces {@code x[k]} by {@code 2^(x[k] - shift)} for {@code k < n} and returns their sum. */
+    static float exp2InPlace(float[] x, int n, float shift) {
+        float sum = 0f;
+        for (int k = 0; k < n; k++) {
+            float e = exp2(x[k] - shift);
+            x[k] = e;
+            sum += e;
+        }
+        return sum;
+    }
+
+    /**
+     * {@code 2^y} for {@code y <= 0} to about 1e-7 relative error (faster than {@link Math#exp}, which matters:
+     * there is one per attended key): split {@code y = n + f} with {@code |f| <= 1/2}, a degree-7 polynomial for
+     * {@code 2^f}, and {@code 2^n} built in the exponent bits.
+     */
+    static float exp2(float y) {
+        float c = Math.max(y, MIN_EXP2);
+        float shifted = c + ROUND_MAGIC;
+        int n = Float.floatToRawIntBits(shifted) - Float.floatToRawIntBits(ROUND_MAGIC);
+        float f = c - (shifted - ROUND_MAGIC);
+        // Taylor coefficients of 2^f = exp(f ln 2) (|f| <= 1/2: the truncation error is below float rounding).
+        float p = 1.5252734e-5f;
+        p = p * f + 1.5403530e-4f;
+        p = p * f + 1.3333558e-3f;
+        p = p * f + 9.6181291e-3f;
+        p = p * f + 5.5504109e-2f;
+        p = p * f + 2.4022651e-1f;
+        p = p * f + 6.9314718e-1f;
+        p = p * f + 1.0f;
+        return p * Float.intBitsToFloat((n + 127) << 23);
+    }
+}
