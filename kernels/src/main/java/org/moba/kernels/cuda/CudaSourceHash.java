@@ -15,26 +15,26 @@ import java.util.stream.Collectors;
 import java.util.stream.Stream;
 
 /**
- * The fingerprint of the CUDA sources a fatbin was built from, as {@code kernels/src/main/cuda/build-fatbin.sh}
- * writes it next to the fatbin: SHA-256 over every {@code *.cu}, {@code *.cuh} and {@code *.h} file under the
- * source folder, in sorted relative-path order (byte order, {@code /} separators), each preceded by its relative
- * path and a newline. A test and the Maven build compare it with the committed {@code moba.fatbin.sha256}.
+ * The fingerprint of the CUDA sources a fatbin was built from, exactly as {@code kernels/src/main/cuda/source-hash.sh}
+ * computes it for {@code build-fatbin.sh}, which writes it next to the fatbin: SHA-256 of the contents of the
+ * {@code *.cu} and {@code *.cuh} files directly in the source folder, concatenated in sorted name order (byte order,
+ * like {@code LC_ALL=C sort}). A test and the Maven build compare it with the committed {@code moba.fatbin.sha256}.
  *
  * <p>Depends on the JDK only, so the build can run it as a single-file program before anything is compiled:
  * {@code java CudaSourceHash.java SOURCE_DIR [HASH_FILE]} prints the hash, or with a hash file exits 0 when it
  * matches and 1 when the fatbin is stale.
  */
 public final class CudaSourceHash {
-    private static final List<String> SUFFIXES = List.of(".cu", ".cuh", ".h");
+    private static final List<String> SUFFIXES = List.of(".cu", ".cuh");
 
     private CudaSourceHash() {
     }
 
-    /** The CUDA sources under {@code root}, as sorted relative paths with {@code /} separators. */
+    /** The CUDA sources directly in {@code root} (subfolders are not part of the build), as sorted file names. */
     public static List<String> sources(Path root) {
-        try (Stream<Path> files = Files.walk(root)) {
+        try (Stream<Path> files = Files.list(root)) {
             return files.filter(Files::isRegularFile)
-                    .map(p -> root.relativize(p).toString().replace('\\', '/'))
+                    .map(p -> p.getFileName().toString())
                     .filter(name -> SUFFIXES.stream().anyMatch(name::endsWith))
                     .sorted(CudaSourceHash::compareBytes)
                     .collect(Collectors.toList());
@@ -43,11 +43,10 @@ public final class CudaSourceHash {
         }
     }
 
-    /** Lower-case hex SHA-256 of the sources under {@code root}. */
+    /** Lower-case hex SHA-256 of the sources in {@code root}. */
     public static String of(Path root) {
         MessageDigest sha = sha256();
         for (String name : sources(root)) {
-            sha.update((name + "\n").getBytes(StandardCharsets.UTF_8));
             try {
                 sha.update(Files.readAllBytes(root.resolve(name)));
             } catch (IOException e) {
