@@ -71,7 +71,22 @@ public final class CudaDriver {
             return "";
         } catch (LinkageError e) {
             // UnsatisfiedLinkError on the first touch (no libcuda.so.1), NoClassDefFoundError on later ones.
-            return "the CUDA driver library could not be loaded (no NVIDIA driver on this host?): " + e;
+            return "the CUDA driver library could not be loaded (no NVIDIA driver on this host?): "
+                    + essence(e.getMessage());
         }
+    }
+
+    /** JCuda's message spans many lines with nested stack traces; keep the line that names the missing file. */
+    private static String essence(String message) {
+        if (message == null) {
+            return "(no message)";
+        }
+        String[] lines = message.split("\\R");
+        for (String line : lines) {
+            if (line.contains("cannot open shared object file")) {
+                return line.trim();
+            }
+        }
+        return lines[0].trim();
     }
 }

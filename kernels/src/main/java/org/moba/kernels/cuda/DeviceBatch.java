@@ -59,7 +59,10 @@ public final class DeviceBatch implements AutoCloseable {
     private final DeviceBuffer chunkBase;
     private final DeviceBuffer tiles;
     private final DeviceBuffer mu;
+    private final DeviceBuffer muPlanes;
+    private final DeviceBuffer muUnscale;
     private final DeviceBuffer sel;
+    private final DeviceBuffer selScores;
     private final DeviceBuffer out;
     private final DeviceBuffer lse;
     private final long extraBytes;
@@ -92,10 +95,16 @@ public final class DeviceBatch implements AutoCloseable {
             cuSeqlens = allocate(4L * batch.cuSeqlens().length, "cu_seqlens");
             chunkBase = allocate(4L * plan.chunkBase.length, "chunk_base");
             tiles = allocate(4L * plan.tiles.length, "tiles");
-            mu = allocate(plan.runsGate() ? 4L * plan.numFullChunks * batch.kvHeads() * d : 0, "chunk means");
-            sel = allocate(4L * tokens * heads * plan.selectionWidth, "selection");
+            long means = plan.runsGate() ? (long) plan.numFullChunks * batch.kvHeads() : 0;
+            mu = allocate(4L * means * d, "chunk means");
+            muPlanes = allocate(3L * 2L * means * d, "chunk mean planes");
+            muUnscale = allocate(4L * means, "chunk mean scales");
+            long selected = tokens * heads * plan.selectionWidth;
+            sel = allocate(4L * selected, "selection");
+            selScores = allocate(MobaKernels.needsSelectionScores(plan.selectionWidth) ? 4L * selected : 0,
+                    "selection scores");
             extraBytes = cuSeqlens.capacity() + chunkBase.capacity() + tiles.capacity() + mu.capacity()
-                    + sel.capacity();
+                    + muPlanes.capacity() + muUnscale.capacity() + sel.capacity() + selScores.capacity();
             upload();
         } catch (RuntimeException e) {
             close();
@@ -160,13 +169,15 @@ public final class DeviceBatch implements AutoCloseable {
         int hkv = batch.kvHeads();
         int c = params.chunkSize();
         if (plan.runsGate() && plan.numFullChunks > 0) {
-            kernels.chunkMeans(s, context, k.pointer(), mu.pointer(), cuSeqlens.pointer(), chunkBase.pointer(),
-                    batch.numSequences(), plan.numFullChunks, hkv, c);
+            kernels.chunkMeans(s, context, k.pointer(), cuSeqlens.pointer(), chunkBase.pointer(),
+                    batch.numSequences(), hkv, c, plan.numFullChunks, mu.pointer(), muPlanes.pointer(),
+                    muUnscale.pointer());
         }
         record(MEANS_END);
         if (plan.runsGate() && plan.numTiles > 0) {
-            kernels.gateTopk(s, context, q.pointer(), mu.pointer(), sel.pointer(), cuSeqlens.pointer(),
-                    chunkBase.pointer(), tiles.pointer(), plan.numTiles, batch.heads(), hkv, c, plan.selectionWidth);
+            kernels.gateTopk(s, context, q.pointer(), muPlanes.pointer(), muUnscale.pointer(), cuSeqlens.pointer(),
+                    chunkBase.pointer(), tiles.pointer(), plan.numTiles, sel.pointer(), selScores.pointer(),
+                    plan.selectionWidth, batch.heads(), hkv, c, plan.numFullChunks, batch.totalTokens());
         }
         record(GATE_END);
         if (plan.numTiles > 0) {
@@ -183,7 +194,10 @@ public final class DeviceBatch implements AutoCloseable {
         poison(out, POISON_16, "out");
         poison(lse, POISON_32, "lse");
         poison(mu, POISON_32, "the chunk means");
+        poison(muPlanes, POISON_16, "the chunk mean planes");
+        poison(muUnscale, POISON_32, "the chunk mean scales");
         poison(sel, POISON_SELECTION, "the selection");
+        poison(selScores, POISON_32, "the selection scores");
     }
 
     private void poison(DeviceBuffer b, short bits, String what) {
@@ -251,7 +265,7 @@ public final class DeviceBatch implements AutoCloseable {
         }
     }
 
-    /** Device bytes held beyond q, k, v, out and lse: index arrays, chunk means and the selection. */
+    /** Device bytes held beyond q, k, v, out and lse: index arrays, chunk means (and planes) and the selection. */
     public long extraDeviceBytes() {
         return extraBytes;
     }

@@ -13,45 +13,79 @@ import org.moba.kernels.DType;
 import org.moba.kernels.cuda.KernelModule.Kernel;
 
 /**
- * The three MoBA kernels of one (dtype, head dim), launched exactly as kernels/src/main/cuda/ABI.md specifies:
- * the only place that knows the kernels' names, parameter lists, grids and shared memory.
+ * The MoBA kernels of one (dtype, head dim), launched exactly as kernels/src/main/cuda/ABI.md specifies: the only
+ * place that knows the kernels' names, parameter lists, grids, blocks and shared memory.
  */
 final class MobaKernels {
-    private static final int ATTENTION_THREADS = 128;
+    /** The gate writes at most this many selection slots per launch; wider selections take several passes. */
+    static final int GATE_SLOTS_PER_PASS = 16;
+    private static final int CHUNK_MEAN_THREADS = 256;
     private static final int GATE_THREADS = 128;
-    private static final int CHUNK_MEAN_THREADS = 128;
+    private static final int SORT_THREADS = 128;
+    private static final int ATTENTION_THREADS = 128;
 
     private final KernelModule module;
+    private final int headDim;
     private final Kernel chunkMean;
     private final Kernel gateTopk;
+    private final Kernel selectionSort;
     private final Kernel attention;
 
     MobaKernels(KernelModule module, DType dtype, int headDim) {
         this.module = module;
+        this.headDim = headDim;
         String suffix = dtype.label() + "_d" + headDim;
-        this.chunkMean = module.function("moba_chunk_mean_" + suffix);
+        this.chunkMean = module.function("moba_chunk_mean_" + dtype.label());
         this.gateTopk = module.function("moba_gate_topk_" + suffix);
+        this.selectionSort = module.function("moba_sel_sort");
         this.attention = module.function("moba_attn_fwd_" + suffix);
     }
 
-    @Override
-    public String toString() {
-        return chunkMean.name + ", " + gateTopk.name + ", " + attention.name;
+    /** ABI.md: the gate's tiles of q and of the chunk-mean planes plus its top-k scratch. */
+    static int gateSharedMemory(int headDim) {
+        return Math.max(64 * headDim * 2, 64 * 4 * 17 * 8) + 3 * 32 * headDim * 2 + 128;
     }
 
-    /** {@code mu [numFullChunks, Hkv, D]} = fp32 mean of each full chunk's keys. */
-    void chunkMeans(CUstream stream, Supplier<String> context, CUdeviceptr k, CUdeviceptr mu, CUdeviceptr cuSeqlens,
-                    CUdeviceptr chunkBase, int numSequences, int numFullChunks, int kvHeads, int chunkSize) {
+    /** ABI.md: one q tile and four k/v stages of 64 rows. */
+    static int attentionSharedMemory(int headDim) {
+        return (64 + 4 * 64) * headDim * 2;
+    }
+
+    /** Whether the gate needs the {@code sel_score [T, H, W]} scratch (only multi-pass selections do). */
+    static boolean needsSelectionScores(int selectionWidth) {
+        return selectionWidth > GATE_SLOTS_PER_PASS;
+    }
+
+    /**
+     * {@code mu [NFC, Hkv, D]} (fp32 means of each full chunk's keys), {@code muPlanes [3, NFC, Hkv, D]} and
+     * {@code muUnscale [NFC, Hkv]} (the scaled means split exactly into three 16-bit planes for the gate's MMAs).
+     */
+    void chunkMeans(CUstream stream, Supplier<String> context, CUdeviceptr k, CUdeviceptr cuSeqlens,
+                    CUdeviceptr chunkBase, int numSequences, int kvHeads, int chunkSize, int numFullChunks,
+                    CUdeviceptr mu, CUdeviceptr muPlanes, CUdeviceptr muUnscale) {
         launch(chunkMean, stream, context, numFullChunks, kvHeads, CHUNK_MEAN_THREADS, 0,
-                k, mu, cuSeqlens, chunkBase, numSequences, kvHeads, chunkSize);
+                k, cuSeqlens, chunkBase, numSequences, kvHeads, headDim, chunkSize, mu, muPlanes, muUnscale);
     }
 
-    /** {@code sel [T, H, W]}: each query's top-W candidate chunks by fp32 gate score, ascending, -1 padded. */
-    void gateTopk(CUstream stream, Supplier<String> context, CUdeviceptr q, CUdeviceptr mu, CUdeviceptr sel,
-                  CUdeviceptr cuSeqlens, CUdeviceptr chunkBase, CUdeviceptr tiles, int numTiles, int heads,
-                  int kvHeads, int chunkSize, int selectionWidth) {
-        launch(gateTopk, stream, context, numTiles, heads, GATE_THREADS, 0,
-                q, mu, sel, cuSeqlens, chunkBase, tiles, numTiles, heads, kvHeads, chunkSize, selectionWidth);
+    /**
+     * {@code sel [T, H, W]}: each query's top-W candidate chunks by fp32 gate score, ascending, -1 padded. Up to
+     * {@value #GATE_SLOTS_PER_PASS} slots in one pass; wider selections run one pass per 16 slots (each continues
+     * from the previous pass's last pick, using {@code selScores}) and a final per-row sort.
+     */
+    void gateTopk(CUstream stream, Supplier<String> context, CUdeviceptr q, CUdeviceptr muPlanes,
+                  CUdeviceptr muUnscale, CUdeviceptr cuSeqlens, CUdeviceptr chunkBase, CUdeviceptr tiles,
+                  int numTiles, CUdeviceptr sel, CUdeviceptr selScores, int selectionWidth, int heads, int kvHeads,
+                  int chunkSize, int numFullChunks, int totalTokens) {
+        int smem = gateSharedMemory(headDim);
+        for (int slotBegin = 0; slotBegin < selectionWidth; slotBegin += GATE_SLOTS_PER_PASS) {
+            launch(gateTopk, stream, context, numTiles, heads, GATE_THREADS, smem,
+                    q, muPlanes, muUnscale, cuSeqlens, chunkBase, tiles, sel, selScores, selectionWidth, slotBegin,
+                    heads, kvHeads, chunkSize, numFullChunks);
+        }
+        if (needsSelectionScores(selectionWidth)) {
+            launch(selectionSort, stream, context, Math.multiplyExact(totalTokens, heads), 1, SORT_THREADS,
+                    selectionWidth * Integer.BYTES, sel, selectionWidth);
+        }
     }
 
     /** {@code out [T, H, D]} and {@code lse [T, H]} over the own chunk's causal prefix plus the selected chunks. */
@@ -59,7 +93,7 @@ final class MobaKernels {
                    CUdeviceptr out, CUdeviceptr lse, CUdeviceptr cuSeqlens, CUdeviceptr sel, int selectionWidth,
                    CUdeviceptr tiles, int numTiles, int heads, int kvHeads, int chunkSize, float scale,
                    boolean dense) {
-        launch(attention, stream, context, numTiles, heads, ATTENTION_THREADS, 0,
+        launch(attention, stream, context, numTiles, heads, ATTENTION_THREADS, attentionSharedMemory(headDim),
                 q, k, v, out, lse, cuSeqlens, sel, selectionWidth, tiles, numTiles, heads, kvHeads, chunkSize, scale,
                 dense ? 1 : 0);
     }
@@ -69,7 +103,7 @@ final class MobaKernels {
         module.allowDynamicSharedMemory(kernel, dynamicSmem);
         check(JCudaDriver.cuLaunchKernel(kernel.function, gridX, gridY, 1, threads, 1, 1, dynamicSmem, stream,
                 parameters(args), null), () -> "launching " + kernel.name + " (grid " + gridX + "x" + gridY
-                + ") for " + context.get());
+                + ", " + dynamicSmem + " B shared) for " + context.get());
     }
 
     /** cuLaunchKernel wants a pointer to an array of pointers, one per kernel parameter, in order. */
@@ -88,5 +122,10 @@ final class MobaKernels {
             }
         }
         return Pointer.to(pointers);
+    }
+
+    @Override
+    public String toString() {
+        return chunkMean.name + ", " + gateTopk.name + ", " + selectionSort.name + ", " + attention.name;
     }
 }

@@ -3,6 +3,9 @@ package org.moba.kernels.cuda;
 import static org.moba.kernels.cuda.CudaCheck.check;
 
 import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.function.Supplier;
 
 import jcuda.driver.CUdeviceptr;
@@ -12,21 +15,26 @@ import jcuda.driver.JCudaDriver;
 import org.moba.kernels.cuda.DeviceBufferPool.PinnedSlab;
 
 /**
- * Host-device transfers of Java arrays for one call, streamed through two pinned slabs: while the DMA engine
- * copies one slab, the host fills (or drains) the other. Copies are queued on the call's stream in program order,
- * so an upload, the kernels and a download need only one wait at the end ({@link #finish()}) when the data fit
- * in the slabs. Not thread-safe: one per call.
+ * Host-device transfers of Java arrays for one call, staged through two pinned slabs used in turn. Transfers are
+ * packed one after another into the current slab; only when it is full does the host switch to the other slab,
+ * first waiting for that slab's earlier transfers (so for large batches the host fills one slab while the DMA
+ * engine drains the other). Copies are queued on the call's stream in program order, so a small call's upload,
+ * kernels and download need a single wait at the end ({@link #finish()}). Not thread-safe: one per call.
  */
 final class StagedCopies implements AutoCloseable {
+    /** Transfers start at multiples of this within a slab (DMA-friendly alignment). */
+    private static final int ALIGN = 256;
+
     private final DeviceBufferPool pool;
     private final CUstream stream;
     private final Supplier<String> context;
     private final PinnedSlab[] slabs = new PinnedSlab[2];
-    /** Per slab: the copy from the slab into a Java array still owed once its download has landed. */
-    private final Runnable[] drains = new Runnable[2];
-    private int next;
+    /** Per slab: copies from the slab into Java arrays still owed once its downloads have landed. */
+    private final List<List<Runnable>> drains = List.of(new ArrayList<>(), new ArrayList<>());
+    private int current;
+    private int used;
 
-    /** Moves {@code count} elements starting at {@code from} between a Java array and a slab. */
+    /** Moves {@code count} elements starting at {@code from} between a Java array and a slab view. */
     private interface SlabCopy {
         void apply(ByteBuffer slab, int from, int count);
     }
@@ -38,66 +46,62 @@ final class StagedCopies implements AutoCloseable {
     }
 
     void upload(short[] src, CUdeviceptr dst) {
-        upload(src.length, Short.BYTES, dst, (slab, from, n) -> slab.asShortBuffer().put(src, from, n));
+        transfer(true, src.length, Short.BYTES, dst, (slab, from, n) -> slab.asShortBuffer().put(src, from, n));
     }
 
     void upload(int[] src, CUdeviceptr dst) {
-        upload(src.length, Integer.BYTES, dst, (slab, from, n) -> slab.asIntBuffer().put(src, from, n));
+        transfer(true, src.length, Integer.BYTES, dst, (slab, from, n) -> slab.asIntBuffer().put(src, from, n));
     }
 
     void download(CUdeviceptr src, short[] dst) {
-        download(src, dst.length, Short.BYTES, (slab, from, n) -> slab.asShortBuffer().get(dst, from, n));
+        transfer(false, dst.length, Short.BYTES, src, (slab, from, n) -> slab.asShortBuffer().get(dst, from, n));
     }
 
     void download(CUdeviceptr src, float[] dst) {
-        download(src, dst.length, Float.BYTES, (slab, from, n) -> slab.asFloatBuffer().get(dst, from, n));
+        transfer(false, dst.length, Float.BYTES, src, (slab, from, n) -> slab.asFloatBuffer().get(dst, from, n));
     }
 
     void download(CUdeviceptr src, int[] dst) {
-        download(src, dst.length, Integer.BYTES, (slab, from, n) -> slab.asIntBuffer().get(dst, from, n));
+        transfer(false, dst.length, Integer.BYTES, src, (slab, from, n) -> slab.asIntBuffer().get(dst, from, n));
     }
 
-    private void upload(int length, int elementBytes, CUdeviceptr dst, SlabCopy fill) {
-        int piece = DeviceBufferPool.SLAB_BYTES / elementBytes;
-        for (int from = 0; from < length; from += piece) {
-            int n = Math.min(piece, length - from);
-            int i = nextIdleSlab();
-            fill.apply(slabs[i].buffer(), from, n);
-            long offset = (long) from * elementBytes;
-            check(JCudaDriver.cuMemcpyHtoDAsync(dst.withByteOffset(offset), slabs[i].pointer(),
-                    (long) n * elementBytes, stream), () -> "cuMemcpyHtoDAsync for " + context.get());
-            markBusy(i);
+    private void transfer(boolean toDevice, int length, int elementBytes, CUdeviceptr device, SlabCopy copy) {
+        for (int from = 0; from < length;) {
+            if (slabs[current] == null) {
+                slabs[current] = pool.acquireSlab(context);
+            }
+            int space = (DeviceBufferPool.SLAB_BYTES - used) / elementBytes;
+            if (space == 0) {
+                switchSlab();
+                continue;
+            }
+            int n = Math.min(space, length - from);
+            long bytes = (long) n * elementBytes;
+            PinnedSlab slab = slabs[current];
+            ByteBuffer view = slab.buffer().slice(used, (int) bytes).order(ByteOrder.nativeOrder());
+            CUdeviceptr at = device.withByteOffset((long) from * elementBytes);
+            if (toDevice) {
+                copy.apply(view, from, n);
+                check(JCudaDriver.cuMemcpyHtoDAsync(at, slab.pointer().withByteOffset(used), bytes, stream),
+                        () -> "cuMemcpyHtoDAsync for " + context.get());
+            } else {
+                check(JCudaDriver.cuMemcpyDtoHAsync(slab.pointer().withByteOffset(used), at, bytes, stream),
+                        () -> "cuMemcpyDtoHAsync for " + context.get());
+                int start = from;
+                drains.get(current).add(() -> copy.apply(view, start, n));
+            }
+            check(JCudaDriver.cuEventRecord(slab.done(), stream), () -> "cuEventRecord for " + context.get());
+            used += (int) ((bytes + ALIGN - 1) / ALIGN * ALIGN); // stays <= SLAB_BYTES: both are multiples of ALIGN
+            from += n;
         }
     }
 
-    private void download(CUdeviceptr src, int length, int elementBytes, SlabCopy drain) {
-        int piece = DeviceBufferPool.SLAB_BYTES / elementBytes;
-        for (int from = 0; from < length; from += piece) {
-            int n = Math.min(piece, length - from);
-            int i = nextIdleSlab();
-            long offset = (long) from * elementBytes;
-            check(JCudaDriver.cuMemcpyDtoHAsync(slabs[i].pointer(), src.withByteOffset(offset),
-                    (long) n * elementBytes, stream), () -> "cuMemcpyDtoHAsync for " + context.get());
-            markBusy(i);
-            int start = from;
-            ByteBuffer buffer = slabs[i].buffer();
-            drains[i] = () -> drain.apply(buffer, start, n);
+    private void switchSlab() {
+        current ^= 1;
+        used = 0;
+        if (slabs[current] != null) {
+            awaitIdle(current);
         }
-    }
-
-    private int nextIdleSlab() {
-        int i = next;
-        next ^= 1;
-        if (slabs[i] == null) {
-            slabs[i] = pool.acquireSlab(context);
-        } else {
-            awaitIdle(i);
-        }
-        return i;
-    }
-
-    private void markBusy(int i) {
-        check(JCudaDriver.cuEventRecord(slabs[i].done(), stream), () -> "cuEventRecord for " + context.get());
     }
 
     /**
@@ -106,11 +110,9 @@ final class StagedCopies implements AutoCloseable {
      */
     private void awaitIdle(int i) {
         check(JCudaDriver.cuEventSynchronize(slabs[i].done()), () -> "waiting for the work of " + context.get());
-        if (drains[i] != null) {
-            Runnable drain = drains[i];
-            drains[i] = null;
-            drain.run();
-        }
+        List<Runnable> owed = drains.get(i);
+        owed.forEach(Runnable::run);
+        owed.clear();
     }
 
     /** Waits until every queued transfer has landed and every download has reached its Java array. */
@@ -122,12 +124,11 @@ final class StagedCopies implements AutoCloseable {
         }
     }
 
-    /** Returns the slabs; any download not {@link #finish() finished} is abandoned. */
+    /** Returns the slabs once the DMA engine is done with them; downloads not {@link #finish() finished} are lost. */
     @Override
     public void close() {
         for (int i = 0; i < 2; i++) {
             if (slabs[i] != null) {
-                // The slab may only be reused once the DMA engine is done with it.
                 JCudaDriver.cuEventSynchronize(slabs[i].done());
                 pool.releaseSlab(slabs[i]);
                 slabs[i] = null;

@@ -1,0 +1,222 @@
+package org.moba.kernels.bench;
+
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Locale;
+import java.util.SplittableRandom;
+
+import org.moba.kernels.BatchLayout;
+import org.moba.kernels.DType;
+import org.moba.kernels.MobaOutput;
+import org.moba.kernels.MobaParams;
+import org.moba.kernels.PackedBatch;
+import org.moba.kernels.PhaseTimings;
+import org.moba.kernels.cuda.CudaMobaAttention;
+import org.moba.kernels.cuda.DeviceBatch;
+
+/**
+ * Times the CUDA kernels on the shapes of ANCHORS.md with CUDA events, transfers excluded: each input set is
+ * uploaded once ({@link CudaMobaAttention#upload}) and its kernels run repeatedly ({@link DeviceBatch#run()}).
+ * Per shape it prints the medians of the gate (chunk means + gate/top-k) and attention, the useful TFLOP/s
+ * ({@code 4 * D * attended (query, key) pairs summed over heads / time}, pairs counted from the returned
+ * selection), the same for our dense causal kernel on the same inputs, the speedup over it, and the extra device
+ * memory.
+ *
+ * <p>Usage: {@code KernelBench [--device N] [--reps 20] [--warmup 3] [--seed S] [--only SUBSTRING]}.
+ * Small shapes rotate several input sets so that the GPU's L2 cache does not flatter them; shapes with more
+ * tokens than one batch holds run batch by batch and add up the per-batch medians.
+ */
+public final class KernelBench {
+    /** Below this many bytes per input set, more sets are rotated (H100 L2: 50 MB). */
+    private static final long ROTATION_BYTES = 1L << 30;
+    private static final int MAX_SETS = 4;
+    private static final int TOKEN_BUDGET = 512 * 1024;
+
+    record Shape(String name, DType dtype, int heads, int kvHeads, int headDim, int chunk, int topk, int[] lengths) {
+        BatchLayout layout() {
+            return new BatchLayout(dtype, heads, kvHeads, headDim);
+        }
+
+        MobaParams params() {
+            return MobaParams.of(chunk, topk);
+        }
+    }
+
+    /** Medians and counts accumulated over the batches of a shape. */
+    private static final class Totals {
+        double gateMs;
+        double attentionMs;
+        double denseMs;
+        long mobaPairs;
+        long densePairs;
+        long tokens;
+        long extraBytes;
+        int batches;
+    }
+
+    private KernelBench() {
+    }
+
+    static List<Shape> shapes(long seed) {
+        List<Shape> shapes = new ArrayList<>();
+        for (int k : new int[] {8, 32, 64, 128}) {
+            shapes.add(new Shape("FlashMoBA 2x" + k + "K", DType.FP16, 16, 16, 128, 128, 8,
+                    new int[] {k * 1024, k * 1024}));
+        }
+        shapes.add(new Shape("MoBA speed test 1x32K", DType.BF16, 1, 1, 128, 512, 3, new int[] {32768}));
+        shapes.add(new Shape("1x64K H=32 chunk 4096", DType.BF16, 32, 32, 128, 4096, 3, new int[] {65536}));
+        SplittableRandom rng = new SplittableRandom(seed);
+        int[] many = new int[4096];
+        for (int i = 0; i < many.length; i++) {
+            many[i] = rng.nextInt(256, 2049);
+        }
+        shapes.add(new Shape("4096 seqs of 256..2048", DType.FP16, 16, 16, 128, 128, 4, many));
+        return shapes;
+    }
+
+    public static void main(String[] args) {
+        int device = 0;
+        int reps = 20;
+        int warmup = 3;
+        long seed = 20260101L;
+        String only = "";
+        for (int i = 0; i < args.length; i++) {
+            switch (args[i]) {
+                case "--device" -> device = Integer.parseInt(args[++i]);
+                case "--reps" -> reps = Integer.parseInt(args[++i]);
+                case "--warmup" -> warmup = Integer.parseInt(args[++i]);
+                case "--seed" -> seed = Long.parseLong(args[++i]);
+                case "--only" -> only = args[++i];
+                default -> throw new IllegalArgumentException("unknown option " + args[i]
+                        + " (usage: KernelBench [--device N] [--reps 20] [--warmup 3] [--seed S] [--only SUBSTRING])");
+            }
+        }
+        if (reps < 20) {
+            throw new IllegalArgumentException("--reps must be >= 20 for a meaningful median, got " + reps);
+        }
+        String reason = CudaMobaAttention.unavailableReason(device);
+        if (reason != null) {
+            System.err.println("KernelBench: " + reason);
+            System.exit(2);
+        }
+        try (CudaMobaAttention cuda = CudaMobaAttention.open(device)) {
+            System.out.println("KernelBench on " + cuda.device() + ", reps " + reps + ", warm-up " + warmup
+                    + ", seed " + seed);
+            System.out.println(String.format(Locale.ROOT, "%-26s %9s %8s %8s %8s %8s %8s %7s %9s %8s %7s %9s",
+                    "shape", "tokens", "gate ms", "attn ms", "fwd ms", "TFLOP/s", "attn TF", "%causal",
+                    "dense ms", "dense TF", "speedup", "extra MiB"));
+            for (Shape shape : shapes(seed)) {
+                if (shape.name().contains(only)) {
+                    report(shape, measure(cuda, shape, reps, warmup, new SplittableRandom(seed)));
+                }
+            }
+            System.out.println(String.format(Locale.ROOT, "peak extra device memory of one call: %.1f MiB",
+                    cuda.peakExtraDeviceBytes() / 1048576.0));
+        }
+    }
+
+    private static Totals measure(CudaMobaAttention cuda, Shape shape, int reps, int warmup, SplittableRandom rng) {
+        BenchInputs inputs = new BenchInputs(rng, shape.dtype());
+        Totals totals = new Totals();
+        for (int[] lengths : BenchInputs.pack(shape.lengths(), TOKEN_BUDGET)) {
+            long tokens = Arrays.stream(lengths).asLongStream().sum();
+            long setBytes = tokens * 2L * (2L * shape.heads() + 2L * shape.kvHeads()) * shape.headDim();
+            int sets = shape.lengths().length == lengths.length
+                    ? (int) Math.max(2, Math.min(MAX_SETS, (ROTATION_BYTES + setBytes - 1) / setBytes)) : 1;
+            List<DeviceBatch> moba = new ArrayList<>();
+            List<DeviceBatch> dense = new ArrayList<>();
+            try {
+                for (int s = 0; s < sets; s++) {
+                    PackedBatch batch = inputs.batch(shape.layout(), lengths);
+                    moba.add(cuda.upload(batch, shape.params()));
+                    dense.add(cuda.upload(batch, MobaParams.denseCausal(shape.chunk())));
+                }
+                for (int w = 0; w < warmup; w++) {
+                    for (int s = 0; s < sets; s++) {
+                        moba.get(s).run();
+                        dense.get(s).run();
+                    }
+                }
+                double[] gate = new double[reps * sets];
+                double[] attention = new double[reps * sets];
+                double[] denseAttention = new double[reps * sets];
+                for (int r = 0; r < reps; r++) {
+                    for (int s = 0; s < sets; s++) {
+                        PhaseTimings t = moba.get(s).run();
+                        gate[r * sets + s] = t.get("chunk_means") + t.get("gate_topk");
+                        attention[r * sets + s] = t.get("attention");
+                        denseAttention[r * sets + s] = dense.get(s).run().get("attention");
+                    }
+                }
+                totals.gateMs += median(gate);
+                totals.attentionMs += median(attention);
+                totals.denseMs += median(denseAttention);
+                MobaOutput out = moba.get(0).download();
+                totals.mobaPairs += attendedPairs(moba.get(0).batch(), shape.params(), out);
+                totals.densePairs += causalPairs(lengths) * shape.heads();
+                totals.tokens += tokens;
+                totals.extraBytes = Math.max(totals.extraBytes, moba.get(0).extraDeviceBytes());
+                totals.batches++;
+            } finally {
+                moba.forEach(DeviceBatch::close);
+                dense.forEach(DeviceBatch::close);
+            }
+        }
+        return totals;
+    }
+
+    private static void report(Shape shape, Totals t) {
+        double fwdMs = t.gateMs + t.attentionMs;
+        double flopsPerPair = 4.0 * shape.headDim();
+        System.out.println(String.format(Locale.ROOT,
+                "%-26s %9d %8.3f %8.3f %8.3f %8.1f %8.1f %6.1f%% %9.3f %8.1f %6.2fx %9.1f%s",
+                shape.name(), t.tokens, t.gateMs, t.attentionMs, fwdMs,
+                flopsPerPair * t.mobaPairs / (fwdMs * 1e9), flopsPerPair * t.mobaPairs / (t.attentionMs * 1e9),
+                100.0 * t.mobaPairs / t.densePairs, t.denseMs, flopsPerPair * t.densePairs / (t.denseMs * 1e9),
+                t.denseMs / fwdMs, t.extraBytes / 1048576.0,
+                t.batches > 1 ? "  (sum over " + t.batches + " batches)" : ""));
+    }
+
+    /**
+     * (query, key) pairs attended, summed over heads: each query's own-chunk causal prefix plus the full chunks it
+     * selected (candidates are always full chunks).
+     */
+    static long attendedPairs(PackedBatch batch, MobaParams params, MobaOutput out) {
+        int h = batch.heads();
+        int w = out.selectionWidth();
+        int c = params.chunkSize();
+        long pairs = 0;
+        for (int b = 0; b < batch.numSequences(); b++) {
+            int start = batch.seqStart(b);
+            for (int p = 0; p < batch.seqLength(b); p++) {
+                long own = p % c + 1;
+                for (int head = 0; head < h; head++) {
+                    int base = ((start + p) * h + head) * w;
+                    int selected = 0;
+                    while (selected < w && out.selected()[base + selected] >= 0) {
+                        selected++;
+                    }
+                    pairs += own + (long) selected * c;
+                }
+            }
+        }
+        return pairs;
+    }
+
+    /** Causal (query, key) pairs of one head: L(L+1)/2 per sequence. */
+    static long causalPairs(int[] lengths) {
+        long pairs = 0;
+        for (int length : lengths) {
+            pairs += (long) length * (length + 1) / 2;
+        }
+        return pairs;
+    }
+
+    private static double median(double[] values) {
+        double[] sorted = values.clone();
+        Arrays.sort(sorted);
+        int n = sorted.length;
+        return n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
+    }
+}

@@ -1,0 +1,566 @@
+// Dev harness for the MoBA CUDA kernels: loads moba.fatbin by name (exactly as the JCuda backend
+// does), runs the forward on random inputs and checks it against its own float64 CPU reference
+// of MOBA.md; `time` mode measures the benchmark shapes. Not part of the Maven build.
+//
+//   kernel_check <moba.fatbin> check [seed]     correctness matrix (exit 1 on any failure)
+//   kernel_check <moba.fatbin> time             timings (CUDA events, median of 25)
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <numeric>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#define CHECK(x)                                                                              \
+    do {                                                                                      \
+        cudaError_t e_ = (x);                                                                 \
+        if (e_ != cudaSuccess) {                                                              \
+            std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
+            std::exit(2);                                                                     \
+        }                                                                                     \
+    } while (0)
+
+// ------------------------------------------------------------------------------------------ host utils
+static void parallel_for(long n, const std::function<void(long, long)>& body) {
+    const int threads = std::max(1u, std::thread::hardware_concurrency());
+    std::vector<std::thread> pool;
+    const long per = (n + threads - 1) / threads;
+    for (int t = 0; t < threads; ++t) {
+        const long lo = t * per, hi = std::min(n, lo + per);
+        if (lo < hi) pool.emplace_back(body, lo, hi);
+    }
+    for (auto& th : pool) th.join();
+}
+
+enum DType { FP16 = 0, BF16 = 1 };
+static const char* dtype_name(int dt) { return dt == FP16 ? "fp16" : "bf16"; }
+static float to_float(uint16_t bits, int dt) {
+    if (dt == FP16) { __half_raw r; r.x = bits; return __half2float(__half(r)); }
+    uint32_t u = static_cast<uint32_t>(bits) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+static uint16_t from_float(float x, int dt) {
+    if (dt == FP16) { __half h = __float2half_rn(x); return static_cast<__half_raw>(h).x; }
+    __nv_bfloat16 b = __float2bfloat16_rn(x);
+    return static_cast<__nv_bfloat16_raw>(b).x;
+}
+
+static uint64_t splitmix(uint64_t& s) {
+    uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+// i.i.d. standard normal values rounded to the dtype (Box-Muller on a counter-based stream).
+static void fill_normal(std::vector<uint16_t>& x, uint64_t seed, int dt) {
+    parallel_for(static_cast<long>(x.size() + 1) / 2, [&](long lo, long hi) {
+        for (long i = lo; i < hi; ++i) {
+            uint64_t s = seed ^ (0xD1B54A32D192ED03ull * (i + 1));
+            const double u1 = ((splitmix(s) >> 11) + 1.0) / 9007199254740993.0, u2 = (splitmix(s) >> 11) / 9007199254740992.0;
+            const double r = std::sqrt(-2.0 * std::log(u1));
+            x[2 * i] = from_float(static_cast<float>(r * std::cos(2 * M_PI * u2)), dt);
+            if (2 * i + 1 < static_cast<long>(x.size())) x[2 * i + 1] = from_float(static_cast<float>(r * std::sin(2 * M_PI * u2)), dt);
+        }
+    });
+}
+
+// ------------------------------------------------------------------------------------------ kernels
+struct Kernels {
+    cudaLibrary_t lib;
+    cudaKernel_t chunk_mean[2], gate[2][2], attn[2][2], sel_sort;
+    static int hd_index(int d) { return d == 64 ? 0 : 1; }
+    static int gate_smem(int d) { return std::max(64 * d * 2, 64 * 4 * 17 * 8) + 3 * 32 * d * 2 + 128; }
+    static int attn_smem(int d) { return (64 + 4 * 64) * d * 2; }
+    void load(const char* path) {
+        CHECK(cudaFree(nullptr));
+        CHECK(cudaLibraryLoadFromFile(&lib, path, nullptr, nullptr, 0, nullptr, nullptr, 0));
+        auto get = [&](cudaKernel_t& k, const std::string& name) { CHECK(cudaLibraryGetKernel(&k, lib, name.c_str())); };
+        for (int dt = 0; dt < 2; ++dt) {
+            get(chunk_mean[dt], std::string("moba_chunk_mean_") + dtype_name(dt));
+            for (int d : {64, 128}) {
+                const std::string suffix = std::string(dtype_name(dt)) + "_d" + std::to_string(d);
+                get(gate[dt][hd_index(d)], "moba_gate_topk_" + suffix);
+                get(attn[dt][hd_index(d)], "moba_attn_fwd_" + suffix);
+                CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(gate[dt][hd_index(d)]),
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, gate_smem(d)));
+                CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(attn[dt][hd_index(d)]),
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, attn_smem(d)));
+            }
+        }
+        get(sel_sort, "moba_sel_sort");
+        CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(sel_sort), cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024));
+    }
+};
+
+static void launch(cudaKernel_t k, dim3 grid, dim3 block, size_t smem, cudaStream_t st, std::vector<void*> args) {
+    CHECK(cudaLaunchKernel(reinterpret_cast<const void*>(k), grid, block, args.data(), smem, st));
+    CHECK(cudaGetLastError());
+}
+
+// ------------------------------------------------------------------------------------------ problem
+struct Case {
+    std::string name;
+    int dt, D, H, Hkv, C, topk;
+    bool dense;
+    std::vector<int> lengths;
+};
+
+struct Layout {  // host index arrays, built exactly as the ABI says
+    std::vector<int> cu, chunk_base, tiles;  // tiles: pairs (b, start)
+    int T = 0, B = 0, max_len = 0, nfc = 0, W = 0;
+    explicit Layout(const Case& c) {
+        B = static_cast<int>(c.lengths.size());
+        cu.assign(B + 1, 0);
+        chunk_base.assign(B + 1, 0);
+        for (int b = 0; b < B; ++b) {
+            cu[b + 1] = cu[b] + c.lengths[b];
+            chunk_base[b + 1] = chunk_base[b] + c.lengths[b] / c.C;
+            max_len = std::max(max_len, c.lengths[b]);
+        }
+        T = cu[B];
+        nfc = chunk_base[B];
+        const int max_chunks = (max_len + c.C - 1) / c.C;
+        W = c.dense ? 0 : std::min(c.topk - 1, std::max(0, max_chunks - 1));
+        struct Tile { int b, start; long work; };
+        std::vector<Tile> t;
+        for (int b = 0; b < B; ++b)
+            for (int s = 0; s < c.lengths[b]; s += 64) {
+                const int own = s / c.C;
+                const long work = c.dense ? s + 64L : static_cast<long>(std::min(W, own)) * c.C + (s - own * c.C) + 64;
+                t.push_back({b, s, work});
+            }
+        std::stable_sort(t.begin(), t.end(), [](const Tile& a, const Tile& b) { return a.work > b.work; });
+        for (auto& x : t) { tiles.push_back(x.b); tiles.push_back(x.start); }
+    }
+    int num_tiles() const { return static_cast<int>(tiles.size() / 2); }
+    int seq_of(int t) const { return static_cast<int>(std::upper_bound(cu.begin(), cu.end(), t) - cu.begin()) - 1; }
+};
+
+template <class T>
+struct DevBuf {
+    T* p = nullptr;
+    size_t n = 0;
+    void alloc(size_t count) { n = count; if (count) CHECK(cudaMalloc(&p, count * sizeof(T))); }
+    void upload(const std::vector<T>& h) { alloc(h.size()); if (n) CHECK(cudaMemcpy(p, h.data(), n * sizeof(T), cudaMemcpyHostToDevice)); }
+    std::vector<T> download() const { std::vector<T> h(n); if (n) CHECK(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost)); return h; }
+    void free_() { if (p) CHECK(cudaFree(p)); p = nullptr; n = 0; }
+};
+
+struct DeviceRun {  // device state of one (case, input set)
+    DevBuf<uint16_t> q, k, v, out, planes;
+    DevBuf<float> lse, mu, unscale, sel_score;
+    DevBuf<int> cu, chunk_base, tiles, sel;
+    void setup(const Case& c, const Layout& L) {
+        cu.upload(L.cu);
+        chunk_base.upload(L.chunk_base);
+        tiles.upload(L.tiles);
+        out.alloc(static_cast<size_t>(L.T) * c.H * c.D);
+        lse.alloc(static_cast<size_t>(L.T) * c.H);
+        if (L.W > 0) {
+            sel.alloc(static_cast<size_t>(L.T) * c.H * L.W);
+            if (L.W > 16) sel_score.alloc(static_cast<size_t>(L.T) * c.H * L.W);
+            mu.alloc(static_cast<size_t>(L.nfc) * c.Hkv * c.D);
+            planes.alloc(static_cast<size_t>(3) * L.nfc * c.Hkv * c.D);
+            unscale.alloc(static_cast<size_t>(L.nfc) * c.Hkv);
+        }
+    }
+    void poison() {
+        if (out.n) CHECK(cudaMemset(out.p, 0xff, out.n * 2));  // NaN in fp16 and bf16
+        if (lse.n) CHECK(cudaMemset(lse.p, 0xff, lse.n * 4));  // NaN
+        if (sel.n) CHECK(cudaMemset(sel.p, 0x7f, sel.n * 4));  // an impossible chunk index
+    }
+    void free_all() {
+        q.free_(); k.free_(); v.free_(); out.free_(); planes.free_(); lse.free_(); mu.free_(); unscale.free_();
+        sel_score.free_(); cu.free_(); chunk_base.free_(); tiles.free_(); sel.free_();
+    }
+};
+
+static void run_gate(const Kernels& K, const Case& c, const Layout& L, DeviceRun& r, cudaStream_t st) {
+    if (L.W == 0 || L.nfc == 0) {
+        if (L.W > 0) CHECK(cudaMemsetAsync(r.sel.p, 0xff, r.sel.n * 4, st));  // no candidates anywhere: all -1
+        return;
+    }
+    int B = L.B, Hkv = c.Hkv, D = c.D, C = c.C, W = L.W, H = c.H, nfc = L.nfc;
+    launch(K.chunk_mean[c.dt], dim3(nfc, Hkv), dim3(256), 0, st,
+           {&r.k.p, &r.cu.p, &r.chunk_base.p, &B, &Hkv, &D, &C, &r.mu.p, &r.planes.p, &r.unscale.p});
+    for (int slot = 0; slot < W; slot += 16) {
+        launch(K.gate[c.dt][Kernels::hd_index(D)], dim3(L.num_tiles(), H), dim3(128), Kernels::gate_smem(D), st,
+               {&r.q.p, &r.planes.p, &r.unscale.p, &r.cu.p, &r.chunk_base.p, &r.tiles.p, &r.sel.p, &r.sel_score.p, &W,
+                &slot, &H, &Hkv, &C, &nfc});
+    }
+    if (W > 16) launch(K.sel_sort, dim3(L.T * H), dim3(128), W * 4, st, {&r.sel.p, &W});
+}
+
+static void run_attn(const Kernels& K, const Case& c, const Layout& L, DeviceRun& r, cudaStream_t st) {
+    int W = L.W, nt = L.num_tiles(), H = c.H, Hkv = c.Hkv, C = c.C, dense = c.dense ? 1 : 0;
+    float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.D)));
+    launch(K.attn[c.dt][Kernels::hd_index(c.D)], dim3(nt, H), dim3(128), Kernels::attn_smem(c.D), st,
+           {&r.q.p, &r.k.p, &r.v.p, &r.out.p, &r.lse.p, &r.cu.p, &r.sel.p, &W, &r.tiles.p, &nt, &H, &Hkv, &C, &scale, &dense});
+}
+
+// ------------------------------------------------------------------------------------------ reference
+struct HostInputs {
+    std::vector<uint16_t> q, k, v;
+};
+
+struct RefRow {  // reference for one (token, head)
+    std::vector<double> out;
+    double lse;
+    std::vector<int> selected;  // ascending
+    double margin;              // relative gap weakest selected vs strongest unselected (+inf: none left out)
+};
+
+struct Reference {
+    const Case& c;
+    const Layout& L;
+    std::vector<double> q, k, v, mu;  // mu [nfc, Hkv, D]
+    Reference(const Case& c_, const Layout& L_, const HostInputs& in) : c(c_), L(L_) {
+        auto conv = [&](const std::vector<uint16_t>& x) {
+            std::vector<double> y(x.size());
+            parallel_for(static_cast<long>(x.size()), [&](long lo, long hi) { for (long i = lo; i < hi; ++i) y[i] = to_float(x[i], c.dt); });
+            return y;
+        };
+        q = conv(in.q); k = conv(in.k); v = conv(in.v);
+        mu.assign(static_cast<size_t>(L.nfc) * c.Hkv * c.D, 0.0);
+        for (int b = 0; b < L.B; ++b)
+            for (int j = 0; j < L.chunk_base[b + 1] - L.chunk_base[b]; ++j)
+                for (int hk = 0; hk < c.Hkv; ++hk)
+                    for (int d = 0; d < c.D; ++d) {
+                        double s = 0;
+                        for (int t = 0; t < c.C; ++t) s += k[((static_cast<long>(L.cu[b]) + j * c.C + t) * c.Hkv + hk) * c.D + d];
+                        mu[((static_cast<long>(L.chunk_base[b]) + j) * c.Hkv + hk) * c.D + d] = s / c.C;
+                    }
+    }
+    double score(int t, int h, int b, int j) const {
+        const int hk = h / (c.H / c.Hkv);
+        double s = 0;
+        for (int d = 0; d < c.D; ++d)
+            s += q[(static_cast<long>(t) * c.H + h) * c.D + d] * mu[((static_cast<long>(L.chunk_base[b]) + j) * c.Hkv + hk) * c.D + d];
+        return s;
+    }
+    // Selection per MOBA.md; `use` (if non-null) overrides it for the attention part.
+    RefRow row(int t, int h, const std::vector<int>* use) const {
+        RefRow r;
+        const int b = L.seq_of(t), p = t - L.cu[b], own = p / c.C, hk = h / (c.H / c.Hkv);
+        r.margin = INFINITY;
+        if (!c.dense) {
+            std::vector<std::pair<double, int>> cand;
+            for (int j = 0; j < own; ++j) cand.push_back({score(t, h, b, j), j});
+            std::sort(cand.begin(), cand.end(), [](auto& a, auto& b2) { return a.first > b2.first || (a.first == b2.first && a.second < b2.second); });
+            const int keep = std::min(c.topk - 1, own);
+            for (int i = 0; i < keep; ++i) r.selected.push_back(cand[i].second);
+            std::sort(r.selected.begin(), r.selected.end());
+            if (keep > 0 && keep < own) {
+                const double a = cand[keep - 1].first, z = cand[keep].first;
+                r.margin = (a - z) / std::max(std::max(std::fabs(a), std::fabs(z)), 1e-300);
+            }
+        }
+        std::vector<int> keys;
+        const std::vector<int>& chosen = use ? *use : r.selected;
+        if (c.dense) {
+            for (int key = 0; key <= p; ++key) keys.push_back(key);
+        } else {
+            for (int j : chosen) for (int key = j * c.C; key < (j + 1) * c.C; ++key) keys.push_back(key);
+            for (int key = own * c.C; key <= p; ++key) keys.push_back(key);
+        }
+        const double scale = 1.0 / std::sqrt(static_cast<double>(c.D));
+        const double* qr = &q[(static_cast<long>(t) * c.H + h) * c.D];
+        std::vector<double> s(keys.size());
+        double mx = -INFINITY;
+        for (size_t i = 0; i < keys.size(); ++i) {
+            const double* kr = &k[((static_cast<long>(L.cu[b]) + keys[i]) * c.Hkv + hk) * c.D];
+            double dot = 0;
+            for (int d = 0; d < c.D; ++d) dot += qr[d] * kr[d];
+            s[i] = dot * scale;
+            mx = std::max(mx, s[i]);
+        }
+        double den = 0;
+        r.out.assign(c.D, 0.0);
+        for (size_t i = 0; i < keys.size(); ++i) {
+            const double w = std::exp(s[i] - mx);
+            den += w;
+            const double* vr = &v[((static_cast<long>(L.cu[b]) + keys[i]) * c.Hkv + hk) * c.D];
+            for (int d = 0; d < c.D; ++d) r.out[d] += w * vr[d];
+        }
+        for (int d = 0; d < c.D; ++d) r.out[d] /= den;
+        r.lse = mx + std::log(den);
+        return r;
+    }
+};
+
+// ------------------------------------------------------------------------------------------ check
+struct Outputs {
+    std::vector<uint16_t> out;
+    std::vector<float> lse;
+    std::vector<int> sel;
+};
+
+static Outputs run_forward(const Kernels& K, const Case& c, const Layout& L, DeviceRun& r) {
+    r.poison();
+    run_gate(K, c, L, r, nullptr);
+    run_attn(K, c, L, r, nullptr);
+    CHECK(cudaDeviceSynchronize());
+    return {r.out.download(), r.lse.download(), r.sel.download()};
+}
+
+static int failures = 0;
+
+static void check_case(const Kernels& K, const Case& c, uint64_t seed) {
+    const Layout L(c);
+    HostInputs in;
+    in.q.resize(static_cast<size_t>(L.T) * c.H * c.D);
+    in.k.resize(static_cast<size_t>(L.T) * c.Hkv * c.D);
+    in.v.resize(in.k.size());
+    fill_normal(in.q, seed * 3 + 1, c.dt);
+    fill_normal(in.k, seed * 3 + 2, c.dt);
+    fill_normal(in.v, seed * 3 + 3, c.dt);
+    DeviceRun r;
+    r.setup(c, L);
+    r.q.upload(in.q); r.k.upload(in.k); r.v.upload(in.v);
+    const Outputs o1 = run_forward(K, c, L, r);
+    const Outputs o2 = run_forward(K, c, L, r);
+
+    // Every row written, finite; sel well formed (ascending, in range, -1 padding).
+    long bad_rows = 0, bad_sel = 0;
+    for (int t = 0; t < L.T; ++t) {
+        const int b = L.seq_of(t), own = (t - L.cu[b]) / c.C;
+        for (int h = 0; h < c.H; ++h) {
+            bool ok = std::isfinite(o1.lse[static_cast<long>(t) * c.H + h]);
+            for (int d = 0; d < c.D; ++d) ok &= std::isfinite(to_float(o1.out[(static_cast<long>(t) * c.H + h) * c.D + d], c.dt));
+            bad_rows += !ok;
+            int prev = -1;
+            bool padding = false;
+            for (int s = 0; s < L.W; ++s) {
+                const int x = o1.sel[(static_cast<long>(t) * c.H + h) * L.W + s];
+                if (x == -1) { padding = true; continue; }
+                if (padding || x <= prev || x >= own) { ++bad_sel; break; }
+                prev = x;
+            }
+        }
+    }
+    const bool deterministic = o1.out == o2.out && o1.sel == o2.sel &&
+                               std::memcmp(o1.lse.data(), o2.lse.data(), o1.lse.size() * 4) == 0;
+
+    // Reference on a sample of rows (all rows when small), all heads.
+    Reference ref(c, L, in);
+    std::vector<int> rows;
+    const long row_cost = static_cast<long>(c.H) * c.D * (c.dense ? L.max_len / 2 + 1 : std::min(c.topk, L.max_len / c.C + 1) * c.C);
+    const long max_rows = std::max(64L, std::min(4096L, 6000000000L / std::max(1L, row_cost)));
+    if (L.T <= max_rows) {
+        rows.resize(L.T);
+        std::iota(rows.begin(), rows.end(), 0);
+    } else {
+        std::mt19937_64 rng(seed);
+        for (int b = 0; b < L.B; ++b)
+            for (int t : {L.cu[b], L.cu[b + 1] - 1}) if (t >= L.cu[b] && t < L.cu[b + 1]) rows.push_back(t);
+        while (static_cast<long>(rows.size()) < max_rows) rows.push_back(static_cast<int>(rng() % L.T));
+    }
+    std::vector<double> e_out(rows.size(), 0), n_out(rows.size(), 0), e_lse(rows.size(), 0), n_lse(rows.size(), 0);
+    std::vector<long> mismatch(rows.size(), 0), near_tie(rows.size(), 0);
+    parallel_for(static_cast<long>(rows.size()), [&](long lo, long hi) {
+        for (long i = lo; i < hi; ++i) {
+            const int t = rows[i];
+            for (int h = 0; h < c.H; ++h) {
+                std::vector<int> gpu_sel;
+                for (int s = 0; s < L.W; ++s) {
+                    const int x = o1.sel[(static_cast<long>(t) * c.H + h) * L.W + s];
+                    if (x >= 0) gpu_sel.push_back(x);
+                }
+                RefRow rr = ref.row(t, h, nullptr);
+                if (!c.dense && rr.selected != gpu_sel) {
+                    if (rr.margin < 1e-6) { ++near_tie[i]; rr = ref.row(t, h, &gpu_sel); }
+                    else ++mismatch[i];
+                }
+                for (int d = 0; d < c.D; ++d) {
+                    const double g = to_float(o1.out[(static_cast<long>(t) * c.H + h) * c.D + d], c.dt);
+                    e_out[i] += (g - rr.out[d]) * (g - rr.out[d]);
+                    n_out[i] += rr.out[d] * rr.out[d];
+                }
+                const double gl = o1.lse[static_cast<long>(t) * c.H + h];
+                e_lse[i] += (gl - rr.lse) * (gl - rr.lse);
+                n_lse[i] += rr.lse * rr.lse;
+            }
+        }
+    });
+    auto total = [](const std::vector<double>& x) { return std::accumulate(x.begin(), x.end(), 0.0); };
+    const double rel_out = std::sqrt(total(e_out) / total(n_out)), rel_lse = std::sqrt(total(e_lse) / total(n_lse));
+    const long mism = std::accumulate(mismatch.begin(), mismatch.end(), 0L), ties = std::accumulate(near_tie.begin(), near_tie.end(), 0L);
+    const double tol_out = c.dt == FP16 ? 2e-3 : 1e-2;
+    const bool pass = !std::isnan(rel_out) && rel_out < tol_out && rel_lse < 1e-5 && mism == 0 && bad_rows == 0 &&
+                      bad_sel == 0 && deterministic;
+    failures += !pass;
+    std::printf("%-4s %-44s T=%6d W=%2d rows=%5zu  out_relL2=%.2e lse_relL2=%.2e sel_mismatch=%ld near_ties=%ld "
+                "unwritten=%ld bad_sel=%ld deterministic=%s\n",
+                pass ? "PASS" : "FAIL", c.name.c_str(), L.T, L.W, rows.size(), rel_out, rel_lse, mism, ties, bad_rows, bad_sel,
+                deterministic ? "yes" : "NO");
+
+    // Packing: the longest sequence run alone must give bit-identical rows.
+    if (L.B > 1) {
+        const int b = static_cast<int>(std::max_element(c.lengths.begin(), c.lengths.end()) - c.lengths.begin());
+        Case solo = c;
+        solo.lengths = {c.lengths[b]};
+        const Layout LS(solo);
+        HostInputs si;
+        auto slice = [&](const std::vector<uint16_t>& x, int heads) {
+            return std::vector<uint16_t>(x.begin() + static_cast<long>(L.cu[b]) * heads * c.D, x.begin() + static_cast<long>(L.cu[b + 1]) * heads * c.D);
+        };
+        DeviceRun rs;
+        rs.setup(solo, LS);
+        rs.q.upload(slice(in.q, c.H)); rs.k.upload(slice(in.k, c.Hkv)); rs.v.upload(slice(in.v, c.Hkv));
+        const Outputs os = run_forward(K, solo, LS, rs);
+        bool same = std::memcmp(os.out.data(), o1.out.data() + static_cast<long>(L.cu[b]) * c.H * c.D, os.out.size() * 2) == 0 &&
+                    std::memcmp(os.lse.data(), o1.lse.data() + static_cast<long>(L.cu[b]) * c.H, os.lse.size() * 4) == 0;
+        for (long i = 0; same && i < static_cast<long>(LS.T) * c.H; ++i)
+            for (int s = 0; s < L.W; ++s) {
+                const int packed = o1.sel[(static_cast<long>(L.cu[b]) * c.H + i) * L.W + s];
+                const int alone = s < LS.W ? os.sel[i * LS.W + s] : -1;
+                same &= packed == alone;
+            }
+        failures += !same;
+        std::printf("%-4s   packing: sequence %d (L=%d) alone vs packed bit-identical: %s\n", same ? "PASS" : "FAIL", b,
+                    c.lengths[b], same ? "yes" : "NO");
+        rs.free_all();
+    }
+    r.free_all();
+}
+
+// ------------------------------------------------------------------------------------------ timing
+__global__ void fill_normal_device(uint16_t* x, long n, uint64_t seed, int dt) {
+    for (long i = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x; i < n; i += static_cast<long>(gridDim.x) * blockDim.x) {
+        uint64_t z = seed + 0x9E3779B97F4A7C15ull * (i + 1);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        const float u1 = ((z >> 40) + 1.0f) / 16777217.0f, u2 = ((z >> 16) & 0xffffff) / 16777216.0f;
+        const float val = sqrtf(-2.f * logf(u1)) * cospif(2.f * u2);
+        x[i] = dt == FP16 ? __half_as_ushort(__float2half_rn(val)) : __bfloat16_as_ushort(__float2bfloat16_rn(val));
+    }
+}
+
+static void time_case(const Kernels& K, const Case& c) {
+    const Layout L(c);
+    constexpr int kSets = 3, kWarm = 3, kIters = 25;
+    DeviceRun r[kSets];
+    for (int s = 0; s < kSets; ++s) {
+        r[s].setup(c, L);
+        r[s].q.alloc(static_cast<size_t>(L.T) * c.H * c.D);
+        r[s].k.alloc(static_cast<size_t>(L.T) * c.Hkv * c.D);
+        r[s].v.alloc(r[s].k.n);
+        fill_normal_device<<<1024, 256>>>(r[s].q.p, r[s].q.n, 11 + 7 * s, c.dt);
+        fill_normal_device<<<1024, 256>>>(r[s].k.p, r[s].k.n, 12 + 7 * s, c.dt);
+        fill_normal_device<<<1024, 256>>>(r[s].v.p, r[s].v.n, 13 + 7 * s, c.dt);
+        CHECK(cudaGetLastError());
+    }
+    cudaEvent_t ev[3];
+    for (auto& e : ev) CHECK(cudaEventCreate(&e));
+    std::vector<float> gate_ms, attn_ms;
+    for (int it = 0; it < kWarm + kIters; ++it) {
+        DeviceRun& d = r[it % kSets];
+        CHECK(cudaEventRecord(ev[0]));
+        run_gate(K, c, L, d, nullptr);
+        CHECK(cudaEventRecord(ev[1]));
+        run_attn(K, c, L, d, nullptr);
+        CHECK(cudaEventRecord(ev[2]));
+        CHECK(cudaEventSynchronize(ev[2]));
+        float g, a;
+        CHECK(cudaEventElapsedTime(&g, ev[0], ev[1]));
+        CHECK(cudaEventElapsedTime(&a, ev[1], ev[2]));
+        if (it >= kWarm) { gate_ms.push_back(g); attn_ms.push_back(a); }
+    }
+    auto median = [](std::vector<float> x) { std::sort(x.begin(), x.end()); return x[x.size() / 2]; };
+    const float gm = median(gate_ms), am = median(attn_ms);
+    // Attended (query, key) pairs, counted from the selection of the last input set.
+    double pairs = 0;
+    if (c.dense) {
+        for (int len : c.lengths) pairs += 0.5 * len * (len + 1.0) * c.H;
+    } else {
+        const std::vector<int> sel = r[(kWarm + kIters - 1) % kSets].sel.download();
+        std::vector<double> part(L.T, 0);
+        parallel_for(L.T, [&](long lo, long hi) {
+            for (long t = lo; t < hi; ++t) {
+                const int b = L.seq_of(static_cast<int>(t)), p = static_cast<int>(t) - L.cu[b];
+                for (int h = 0; h < c.H; ++h) {
+                    double n = p - (p / c.C) * c.C + 1;
+                    for (int s = 0; s < L.W; ++s) n += sel[(t * c.H + h) * L.W + s] >= 0 ? c.C : 0;
+                    part[t] += n;
+                }
+            }
+        });
+        pairs = std::accumulate(part.begin(), part.end(), 0.0);
+    }
+    const double flops = 4.0 * c.D * pairs;
+    double causal = 0;
+    for (int len : c.lengths) causal += 0.5 * len * (len + 1.0) * c.H;
+    std::printf("TIME %-46s gate %8.3f ms  attn %8.3f ms  total %8.3f ms  useful TFLOP/s attn %6.1f total %6.1f  "
+                "(%.2f%% of causal pairs)\n",
+                c.name.c_str(), gm, am, gm + am, flops / (am * 1e9), flops / ((gm + am) * 1e9), 100.0 * pairs / causal);
+    std::fflush(stdout);
+    for (auto& e : ev) CHECK(cudaEventDestroy(e));
+    for (auto& d : r) d.free_all();
+}
+
+// ------------------------------------------------------------------------------------------ main
+int main(int argc, char** argv) {
+    if (argc < 3) {
+        std::fprintf(stderr, "usage: %s <moba.fatbin> check [seed] | time [filter]\n", argv[0]);
+        return 2;
+    }
+    Kernels K;
+    K.load(argv[1]);
+    cudaDeviceProp prop;
+    CHECK(cudaGetDeviceProperties(&prop, 0));
+    std::printf("device: %s (%d SMs, sm_%d%d)\n", prop.name, prop.multiProcessorCount, prop.major, prop.minor);
+    const std::string mode = argv[2];
+    if (mode == "check") {
+        const uint64_t seed = argc > 3 ? std::strtoull(argv[3], nullptr, 10)
+                                       : static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+        std::printf("seed %llu\n", static_cast<unsigned long long>(seed));
+        const std::vector<Case> cases = {
+            {"fp16 d128 H4/4 C64 topk3 packed odd", FP16, 128, 4, 4, 64, 3, false, {1000, 0, 1, 63, 64, 65, 4097}},
+            {"bf16 d128 H32/8 C128 topk8 packed", BF16, 128, 32, 8, 128, 8, false, {3001, 1, 0, 257}},
+            {"fp16 d64 H32/8 C64 topk16 78 chunks", FP16, 64, 32, 8, 64, 16, false, {5000, 129}},
+            {"bf16 d64 H4/4 C512 topk2", BF16, 64, 4, 4, 512, 2, false, {8191, 513, 1}},
+            {"fp16 d128 H4/4 C4096 topk3", FP16, 128, 4, 4, 4096, 3, false, {12289, 4095}},
+            {"bf16 d128 H4/4 C64 topk1 (own chunk only)", BF16, 128, 4, 4, 64, 1, false, {1500, 77}},
+            {"fp16 d128 H8/2 C64 topk20 (W>16 multi-pass)", FP16, 128, 8, 2, 64, 20, false, {4000, 300, 0}},
+            {"bf16 d64 H4/4 C64 topk40 (W=39, 3 passes)", BF16, 64, 4, 4, 64, 40, false, {3333, 2}},
+            {"fp16 d128 H16/16 C128 topk8 FlashMoBA-like", FP16, 128, 16, 16, 128, 8, false, {8192, 8191}},
+            {"bf16 d128 H4/4 C128 topk8 1 seq 300 chunks", BF16, 128, 4, 4, 128, 8, false, {38401}},
+            {"fp16 d128 H4/4 dense packed", FP16, 128, 4, 4, 64, 1, true, {3000, 1, 700, 0}},
+            {"bf16 d64 H32/8 dense packed", BF16, 64, 32, 8, 64, 1, true, {2049, 0, 130}},
+            {"bf16 d128 H4/4 C4096 topk8 L<C (= dense)", BF16, 128, 4, 4, 4096, 8, false, {3001}},
+        };
+        for (const Case& c : cases) check_case(K, c, seed);
+        std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "ALL PASSED", failures);
+        return failures ? 1 : 0;
+    }
+    if (mode == "time") {
+        const std::string filter = argc > 3 ? argv[3] : "";
+        std::vector<Case> cases;
+        for (int len : {8192, 32768, 65536, 131072})
+            cases.push_back({"FlashMoBA 2x" + std::to_string(len / 1024) + "K H16 d128 C128 topk8 fp16", FP16, 128, 16, 16, 128, 8, false, {len, len}});
+        cases.push_back({"1x32K H1 d128 C512 topk3 bf16", BF16, 128, 1, 1, 512, 3, false, {32768}});
+        cases.push_back({"1x64K H32 d128 C4096 topk3 bf16", BF16, 128, 32, 32, 4096, 3, false, {65536}});
+        cases.push_back({"dense 2x32K H16 d128 fp16", FP16, 128, 16, 16, 64, 1, true, {32768, 32768}});
+        cases.push_back({"dense 2x32K H16 d128 bf16", BF16, 128, 16, 16, 64, 1, true, {32768, 32768}});
+        for (const Case& c : cases)
+            if (filter.empty() || c.name.find(filter) != std::string::npos) time_case(K, c);
+        return 0;
+    }
+    std::fprintf(stderr, "unknown mode %s\n", mode.c_str());
+    return 2;
+}

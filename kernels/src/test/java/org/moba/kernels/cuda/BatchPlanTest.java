@@ -1,0 +1,110 @@
+package org.moba.kernels.cuda;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.util.ArrayList;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Set;
+import java.util.SplittableRandom;
+import java.util.stream.Stream;
+
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.Arguments;
+import org.junit.jupiter.params.provider.MethodSource;
+import org.moba.kernels.BatchLayout;
+import org.moba.kernels.DType;
+import org.moba.kernels.MobaParams;
+import org.moba.kernels.PackedBatch;
+
+class BatchPlanTest {
+    private static final BatchLayout LAYOUT = new BatchLayout(DType.FP16, 2, 1, 64);
+
+    private static PackedBatch batchOf(int... lengths) {
+        int[] cu = new int[lengths.length + 1];
+        int max = 0;
+        for (int i = 0; i < lengths.length; i++) {
+            cu[i + 1] = cu[i] + lengths[i];
+            max = Math.max(max, lengths[i]);
+        }
+        int t = cu[lengths.length];
+        return PackedBatch.of(LAYOUT, cu, max, new short[t * 2 * 64], new short[t * 64], new short[t * 64]);
+    }
+
+    @Test
+    void chunkBaseCountsOnlyFullChunksPerSequence() {
+        BatchPlan plan = BatchPlan.of(batchOf(0, 1, 63, 64, 130, 200), MobaParams.of(64, 3));
+        assertArrayEquals(new int[] {0, 0, 0, 0, 1, 3, 6}, plan.chunkBase);
+        assertEquals(6, plan.numFullChunks);
+    }
+
+    static Stream<Arguments> randomBatches() {
+        long seed = new SplittableRandom().nextLong();
+        System.out.println("BatchPlanTest seed " + seed);
+        SplittableRandom rng = new SplittableRandom(seed);
+        List<Arguments> cases = new ArrayList<>();
+        for (MobaParams params : List.of(MobaParams.of(64, 3), MobaParams.of(128, 8), MobaParams.of(64, 1),
+                MobaParams.denseCausal(128))) {
+            int[] lengths = new int[1 + rng.nextInt(12)];
+            for (int i = 0; i < lengths.length; i++) {
+                lengths[i] = rng.nextInt(4) == 0 ? 0 : rng.nextInt(1, 3000);
+            }
+            cases.add(Arguments.of(params, lengths, seed));
+        }
+        return cases.stream();
+    }
+
+    @ParameterizedTest(name = "{0}, lengths {1}")
+    @MethodSource("randomBatches")
+    void tilesCoverEveryQueryRowOnceInsideOneChunkLongestFirst(MobaParams params, int[] lengths, long seed) {
+        PackedBatch batch = batchOf(lengths);
+        BatchPlan plan = BatchPlan.of(batch, params);
+        Set<Long> expected = new HashSet<>();
+        for (int b = 0; b < lengths.length; b++) {
+            for (int row = 0; row < lengths[b]; row += BatchPlan.TILE_ROWS) {
+                expected.add(((long) b << 32) | row);
+            }
+        }
+        Set<Long> seen = new HashSet<>();
+        int previousWork = Integer.MAX_VALUE;
+        for (int i = 0; i < plan.numTiles; i++) {
+            int b = plan.tiles[2 * i];
+            int row = plan.tiles[2 * i + 1];
+            assertTrue(seen.add(((long) b << 32) | row), "tile (" + b + ", " + row + ") twice, seed " + seed);
+            int rows = Math.min(BatchPlan.TILE_ROWS, lengths[b] - row);
+            assertEquals(row / params.chunkSize(), (row + rows - 1) / params.chunkSize(),
+                    "tile (" + b + ", " + row + ") straddles a chunk, seed " + seed);
+            int work = plan.estimatedKeys(row, rows, params.chunkSize());
+            assertTrue(work <= previousWork, "tile " + i + " has more work than the one before, seed " + seed);
+            previousWork = work;
+        }
+        assertEquals(expected, seen, "tiles must cover every 64-row block of every sequence, seed " + seed);
+        assertEquals(2 * plan.numTiles, plan.tiles.length);
+    }
+
+    @Test
+    void longestTileOfALongSequenceComesFirst() {
+        BatchPlan plan = BatchPlan.of(batchOf(100, 4096, 300), MobaParams.denseCausal(64));
+        assertEquals(1, plan.tiles[0], "sequence of the first tile");
+        assertEquals(4096 - 64, plan.tiles[1], "first row of the first tile");
+    }
+
+    @Test
+    void equalWorkKeepsBatchOrder() {
+        BatchPlan plan = BatchPlan.of(batchOf(64, 64, 64), MobaParams.of(64, 2));
+        assertArrayEquals(new int[] {0, 0, 1, 0, 2, 0}, plan.tiles);
+    }
+
+    @Test
+    void gateRunsOnlyWhenSomeQuerySelectsChunks() {
+        PackedBatch batch = batchOf(10, 500);
+        assertTrue(BatchPlan.of(batch, MobaParams.of(64, 3)).runsGate());
+        assertFalse(BatchPlan.of(batch, MobaParams.of(64, 1)).runsGate(), "topk 1: own chunk only");
+        assertFalse(BatchPlan.of(batch, MobaParams.denseCausal(64)).runsGate(), "dense");
+        assertFalse(BatchPlan.of(batchOf(10, 64), MobaParams.of(64, 3)).runsGate(), "no query has a candidate");
+    }
+}

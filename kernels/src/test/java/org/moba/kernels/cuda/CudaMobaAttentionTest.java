@@ -1,0 +1,284 @@
+package org.moba.kernels.cuda;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.SplittableRandom;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import java.util.stream.Stream;
+
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.Assumptions;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.MethodSource;
+import org.moba.kernels.BatchLayout;
+import org.moba.kernels.DType;
+import org.moba.kernels.MobaInputException;
+import org.moba.kernels.MobaOutput;
+import org.moba.kernels.MobaParams;
+import org.moba.kernels.PackedBatch;
+import org.moba.kernels.Sequence;
+import org.moba.kernels.SequencePacker;
+import org.moba.kernels.SyntheticSequences;
+
+/**
+ * The CUDA backend against the float64 oracle, on fresh random inputs every run (the seed is printed; rerun one
+ * with -Dmoba.test.seed=N). Outputs are poisoned with NaN before every kernel run. Skipped, with the reason,
+ * where no usable GPU exists.
+ */
+class CudaMobaAttentionTest {
+    private static final int ORDINAL = Integer.getInteger("moba.cuda.device", 0);
+    private static final long SEED = Long.getLong("moba.test.seed", new SplittableRandom().nextLong());
+
+    private static String reason;
+    private static CudaMobaAttention cuda;
+
+    @BeforeAll
+    static void openDevice() {
+        System.out.println("CudaMobaAttentionTest seed " + SEED + " (rerun with -Dmoba.test.seed=" + SEED + ")");
+        reason = CudaMobaAttention.unavailableReason(ORDINAL);
+        if (reason == null) {
+            cuda = CudaMobaAttention.open(ORDINAL);
+            cuda.poisonOutputs(true);
+            System.out.println("testing on " + cuda.device());
+        } else {
+            System.out.println("no usable CUDA device: " + reason);
+        }
+    }
+
+    @AfterAll
+    static void closeDevice() {
+        if (cuda != null) {
+            cuda.close();
+        }
+    }
+
+    private static void requireDevice() {
+        Assumptions.assumeTrue(reason == null, "no usable CUDA device: " + reason);
+    }
+
+    /** A fresh generator per test, derived from the run's seed and the test's label. */
+    private static SplittableRandom rng(String label) {
+        return new SplittableRandom(SEED ^ label.hashCode() * 0x9E3779B97F4A7C15L);
+    }
+
+    /** One oracle comparison: shape, parameters and sequence lengths, all in the test's display name. */
+    record Case(DType dtype, int heads, int kvHeads, int headDim, MobaParams params, int[] lengths) {
+        @Override
+        public String toString() {
+            return dtype.label() + " H=" + heads + "/Hkv=" + kvHeads + " D=" + headDim + ", " + params
+                    + ", lengths " + Arrays.toString(lengths);
+        }
+
+        BatchLayout layout() {
+            return new BatchLayout(dtype, heads, kvHeads, headDim);
+        }
+    }
+
+    static PackedBatch randomBatch(SplittableRandom rng, BatchLayout layout, int... lengths) {
+        List<Sequence> sequences = new ArrayList<>();
+        for (int i = 0; i < lengths.length; i++) {
+            sequences.add(SyntheticSequences.random(rng, layout, "s" + i, lengths[i]));
+        }
+        return new SequencePacker(layout, Integer.MAX_VALUE).concat(sequences).batch();
+    }
+
+    private static int[] edgeLengths(int c) {
+        return new int[] {1, c - 1, c, c + 1, 3 * c + 5};
+    }
+
+    static Stream<Case> oracleCases() {
+        List<Case> cases = new ArrayList<>();
+        // Lengths around chunk edges, alone and packed with zero-length sequences, for every chunk size.
+        for (int c : new int[] {64, 128, 512, 4096}) {
+            MobaParams p = MobaParams.of(c, 3);
+            for (int length : edgeLengths(c)) {
+                cases.add(new Case(DType.FP16, 8, 2, 128, p, new int[] {length}));
+            }
+            cases.add(new Case(DType.BF16, 8, 2, 128, p, new int[] {0, 1, c - 1, 0, c, c + 1, 3 * c + 5, 0}));
+        }
+        // Head dims, dtypes and GQA groupings on a mix with a sequence of more than 32 chunks.
+        int[] mix = {0, 64 * 40 + 17, 1, 700};
+        for (DType dtype : DType.values()) {
+            for (int d : new int[] {64, 128}) {
+                for (int[] heads : new int[][] {{4, 4}, {8, 2}, {32, 8}}) {
+                    cases.add(new Case(dtype, heads[0], heads[1], d, MobaParams.of(64, 3), mix));
+                }
+            }
+        }
+        // topk from own-chunk-only to beyond the gate's fast path (W > 16).
+        for (int topk : new int[] {1, 2, 3, 8, 16, 24, 64}) {
+            cases.add(new Case(DType.FP16, 8, 2, 64, MobaParams.of(64, topk), new int[] {64 * 40 + 17, 300, 0, 129}));
+        }
+        cases.add(new Case(DType.BF16, 4, 2, 128, MobaParams.of(128, 8), new int[] {128 * 36 + 3, 5000, 77}));
+        // Dense causal baseline.
+        for (DType dtype : DType.values()) {
+            cases.add(new Case(dtype, 8, 2, 128, MobaParams.denseCausal(64), new int[] {0, 1, 63, 64, 65, 2000}));
+            cases.add(new Case(dtype, 4, 4, 64, MobaParams.denseCausal(128), new int[] {7000, 129}));
+        }
+        // Long sequences (checked on sampled rows).
+        cases.add(new Case(DType.BF16, 4, 2, 128, MobaParams.of(512, 8), new int[] {65536}));
+        cases.add(new Case(DType.FP16, 4, 1, 64, MobaParams.of(64, 8), new int[] {131072}));
+        cases.add(new Case(DType.BF16, 4, 2, 128, MobaParams.of(4096, 3), new int[] {131072, 1000}));
+        return cases.stream();
+    }
+
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("oracleCases")
+    void matchesFloat64Oracle(Case c) {
+        requireDevice();
+        SplittableRandom rng = rng(c.toString());
+        PackedBatch batch = randomBatch(rng, c.layout(), c.lengths());
+        MobaOutput out = cuda.forward(batch, c.params());
+        OracleCheck.assertMatchesOracle(batch, c.params(), out, c + " (seed " + SEED + ")", rng);
+        for (String phase : List.of("h2d", "chunk_means", "gate_topk", "attention", "d2h")) {
+            assertTrue(out.timings().asMap().containsKey(phase), c + ": no timing for " + phase);
+        }
+    }
+
+    @Test
+    void sequenceGivesBitIdenticalResultsAlonePackedAndRepeated() {
+        requireDevice();
+        BatchLayout layout = new BatchLayout(DType.BF16, 8, 2, 128);
+        MobaParams params = MobaParams.of(64, 4);
+        SplittableRandom rng = rng("packing");
+        int length = 3 * 64 + 5;
+        Sequence target = SyntheticSequences.random(rng, layout, "target", length);
+        List<Sequence> group = List.of(SyntheticSequences.random(rng, layout, "before", 1000), target,
+                SyntheticSequences.random(rng, layout, "after", 77));
+        PackedBatch packed = new SequencePacker(layout, Integer.MAX_VALUE).concat(group).batch();
+        // The same max_seqlen (an upper bound) gives both calls the same selection width.
+        PackedBatch alone = PackedBatch.of(layout, new int[] {0, length}, packed.maxSeqlen(), target.q(),
+                target.k(), target.v());
+        MobaOutput a = cuda.forward(alone, params);
+        MobaOutput p = cuda.forward(packed, params);
+        int start = packed.seqStart(1);
+        int h = layout.heads();
+        int qRow = layout.qElementsPerToken();
+        int w = a.selectionWidth();
+        assertArrayEquals(a.out(), Arrays.copyOfRange(p.out(), start * qRow, (start + length) * qRow),
+                "out alone vs packed (seed " + SEED + ")");
+        assertArrayEquals(a.lse(), Arrays.copyOfRange(p.lse(), start * h, (start + length) * h),
+                "lse alone vs packed (seed " + SEED + ")");
+        assertArrayEquals(a.selected(), Arrays.copyOfRange(p.selected(), start * h * w, (start + length) * h * w),
+                "selection alone vs packed (seed " + SEED + ")");
+
+        MobaOutput again = cuda.forward(packed, params);
+        assertArrayEquals(p.out(), again.out(), "out of two identical calls (seed " + SEED + ")");
+        assertArrayEquals(p.lse(), again.lse(), "lse of two identical calls (seed " + SEED + ")");
+        assertArrayEquals(p.selected(), again.selected(), "selection of two identical calls (seed " + SEED + ")");
+    }
+
+    @Test
+    void concurrentCallersGetTheSameResultsAsOneCaller() throws Exception {
+        requireDevice();
+        BatchLayout layout = new BatchLayout(DType.FP16, 4, 2, 64);
+        MobaParams params = MobaParams.of(64, 3);
+        SplittableRandom rng = rng("threads");
+        List<PackedBatch> batches = new ArrayList<>();
+        List<MobaOutput> sequential = new ArrayList<>();
+        for (int i = 0; i < 16; i++) {
+            batches.add(randomBatch(rng, layout, rng.nextInt(1, 2000), rng.nextInt(0, 700)));
+            sequential.add(cuda.forward(batches.get(i), params));
+        }
+        ExecutorService pool = Executors.newFixedThreadPool(4);
+        try {
+            List<Future<MobaOutput>> futures = new ArrayList<>();
+            for (PackedBatch b : batches) {
+                futures.add(pool.submit(() -> cuda.forward(b, params)));
+            }
+            for (int i = 0; i < batches.size(); i++) {
+                MobaOutput got = futures.get(i).get();
+                assertArrayEquals(sequential.get(i).out(), got.out(), "batch " + i + " out (seed " + SEED + ")");
+                assertArrayEquals(sequential.get(i).lse(), got.lse(), "batch " + i + " lse (seed " + SEED + ")");
+                assertArrayEquals(sequential.get(i).selected(), got.selected(), "batch " + i + " selection");
+            }
+        } finally {
+            pool.shutdown();
+        }
+    }
+
+    @Test
+    void tenThousandSmallBatchesLeakNoDeviceMemory() {
+        requireDevice();
+        BatchLayout layout = new BatchLayout(DType.BF16, 4, 2, 64);
+        MobaParams params = MobaParams.of(64, 3);
+        SplittableRandom rng = rng("leak");
+        List<PackedBatch> batches = new ArrayList<>();
+        for (int i = 0; i < 64; i++) {
+            batches.add(randomBatch(rng, layout, rng.nextInt(1, 300), rng.nextInt(0, 300), rng.nextInt(1, 40)));
+        }
+        for (PackedBatch b : batches) { // warm-up: the pool reaches its steady state
+            cuda.forward(b, params);
+        }
+        long freeBefore = cuda.cudaDevice().freeMemory();
+        MobaOutput last = null;
+        for (int i = 0; i < 10_000; i++) {
+            last = cuda.forward(batches.get(i % batches.size()), params);
+        }
+        long freeAfter = cuda.cudaDevice().freeMemory();
+        assertNotNull(last);
+        OracleCheck.assertWellFormed(batches.get((10_000 - 1) % batches.size()), params, last, "last batch");
+        assertEquals(freeBefore, freeAfter, "device free memory before vs after 10,000 batches (bytes)");
+    }
+
+    @Test
+    void batchWithoutTokensGivesEmptyOutputs() {
+        requireDevice();
+        BatchLayout layout = new BatchLayout(DType.FP16, 4, 2, 128);
+        PackedBatch empty = randomBatch(rng("empty"), layout, 0, 0);
+        MobaOutput out = cuda.forward(empty, MobaParams.of(64, 3));
+        assertEquals(0, out.out().length);
+        assertEquals(0, out.lse().length);
+        assertEquals(0, out.selected().length);
+    }
+
+    @Test
+    void unsupportedShapesAreRejectedWithWhatIsSupported() {
+        requireDevice();
+        SplittableRandom rng = rng("unsupported");
+        PackedBatch d96 = randomBatch(rng, new BatchLayout(DType.FP16, 2, 1, 96), 10);
+        MobaInputException e = assertThrows(MobaInputException.class, () -> cuda.forward(d96, MobaParams.of(64, 2)));
+        assertTrue(e.getMessage().contains("head_dim (D) = 96") && e.getMessage().contains("64, 128"),
+                e.getMessage());
+        PackedBatch d64 = randomBatch(rng, new BatchLayout(DType.BF16, 2, 1, 64), 10);
+        e = assertThrows(MobaInputException.class, () -> cuda.forward(d64, MobaParams.of(100, 2)));
+        assertTrue(e.getMessage().contains("chunk_size = 100")
+                && e.getMessage().contains("multiple of 64 up to 65536"), e.getMessage());
+    }
+
+    @Test
+    void deviceDescriptionNamesGpuOrdinalArchitectureAndBus() {
+        requireDevice();
+        CudaDevice d = cuda.cudaDevice();
+        assertEquals("cuda", cuda.name());
+        assertEquals(d.name() + " (cuda:" + ORDINAL + ", sm_" + d.computeCapability() + ", bus " + d.pciBusId()
+                + ")", cuda.device());
+        assertTrue(d.computeCapability() >= 80 && d.multiprocessors() > 0 && d.totalMemory() > 0, d.describe());
+    }
+
+    @Test
+    void unavailableReasonNamesTheOrdinalAndTheCause() {
+        // Runs everywhere: without a driver the cause is the driver; with one, the missing device.
+        String missing = CudaMobaAttention.unavailableReason(999);
+        assertNotNull(missing, "there is no cuda:999");
+        assertTrue(missing.startsWith("cuda:999 "), missing);
+        if (CudaDriver.unavailableReason() != null) {
+            assertTrue(missing.contains("CUDA driver"), missing);
+        } else {
+            assertTrue(missing.contains("does not exist"), missing);
+        }
+        IllegalStateException e = assertThrows(IllegalStateException.class, () -> CudaMobaAttention.open(999));
+        assertEquals(missing, e.getMessage());
+    }
+}
