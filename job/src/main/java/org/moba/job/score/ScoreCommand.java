@@ -76,7 +76,7 @@ public final class ScoreCommand implements Callable<Integer> {
     int partitions;
 
     @Override
-    public Integer call() throws IOException {
+    public Integer call() throws Exception {
         ScoreRunner.BadRecords mode = ScoreRunner.BadRecords.valueOf(badRecords.toUpperCase(Locale.ROOT));
         ScoreRunner runner = new ScoreRunner(MobaParams.of(chunk, topk), tokensPerBatch, mode, checkFinite);
         try (SparkSession spark = SparkSessions.create("moba score", new SparkConf(false))) {
@@ -97,7 +97,7 @@ public final class ScoreCommand implements Callable<Integer> {
             try {
                 spark.createDataFrame(results, ScoreSchema.RESULT).write().mode(SaveMode.Overwrite)
                         .partitionBy("outcome").parquet(table);
-            } catch (RuntimeException e) {
+            } catch (Exception e) { // SparkException is checked, but Spark also throws it sneakily
                 String bad = badRecordMessage(e);
                 if (bad != null) {
                     System.err.println("score failed: " + bad + " (rerun with --bad-records skip to write such"
