@@ -1,24 +1,38 @@
 #!/usr/bin/env bash
-# Entry point: ./submit.sh JOB [options]      (./submit.sh --help lists the jobs)
-# Runs the MoBA command line on this machine from the project's own Maven-built classpath, building it first
-# when needed. The Spark jobs (bench, sweep, score) will use $SPARK_HOME/bin/spark-submit when Spark is installed.
+# Entry point: ./submit.sh JOB [options]        (./submit.sh --help lists the jobs, ./submit.sh JOB --help explains one)
+#
+# With Spark installed ($SPARK_HOME set), the job goes through $SPARK_HOME/bin/spark-submit with the shaded jar;
+# Spark settings (--master, --conf, ...) go in SPARK_SUBMIT_OPTS_MOBA, e.g.
+#   SPARK_SUBMIT_OPTS_MOBA="--master spark://host:7077 --properties-file conf/spark-defaults.conf" ./submit.sh bench
+# Without Spark, the embedded default runs: Spark local[*] from the project's own Maven-built classpath.
+# Either way the project is built first when it has not been, or its sources changed.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cp_file="$here/job/target/classpath.txt"
-classes="$here/job/target/classes"
+shaded="$here/job/target/moba-job-0.1.0-SNAPSHOT-all.jar"
 
 needs_build() {
-  [ ! -f "$cp_file" ] || [ ! -d "$classes" ] && return 0
-  # Rebuild when any source or pom is newer than the last build.
-  [ -n "$(find "$here/kernels/src/main" "$here/job/src/main" "$here"/pom.xml "$here"/*/pom.xml -newer "$cp_file" -print -quit)" ]
+  if [ ! -f "$cp_file" ] || [ ! -f "$shaded" ]; then return 0; fi
+  [ -n "$(find "$here/kernels/src/main" "$here/job/src/main" "$here"/pom.xml "$here"/*/pom.xml \
+      -newer "$cp_file" -print -quit)" ]
 }
 
 if needs_build; then
   echo "submit.sh: building the project (first run or sources changed)..." >&2
   (cd "$here" && ./mvnw -B -q -ntp -DskipTests install >&2)
-  (cd "$here" && ./mvnw -B -q -ntp -pl job dependency:build-classpath -Dmdep.includeScope=test \
+  (cd "$here" && ./mvnw -B -q -ntp -pl job dependency:build-classpath -DincludeScope=test \
       -Dmdep.outputFile="$cp_file" >&2)
 fi
 
+log_conf="-Dlog4j.configurationFile=$here/conf/log4j2.properties"
+if [ -n "${SPARK_HOME:-}" ] && [ -x "$SPARK_HOME/bin/spark-submit" ]; then
+  # shellcheck disable=SC2086
+  exec "$SPARK_HOME/bin/spark-submit" --class org.moba.job.MobaCli \
+      --driver-java-options "$log_conf" ${SPARK_SUBMIT_OPTS_MOBA:-} "$shaded" "$@"
+fi
+
+# The JVM flags Spark needs on Java 17, kept in one place: the parent pom.
 java_opts=$(sed -n 's:.*<spark.module.opens>\(.*\)</spark.module.opens>.*:\1:p' "$here/pom.xml")
-exec java ${JAVA_OPTS:-} $java_opts -Dlog4j.configurationFile="$here/conf/log4j2.properties" -cp "$classes:$here/kernels/target/classes:$(cat "$cp_file")" org.moba.job.MobaCli "$@"
+# shellcheck disable=SC2086
+exec java ${JAVA_OPTS:-} $java_opts "$log_conf" \
+    -cp "$here/job/target/classes:$here/kernels/target/classes:$(cat "$cp_file")" org.moba.job.MobaCli "$@"
