@@ -2,36 +2,52 @@ package org.moba.job;
 
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.SerializationFeature;
-import java.io.File;
 import java.io.IOException;
+import java.io.OutputStream;
 import java.util.Map;
+import org.apache.hadoop.fs.FileSystem;
+import org.apache.hadoop.fs.Path;
 import org.apache.spark.sql.Dataset;
 import org.apache.spark.sql.Row;
 import org.apache.spark.sql.SaveMode;
+import org.apache.spark.sql.SparkSession;
 
-/** The output folder of a job run: Parquet and CSV tables plus a JSON summary per result, for notebooks. */
+/**
+ * The output folder of a job run, on any Hadoop filesystem (local, HDFS, S3A): Parquet and CSV tables plus a JSON
+ * summary per result, for notebooks.
+ */
 public final class JobOutput {
-    private final File root;
+    private final SparkSession spark;
+    private final Path root;
 
-    public JobOutput(String folder) {
-        this.root = new File(folder).getAbsoluteFile();
+    public JobOutput(SparkSession spark, String folder) throws IOException {
+        this.spark = spark;
+        Path p = new Path(folder);
+        this.root = p.getFileSystem(spark.sparkContext().hadoopConfiguration()).makeQualified(p);
     }
 
-    public File root() {
-        return root;
+    /** The folder as a fully qualified URI string. */
+    public String root() {
+        return root.toString();
+    }
+
+    /** {@code root/name}, for results a job writes itself. */
+    public String path(String name) {
+        return new Path(root, name).toString();
     }
 
     /** Writes {@code name}.parquet and {@code name}.csv (one file, with a header). */
     public void write(Dataset<Row> table, String name) {
-        table.write().mode(SaveMode.Overwrite).parquet(new File(root, name + ".parquet").getPath());
-        table.coalesce(1).write().mode(SaveMode.Overwrite).option("header", "true")
-                .csv(new File(root, name + ".csv").getPath());
+        table.write().mode(SaveMode.Overwrite).parquet(path(name + ".parquet"));
+        table.coalesce(1).write().mode(SaveMode.Overwrite).option("header", "true").csv(path(name + ".csv"));
     }
 
     /** Writes {@code name}-summary.json. */
     public void writeSummary(String name, Map<String, ?> summary) throws IOException {
-        root.mkdirs();
-        new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT)
-                .writeValue(new File(root, name + "-summary.json"), summary);
+        Path file = new Path(root, name + "-summary.json");
+        FileSystem fs = file.getFileSystem(spark.sparkContext().hadoopConfiguration());
+        try (OutputStream out = fs.create(file, true)) {
+            new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT).writeValue(out, summary);
+        }
     }
 }

@@ -116,7 +116,7 @@ public final class BenchCommand implements Callable<Integer> {
                             "batches", "attendedPairs", "mobaMedianMs", "mobaP10Ms", "mobaP90Ms", "gateMedianMs",
                             "attentionMedianMs", "copyMedianMs", "denseMedianMs", "speedupOverDense",
                             "usefulTflops", "tokensPerSecond", "straggler");
-            JobOutput output = new JobOutput(out);
+            JobOutput output = new JobOutput(spark, out);
             output.write(table, "bench");
             output.writeSummary("bench", Map.of("shapes", shapes.size(), "slots", n, "rows", rows));
             System.out.println(BenchTable.render(rows));

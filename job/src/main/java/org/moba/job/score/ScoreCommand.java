@@ -92,8 +92,8 @@ public final class ScoreCommand implements Callable<Integer> {
                         DeviceSlots.visibleDevices(requested));
                 return runner.run(it, ExecutorBackends.get(a), a);
             });
-            JobOutput output = new JobOutput(out);
-            String table = output.root() + "/score.parquet";
+            JobOutput output = new JobOutput(spark, out);
+            String table = output.path("score.parquet");
             try {
                 spark.createDataFrame(results, ScoreSchema.RESULT).write().mode(SaveMode.Overwrite)
                         .partitionBy("outcome").parquet(table);
@@ -142,7 +142,7 @@ public final class ScoreCommand implements Callable<Integer> {
                 functions.array_min(functions.col("cosine")).as("min_cosine"),
                 functions.array_max(functions.col("rel_error")).as("max_rel_error"));
         metrics.coalesce(1).write().mode(SaveMode.Overwrite).option("header", "true")
-                .csv(output.root() + "/score-metrics.csv");
+                .csv(output.path("score-metrics.csv"));
         Row totals = metrics.agg(functions.count("*"),
                 functions.sum(functions.when(functions.col("outcome").equalTo(ScoreSchema.SCORED), 1).otherwise(0)),
                 functions.sum(functions.when(functions.col("outcome").equalTo(ScoreSchema.SCORED),

@@ -91,7 +91,7 @@ public final class SweepCommand implements Callable<Integer> {
                         return result.iterator();
                     }).collect();
 
-            JobOutput output = new JobOutput(out);
+            JobOutput output = new JobOutput(spark, out);
             output.write(spark.createDataFrame(rows, SweepRow.class).select("config", "dtype", "backend", "device",
                     "sequenceId", "length", "tokensCompared", "rowsCompared", "outRelL2", "outMaxAbs", "lseRelL2",
                     "lseMaxAbs", "selectionMismatches", "nearTies", "pass", "reproduce"), "sweep");
