@@ -80,14 +80,22 @@ final class FloatTensors {
         DType dtype = batch.dtype();
         short[] k = batch.k();
         short[] v = batch.v();
-        float[][] keys = new float[d][length];
         float[][] values = new float[length][d];
         for (int key = 0; key < length; key++) {
             int base = ((first + key) * hkv + g) * d;
             float[] valueRow = values[key];
             for (int i = 0; i < d; i++) {
-                keys[i][key] = dtype.toFloat(k[base + i]);
                 valueRow[i] = dtype.toFloat(v[base + i]);
+            }
+        }
+        // Transposed with the dimension outermost: contiguous writes; the strided reads stay within the chunk's
+        // few hundred cached lines.
+        float[][] keys = new float[d][length];
+        int stride = hkv * d;
+        for (int i = 0; i < d; i++) {
+            float[] keyRow = keys[i];
+            for (int key = 0, src = (first * hkv + g) * d + i; key < length; key++, src += stride) {
+                keyRow[key] = dtype.toFloat(k[src]);
             }
         }
         keyTiles[g][globalChunk] = keys;

@@ -9,7 +9,7 @@ import org.moba.kernels.PackedBatch;
  */
 final class RowBlocks {
     /** Rows per block: enough to reuse a key tile across rows, small enough to balance threads. */
-    static final int MAX_ROWS = 128;
+    static final int MAX_ROWS = 512;
 
     private final int heads;
     private final int[] sequence;
