@@ -48,7 +48,7 @@ final class BlockAttention implements IntConsumer {
         this.qFactor = scale * VectorMath.LOG2E;
         this.out = out;
         this.lse = lse;
-        int rows = RowBlocks.MAX_ROWS;
+        int rows = blocks.maxRows();
         this.scaledQ = new float[rows][headDim];
         this.acc = new float[rows][headDim];
         this.rowMax = new float[rows];

@@ -22,13 +22,23 @@ public final class CpuMobaAttention implements MobaAttention {
     private static final long MAX_ARRAY = Integer.MAX_VALUE - 8;
 
     private final ParallelLoop loop;
+    private final int maxRowsPerBlock;
     private volatile boolean closed;
 
     public CpuMobaAttention(int threads) {
+        this(threads, RowBlocks.DEFAULT_MAX_ROWS);
+    }
+
+    /** With a chosen work-unit size (query rows per block), so tests can exercise blocks that split a chunk. */
+    CpuMobaAttention(int threads, int maxRowsPerBlock) {
         if (threads <= 0) {
             throw new IllegalArgumentException("threads must be > 0, got " + threads);
         }
+        if (maxRowsPerBlock <= 0) {
+            throw new IllegalArgumentException("rows per block must be > 0, got " + maxRowsPerBlock);
+        }
         this.loop = new ParallelLoop(threads, "moba-cpu");
+        this.maxRowsPerBlock = maxRowsPerBlock;
     }
 
     @Override
@@ -86,7 +96,7 @@ public final class CpuMobaAttention implements MobaAttention {
         }
         timings.put("chunk_means", millisSince(start));
 
-        RowBlocks blocks = new RowBlocks(batch, chunk);
+        RowBlocks blocks = new RowBlocks(batch, chunk, maxRowsPerBlock);
         int[] selected = new int[tokens * heads * width];
         Arrays.fill(selected, Integer.MIN_VALUE); // poison, as for out below
         start = System.nanoTime();

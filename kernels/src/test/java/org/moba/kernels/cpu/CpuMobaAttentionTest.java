@@ -41,16 +41,22 @@ class CpuMobaAttentionTest {
     /** Gate scores closer than this (relative) may legitimately order differently in fp32 than in float64. */
     private static final double NEAR_TIE = 1e-6;
 
+    /** Work units that split chunks at odd offsets (the default units cover whole chunks of these sizes). */
+    private static final int SMALL_BLOCK_ROWS = 7;
+
     private static CpuMobaAttention cpu;
+    private static CpuMobaAttention smallBlocks;
 
     @BeforeAll
     static void start() {
         cpu = new CpuMobaAttention(2);
+        smallBlocks = new CpuMobaAttention(2, SMALL_BLOCK_ROWS);
     }
 
     @AfterAll
     static void stop() {
         cpu.close();
+        smallBlocks.close();
     }
 
     /** One test input: shape, MoBA parameters and how the tensors are drawn. */
@@ -118,21 +124,36 @@ class CpuMobaAttentionTest {
                 mk("dense long", 16, 2, 128, 4, 4, DType.FP16, false, 333, 16));
     }
 
+    static Stream<Case> smallBlockCases() {
+        return Stream.of(
+                mk("blocks split chunks, packed", 64, 3, 64, 8, 2, DType.FP16, true, 0, 200, 1, 70),
+                mk("blocks split chunks, long", 16, 8, 32, 4, 4, DType.BF16, false, 301));
+    }
+
     @ParameterizedTest(name = "{0}")
     @MethodSource("mobaCases")
     void mobaMatchesOracle(Case c) {
-        assertMatchesOracle(c.batch(), c.params(), c.toString());
+        assertMatchesOracle(cpu, c.batch(), c.params(), c.toString());
     }
 
     @ParameterizedTest(name = "{0}")
     @MethodSource("denseCases")
     void denseMatchesOracleDense(Case c) {
-        assertMatchesOracle(c.batch(), c.dense(), c + " (dense)");
+        assertMatchesOracle(cpu, c.batch(), c.dense(), c + " (dense)");
     }
 
-    private static void assertMatchesOracle(PackedBatch batch, MobaParams params, String label) {
-        CpuForward actual = cpu.forwardFloat(batch, params);
-        MobaOutput rounded = cpu.forward(batch, params);
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("smallBlockCases")
+    void blocksSplittingChunksMatchOracle(Case c) {
+        String label = c + ", " + SMALL_BLOCK_ROWS + " rows per block";
+        assertMatchesOracle(smallBlocks, c.batch(), c.params(), label);
+        assertMatchesOracle(smallBlocks, c.batch(), c.dense(), label + " (dense)");
+    }
+
+    private static void assertMatchesOracle(CpuMobaAttention backend, PackedBatch batch, MobaParams params,
+                                            String label) {
+        CpuForward actual = backend.forwardFloat(batch, params);
+        MobaOutput rounded = backend.forward(batch, params);
         MobaReference.Forward expected = MobaReference.forward(batch, params);
 
         int rows = batch.totalTokens() * batch.heads();
