@@ -8,6 +8,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
+import java.util.Locale;
 import java.util.SplittableRandom;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
@@ -183,6 +184,8 @@ class CpuMobaAttentionTest {
                 rowsOf(ErrorMetrics.toDouble(actual.lse()), compared, 1));
         double roundedError = ErrorMetrics.relativeL2(rowsOf(expected.out(), compared, d),
                 rowsOf(ErrorMetrics.toDouble(rounded.out(), batch.dtype()), compared, d));
+        System.out.printf(Locale.ROOT, "%s: out %.2e, lse %.2e, %s out %.2e, near-tie flips %d of %d rows%n", label,
+                outError, lseError, batch.dtype().label(), roundedError, nearTies, rows);
         assertTrue(outError < FP32_TOLERANCE, label + ": fp32 out relative L2 error " + outError);
         assertTrue(lseError < FP32_TOLERANCE, label + ": lse relative L2 error " + lseError);
         assertTrue(roundedError < roundingTolerance(batch.dtype()),
