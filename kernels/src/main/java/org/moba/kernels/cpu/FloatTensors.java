@@ -28,14 +28,13 @@ final class FloatTensors {
     private final PackedBatch batch;
     private final int chunkSize;
 
-    private FloatTensors(PackedBatch batch, int chunkSize) {
+    private FloatTensors(PackedBatch batch, MobaParams params) {
         this.batch = batch;
-        this.chunkSize = chunkSize;
+        this.chunkSize = params.chunkSize();
         int sequences = batch.numSequences();
         chunkBase = new int[sequences + 1];
-        MobaParams chunking = MobaParams.of(chunkSize, 1);
         for (int b = 0; b < sequences; b++) {
-            chunkBase[b + 1] = chunkBase[b] + chunking.chunksOf(batch.seqLength(b));
+            chunkBase[b + 1] = chunkBase[b] + params.chunksOf(batch.seqLength(b));
         }
         q = new float[batch.q().length];
         keyTiles = new float[batch.kvHeads()][chunkBase[sequences]][][];
@@ -44,8 +43,8 @@ final class FloatTensors {
     }
 
     /** Converts {@code batch} in parallel; the chunk means are a separate step ({@link #computeMeans}). */
-    static FloatTensors convert(PackedBatch batch, int chunkSize, ParallelLoop loop) {
-        FloatTensors t = new FloatTensors(batch, chunkSize);
+    static FloatTensors convert(PackedBatch batch, MobaParams params, ParallelLoop loop) {
+        FloatTensors t = new FloatTensors(batch, params);
         int hkv = batch.kvHeads();
         int chunks = t.chunkBase[batch.numSequences()];
         int qRowsPerTask = 256;
