@@ -116,7 +116,9 @@ class CpuMobaAttentionTest {
                 mk("many chunks, topk 8", 16, 8, 32, 8, 2, bf, true, 600, 3, 0),
                 mk("topk 1, two chunks", 64, 1, 64, 8, 2, fp, false, 129),
                 mk("length C and 1", 128, 2, 32, 4, 4, bf, false, 128, 1),
-                mk("93 chunks, topk 3", 16, 3, 128, 4, 4, fp, true, 1490));
+                mk("93 chunks, topk 3", 16, 3, 128, 4, 4, fp, true, 1490),
+                mk("head dim 96", 16, 3, 96, 4, 2, bf, true, 90, 7),
+                mk("head dim 256", 64, 2, 256, 2, 1, fp, false, 150));
     }
 
     static Stream<Case> denseCases() {
@@ -149,6 +151,12 @@ class CpuMobaAttentionTest {
         String label = c + ", " + SMALL_BLOCK_ROWS + " rows per block";
         assertMatchesOracle(smallBlocks, c.batch(), c.params(), label);
         assertMatchesOracle(smallBlocks, c.batch(), c.dense(), label + " (dense)");
+    }
+
+    @Test
+    void explicitSoftmaxScaleMatchesOracle() {
+        Case c = mk("explicit softmax scale", 16, 3, 64, 4, 2, DType.BF16, true, 100, 33);
+        assertMatchesOracle(cpu, c.batch(), c.params().withSoftmaxScale(0.37f), c + ", scale 0.37");
     }
 
     private static void assertMatchesOracle(CpuMobaAttention backend, PackedBatch batch, MobaParams params,
