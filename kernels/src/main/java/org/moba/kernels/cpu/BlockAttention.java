@@ -10,16 +10,10 @@ import java.util.function.IntConsumer;
  * key and value tiles stay in cache. One instance per worker thread (it holds scratch).
  */
 final class BlockAttention implements IntConsumer {
+    private final ForwardPlan plan;
     private final FloatTensors x;
-    private final RowBlocks blocks;
-    private final int[] cuSeqlens;
-    private final int heads;
-    private final int headDim;
-    private final int groupSize;
-    private final int chunkSize;
     /** Null for dense causal attention: every earlier chunk is attended. */
     private final int[] selected;
-    private final int width;
     private final float qFactor;
     private final float[] out;
     private final float[] lse;
@@ -29,49 +23,43 @@ final class BlockAttention implements IntConsumer {
     private final float[] rowMax;
     private final float[] rowSum;
     private final float[] scores;
-    /** Rows (block-local) that attend each candidate chunk, grouped by chunk: CSR over rowsOfChunkStart. */
+    /** Block-local rows grouped by the chunk they attend: rows of chunk j at [rowsOfChunkStart[j], [j + 1]). */
     private final int[] rowsOfChunkStart;
     private final int[] rowsOfChunk;
 
-    BlockAttention(FloatTensors x, RowBlocks blocks, int[] cuSeqlens, int heads, int headDim, int groupSize,
-                   int chunkSize, float scale, int[] selected, int width, int maxChunks, int maxTile,
-                   float[] out, float[] lse) {
-        this.x = x;
-        this.blocks = blocks;
-        this.cuSeqlens = cuSeqlens;
-        this.heads = heads;
-        this.headDim = headDim;
-        this.groupSize = groupSize;
-        this.chunkSize = chunkSize;
+    BlockAttention(ForwardPlan plan, float scale, int[] selected, float[] out, float[] lse) {
+        this.plan = plan;
+        this.x = plan.x();
         this.selected = selected;
-        this.width = width;
         this.qFactor = scale * VectorMath.LOG2E;
         this.out = out;
         this.lse = lse;
-        int rows = RowBlocks.MAX_ROWS;
-        this.scaledQ = new float[rows][headDim];
-        this.acc = new float[rows][headDim];
+        int rows = plan.blocks().maxRows();
+        this.scaledQ = new float[rows][plan.headDim()];
+        this.acc = new float[rows][plan.headDim()];
         this.rowMax = new float[rows];
         this.rowSum = new float[rows];
-        this.scores = new float[maxTile];
-        this.rowsOfChunkStart = new int[maxChunks + 1];
-        this.rowsOfChunk = new int[selected == null ? 0 : rows * Math.min(width, maxChunks)];
+        this.scores = new float[plan.maxTile()];
+        this.rowsOfChunkStart = new int[plan.maxChunks() + 1];
+        this.rowsOfChunk = new int[selected == null ? 0 : rows * Math.min(plan.width(), plan.maxCandidates())];
     }
 
     @Override
     public void accept(int task) {
+        RowBlocks blocks = plan.blocks();
+        int chunkSize = plan.chunkSize();
         int b = blocks.sequence(task);
         int h = blocks.head(task);
-        int g = h / groupSize;
+        int g = h / plan.groupSize();
         int first = blocks.firstRow(task);
         int rows = blocks.rowCount(task);
         int ownChunk = first / chunkSize;
         int chunkBase = x.chunkBase[b];
-        int tokenBase = cuSeqlens[b] + first;
+        int tokenBase = plan.cuSeqlens()[b] + first;
         for (int r = 0; r < rows; r++) {
-            int qOff = ((tokenBase + r) * heads + h) * headDim;
+            int qOff = plan.rowOffset(tokenBase + r, h);
             float[] qr = scaledQ[r];
-            for (int i = 0; i < headDim; i++) {
+            for (int i = 0; i < qr.length; i++) {
                 qr[i] = x.q[qOff + i] * qFactor;
             }
             rowMax[r] = Float.NEGATIVE_INFINITY;
@@ -102,8 +90,9 @@ final class BlockAttention implements IntConsumer {
     /** Counting sort of the block's (row, selected chunk) pairs by chunk. */
     private void groupRowsByChunk(int tokenBase, int h, int rows, int ownChunk) {
         Arrays.fill(rowsOfChunkStart, 0, ownChunk + 1, 0);
+        int width = plan.width();
         for (int r = 0; r < rows; r++) {
-            int base = ((tokenBase + r) * heads + h) * width;
+            int base = plan.selectionOffset(tokenBase + r, h);
             for (int i = 0; i < width && selected[base + i] >= 0; i++) {
                 rowsOfChunkStart[selected[base + i] + 1]++;
             }
@@ -112,7 +101,7 @@ final class BlockAttention implements IntConsumer {
             rowsOfChunkStart[j + 1] += rowsOfChunkStart[j];
         }
         for (int r = 0; r < rows; r++) {
-            int base = ((tokenBase + r) * heads + h) * width;
+            int base = plan.selectionOffset(tokenBase + r, h);
             for (int i = 0; i < width && selected[base + i] >= 0; i++) {
                 int j = selected[base + i];
                 rowsOfChunk[rowsOfChunkStart[j]++] = r;
@@ -147,10 +136,10 @@ final class BlockAttention implements IntConsumer {
     private void finish(int r, int token, int h) {
         float inverse = 1f / rowSum[r];
         float[] a = acc[r];
-        int o = (token * heads + h) * headDim;
-        for (int i = 0; i < headDim; i++) {
+        int o = plan.rowOffset(token, h);
+        for (int i = 0; i < a.length; i++) {
             out[o + i] = a[i] * inverse;
         }
-        lse[token * heads + h] = (float) (rowMax[r] * VectorMath.LN2 + Math.log(rowSum[r]));
+        lse[token * plan.heads() + h] = (float) (rowMax[r] * VectorMath.LN2 + Math.log(rowSum[r]));
     }
 }

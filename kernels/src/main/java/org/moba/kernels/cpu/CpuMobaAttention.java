@@ -1,6 +1,11 @@
 package org.moba.kernels.cpu;
 
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.util.Arrays;
+import java.util.stream.Stream;
 
 import org.moba.kernels.DType;
 import org.moba.kernels.MobaAttention;
@@ -22,13 +27,26 @@ public final class CpuMobaAttention implements MobaAttention {
     private static final long MAX_ARRAY = Integer.MAX_VALUE - 8;
 
     private final ParallelLoop loop;
+    private final int maxRowsPerBlock;
+    private final String device;
     private volatile boolean closed;
 
     public CpuMobaAttention(int threads) {
+        this(threads, RowBlocks.DEFAULT_MAX_ROWS);
+    }
+
+    /** With a chosen work-unit size (query rows per block), so tests can exercise blocks that split a chunk. */
+    CpuMobaAttention(int threads, int maxRowsPerBlock) {
         if (threads <= 0) {
             throw new IllegalArgumentException("threads must be > 0, got " + threads);
         }
+        if (maxRowsPerBlock <= 0) {
+            throw new IllegalArgumentException("rows per block must be > 0, got " + maxRowsPerBlock);
+        }
         this.loop = new ParallelLoop(threads, "moba-cpu");
+        this.maxRowsPerBlock = maxRowsPerBlock;
+        this.device = "CPU " + cpuModel() + ", " + threads + " threads (" + Runtime.getRuntime().availableProcessors()
+                + " processors available)";
     }
 
     @Override
@@ -38,8 +56,7 @@ public final class CpuMobaAttention implements MobaAttention {
 
     @Override
     public String device() {
-        return "CPU " + System.getProperty("os.arch") + ", " + loop.threads() + " threads ("
-                + Runtime.getRuntime().availableProcessors() + " processors available)";
+        return device;
     }
 
     @Override
@@ -66,18 +83,8 @@ public final class CpuMobaAttention implements MobaAttention {
         }
         validate(batch, params);
         PhaseTimings timings = new PhaseTimings();
-        int tokens = batch.totalTokens();
-        int heads = batch.heads();
-        int d = batch.headDim();
-        int chunk = params.chunkSize();
-        int width = params.selectionWidth(batch.maxSeqlen());
-        // Scratch follows the longest sequence present; max_seqlen may be a loose upper bound.
-        int longest = longestSequence(batch);
-        int maxChunks = params.chunksOf(longest);
-        int maxTile = Math.min(chunk, longest);
-
         long start = System.nanoTime();
-        FloatTensors x = FloatTensors.convert(batch, chunk, loop);
+        FloatTensors x = FloatTensors.convert(batch, params, loop);
         timings.put("convert", millisSince(start));
 
         start = System.nanoTime();
@@ -86,27 +93,28 @@ public final class CpuMobaAttention implements MobaAttention {
         }
         timings.put("chunk_means", millisSince(start));
 
-        RowBlocks blocks = new RowBlocks(batch, chunk);
-        int[] selected = new int[tokens * heads * width];
-        Arrays.fill(selected, Integer.MIN_VALUE); // poison, as for out below
+        RowBlocks blocks = new RowBlocks(batch, params.chunkSize(), maxRowsPerBlock);
+        ForwardPlan plan = ForwardPlan.of(x, blocks, batch, params);
+        // Outputs are poisoned so that anything a loop failed to write shows up (NaN, or an impossible chunk index)
+        // rather than passing as a plausible value.
+        int[] selected = new int[batch.totalTokens() * batch.heads() * plan.width()];
+        Arrays.fill(selected, Integer.MIN_VALUE);
         start = System.nanoTime();
-        if (width > 0) {
-            loop.forEach(blocks.tasks(), () -> new GateTopK(x, blocks, batch.cuSeqlens(), heads, d,
-                    batch.groupSize(), chunk, params.topk(), width, Math.max(0, maxChunks - 1), selected));
+        if (plan.width() > 0) {
+            loop.forEach(blocks.tasks(), () -> new GateTopK(plan, selected));
         }
         timings.put("gate_topk", millisSince(start));
 
-        // Poisoned so that a row the loop failed to write shows up as NaN rather than as a plausible value.
-        float[] out = new float[tokens * heads * d];
-        float[] lse = new float[tokens * heads];
+        float[] out = new float[batch.q().length];
+        float[] lse = new float[batch.totalTokens() * batch.heads()];
         Arrays.fill(out, Float.NaN);
         Arrays.fill(lse, Float.NaN);
         start = System.nanoTime();
         int[] selection = params.denseCausal() ? null : selected;
-        loop.forEach(blocks.tasks(), () -> new BlockAttention(x, blocks, batch.cuSeqlens(), heads, d,
-                batch.groupSize(), chunk, params.scale(d), selection, width, maxChunks, maxTile, out, lse));
+        float scale = params.scale(batch.headDim());
+        loop.forEach(blocks.tasks(), () -> new BlockAttention(plan, scale, selection, out, lse));
         timings.put("attention", millisSince(start));
-        return new CpuForward(out, lse, selected, width, timings);
+        return new CpuForward(out, lse, selected, plan.width(), timings);
     }
 
     /** Checks what MobaParams and PackedBatch cannot check alone: their combination and this backend's limits. */
@@ -125,12 +133,15 @@ public final class CpuMobaAttention implements MobaAttention {
         }
     }
 
-    private static int longestSequence(PackedBatch batch) {
-        int longest = 0;
-        for (int b = 0; b < batch.numSequences(); b++) {
-            longest = Math.max(longest, batch.seqLength(b));
+    /** The model name Linux reports, else the architecture. */
+    private static String cpuModel() {
+        try (Stream<String> lines = Files.lines(Path.of("/proc/cpuinfo"))) {
+            return lines.filter(line -> line.startsWith("model name"))
+                    .map(line -> line.substring(line.indexOf(':') + 1).trim())
+                    .findFirst().orElse(System.getProperty("os.arch"));
+        } catch (IOException | UncheckedIOException e) {
+            return System.getProperty("os.arch");
         }
-        return longest;
     }
 
     private static double millisSince(long startNanos) {

@@ -28,14 +28,13 @@ final class FloatTensors {
     private final PackedBatch batch;
     private final int chunkSize;
 
-    private FloatTensors(PackedBatch batch, int chunkSize) {
+    private FloatTensors(PackedBatch batch, MobaParams params) {
         this.batch = batch;
-        this.chunkSize = chunkSize;
+        this.chunkSize = params.chunkSize();
         int sequences = batch.numSequences();
         chunkBase = new int[sequences + 1];
-        MobaParams chunking = MobaParams.of(chunkSize, 1);
         for (int b = 0; b < sequences; b++) {
-            chunkBase[b + 1] = chunkBase[b] + chunking.chunksOf(batch.seqLength(b));
+            chunkBase[b + 1] = chunkBase[b] + params.chunksOf(batch.seqLength(b));
         }
         q = new float[batch.q().length];
         keyTiles = new float[batch.kvHeads()][chunkBase[sequences]][][];
@@ -44,8 +43,8 @@ final class FloatTensors {
     }
 
     /** Converts {@code batch} in parallel; the chunk means are a separate step ({@link #computeMeans}). */
-    static FloatTensors convert(PackedBatch batch, int chunkSize, ParallelLoop loop) {
-        FloatTensors t = new FloatTensors(batch, chunkSize);
+    static FloatTensors convert(PackedBatch batch, MobaParams params, ParallelLoop loop) {
+        FloatTensors t = new FloatTensors(batch, params);
         int hkv = batch.kvHeads();
         int chunks = t.chunkBase[batch.numSequences()];
         int qRowsPerTask = 256;
@@ -80,14 +79,22 @@ final class FloatTensors {
         DType dtype = batch.dtype();
         short[] k = batch.k();
         short[] v = batch.v();
-        float[][] keys = new float[d][length];
         float[][] values = new float[length][d];
         for (int key = 0; key < length; key++) {
             int base = ((first + key) * hkv + g) * d;
             float[] valueRow = values[key];
             for (int i = 0; i < d; i++) {
-                keys[i][key] = dtype.toFloat(k[base + i]);
                 valueRow[i] = dtype.toFloat(v[base + i]);
+            }
+        }
+        // Transposed with the dimension outermost: contiguous writes; the strided reads stay within the chunk's
+        // few hundred cached lines.
+        float[][] keys = new float[d][length];
+        int stride = hkv * d;
+        for (int i = 0; i < d; i++) {
+            float[] keyRow = keys[i];
+            for (int key = 0, src = (first * hkv + g) * d + i; key < length; key++, src += stride) {
+                keyRow[key] = dtype.toFloat(k[src]);
             }
         }
         keyTiles[g][globalChunk] = keys;

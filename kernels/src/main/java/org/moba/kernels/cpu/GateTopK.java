@@ -8,58 +8,44 @@ import java.util.function.IntConsumer;
  * ascending into {@code selected [T, H, W]} and padded with -1. One instance per worker thread (it holds scratch).
  */
 final class GateTopK implements IntConsumer {
-    private final FloatTensors x;
-    private final RowBlocks blocks;
-    private final int[] cuSeqlens;
-    private final int heads;
-    private final int headDim;
-    private final int groupSize;
-    private final int chunkSize;
-    private final int topkMinusOne;
-    private final int width;
+    private final ForwardPlan plan;
     private final int[] selected;
 
     private final float[] scores;
     private final float[] bestScore;
     private final int[] bestChunk;
 
-    GateTopK(FloatTensors x, RowBlocks blocks, int[] cuSeqlens, int heads, int headDim, int groupSize,
-             int chunkSize, int topk, int width, int maxCandidates, int[] selected) {
-        this.x = x;
-        this.blocks = blocks;
-        this.cuSeqlens = cuSeqlens;
-        this.heads = heads;
-        this.headDim = headDim;
-        this.groupSize = groupSize;
-        this.chunkSize = chunkSize;
-        this.topkMinusOne = topk - 1;
-        this.width = width;
+    GateTopK(ForwardPlan plan, int[] selected) {
+        this.plan = plan;
         this.selected = selected;
-        this.scores = new float[maxCandidates];
-        this.bestScore = new float[Math.min(width, maxCandidates)];
-        this.bestChunk = new int[Math.min(width, maxCandidates)];
+        int keepAtMost = Math.min(plan.width(), plan.maxCandidates());
+        this.scores = new float[plan.maxCandidates()];
+        this.bestScore = new float[keepAtMost];
+        this.bestChunk = new int[keepAtMost];
     }
 
     @Override
     public void accept(int task) {
+        RowBlocks blocks = plan.blocks();
         int b = blocks.sequence(task);
         int h = blocks.head(task);
         int first = blocks.firstRow(task);
-        int candidates = first / chunkSize;
-        int keep = Math.min(topkMinusOne, candidates);
-        float[][] means = x.meansT[b][h / groupSize];
+        int candidates = first / plan.chunkSize();
+        int keep = Math.min(plan.topk() - 1, candidates);
+        int width = plan.width();
+        float[][] means = plan.x().meansT[b][h / plan.groupSize()];
         for (int row = first, end = first + blocks.rowCount(task); row < end; row++) {
-            int token = cuSeqlens[b] + row;
+            int token = plan.cuSeqlens()[b] + row;
             if (keep == candidates) {
                 for (int j = 0; j < keep; j++) {
                     bestChunk[j] = j; // every candidate is kept: no scores needed
                 }
             } else {
-                VectorMath.rowTimesTile(x.q, (token * heads + h) * headDim, means, candidates, scores);
+                VectorMath.rowTimesTile(plan.x().q, plan.rowOffset(token, h), means, candidates, scores);
                 keepBest(candidates, keep);
                 sortAscending(bestChunk, keep);
             }
-            int out = (token * heads + h) * width;
+            int out = plan.selectionOffset(token, h);
             System.arraycopy(bestChunk, 0, selected, out, keep);
             for (int i = keep; i < width; i++) {
                 selected[out + i] = -1;

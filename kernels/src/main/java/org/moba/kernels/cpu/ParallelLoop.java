@@ -31,10 +31,6 @@ final class ParallelLoop implements AutoCloseable {
         this.pool = Executors.newFixedThreadPool(threads, factory);
     }
 
-    int threads() {
-        return threads;
-    }
-
     /** Runs {@code body.accept(i)} for every {@code i < tasks}, each worker using a body from {@code bodies}. */
     void forEach(int tasks, Supplier<IntConsumer> bodies) {
         if (tasks <= 0) {

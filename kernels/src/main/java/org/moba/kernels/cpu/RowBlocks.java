@@ -8,18 +8,24 @@ import org.moba.kernels.PackedBatch;
  * splitting chunks into blocks lets one long sequence keep every thread busy.
  */
 final class RowBlocks {
-    /** Rows per block: enough to reuse a key tile across rows, small enough to balance threads. */
-    static final int MAX_ROWS = 128;
+    /**
+     * Default rows per block. A chunk's key and value tiles are read once per block from memory and then from cache
+     * for each row that attends them, so bigger blocks save memory traffic (at 1x16K, C=512: 512 rows per block ran
+     * attention 13% faster than 128 and 47% faster than 32); blocks still split long chunks for load balance.
+     */
+    static final int DEFAULT_MAX_ROWS = 512;
 
     private final int heads;
+    private final int maxRows;
     private final int[] sequence;
     /** First local row of each block. */
     private final int[] firstRow;
     private final int[] rowCount;
 
-    RowBlocks(PackedBatch batch, int chunkSize) {
+    RowBlocks(PackedBatch batch, int chunkSize, int maxRows) {
         this.heads = batch.heads();
-        int rowsPerBlock = Math.min(MAX_ROWS, chunkSize);
+        int rowsPerBlock = Math.min(maxRows, chunkSize);
+        this.maxRows = rowsPerBlock;
         int blocksPerChunk = (chunkSize - 1) / rowsPerBlock + 1; // ceil, without overflow near Integer.MAX_VALUE
         int count = 0;
         for (int b = 0; b < batch.numSequences(); b++) {
@@ -47,6 +53,11 @@ final class RowBlocks {
         int fullChunks = length / chunkSize;
         int tail = length - fullChunks * chunkSize;
         return fullChunks * blocksPerChunk + (tail + rowsPerBlock - 1) / rowsPerBlock;
+    }
+
+    /** The most rows any block has. */
+    int maxRows() {
+        return maxRows;
     }
 
     /** Tasks: every block times every query head. */

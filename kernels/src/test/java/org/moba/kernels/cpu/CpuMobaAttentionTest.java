@@ -8,6 +8,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
+import java.util.Locale;
 import java.util.SplittableRandom;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
@@ -41,16 +42,22 @@ class CpuMobaAttentionTest {
     /** Gate scores closer than this (relative) may legitimately order differently in fp32 than in float64. */
     private static final double NEAR_TIE = 1e-6;
 
+    /** Work units that split chunks at odd offsets (the default units cover whole chunks of these sizes). */
+    private static final int SMALL_BLOCK_ROWS = 7;
+
     private static CpuMobaAttention cpu;
+    private static CpuMobaAttention smallBlocks;
 
     @BeforeAll
     static void start() {
         cpu = new CpuMobaAttention(2);
+        smallBlocks = new CpuMobaAttention(2, SMALL_BLOCK_ROWS);
     }
 
     @AfterAll
     static void stop() {
         cpu.close();
+        smallBlocks.close();
     }
 
     /** One test input: shape, MoBA parameters and how the tensors are drawn. */
@@ -109,7 +116,9 @@ class CpuMobaAttentionTest {
                 mk("many chunks, topk 8", 16, 8, 32, 8, 2, bf, true, 600, 3, 0),
                 mk("topk 1, two chunks", 64, 1, 64, 8, 2, fp, false, 129),
                 mk("length C and 1", 128, 2, 32, 4, 4, bf, false, 128, 1),
-                mk("93 chunks, topk 3", 16, 3, 128, 4, 4, fp, true, 1490));
+                mk("93 chunks, topk 3", 16, 3, 128, 4, 4, fp, true, 1490),
+                mk("head dim 96", 16, 3, 96, 4, 2, bf, true, 90, 7),
+                mk("head dim 256", 64, 2, 256, 2, 1, fp, false, 150));
     }
 
     static Stream<Case> denseCases() {
@@ -118,21 +127,42 @@ class CpuMobaAttentionTest {
                 mk("dense long", 16, 2, 128, 4, 4, DType.FP16, false, 333, 16));
     }
 
+    static Stream<Case> smallBlockCases() {
+        return Stream.of(
+                mk("blocks split chunks, packed", 64, 3, 64, 8, 2, DType.FP16, true, 0, 200, 1, 70),
+                mk("blocks split chunks, long", 16, 8, 32, 4, 4, DType.BF16, false, 301));
+    }
+
     @ParameterizedTest(name = "{0}")
     @MethodSource("mobaCases")
     void mobaMatchesOracle(Case c) {
-        assertMatchesOracle(c.batch(), c.params(), c.toString());
+        assertMatchesOracle(cpu, c.batch(), c.params(), c.toString());
     }
 
     @ParameterizedTest(name = "{0}")
     @MethodSource("denseCases")
     void denseMatchesOracleDense(Case c) {
-        assertMatchesOracle(c.batch(), c.dense(), c + " (dense)");
+        assertMatchesOracle(cpu, c.batch(), c.dense(), c + " (dense)");
     }
 
-    private static void assertMatchesOracle(PackedBatch batch, MobaParams params, String label) {
-        CpuForward actual = cpu.forwardFloat(batch, params);
-        MobaOutput rounded = cpu.forward(batch, params);
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("smallBlockCases")
+    void blocksSplittingChunksMatchOracle(Case c) {
+        String label = c + ", " + SMALL_BLOCK_ROWS + " rows per block";
+        assertMatchesOracle(smallBlocks, c.batch(), c.params(), label);
+        assertMatchesOracle(smallBlocks, c.batch(), c.dense(), label + " (dense)");
+    }
+
+    @Test
+    void explicitSoftmaxScaleMatchesOracle() {
+        Case c = mk("explicit softmax scale", 16, 3, 64, 4, 2, DType.BF16, true, 100, 33);
+        assertMatchesOracle(cpu, c.batch(), c.params().withSoftmaxScale(0.37f), c + ", scale 0.37");
+    }
+
+    private static void assertMatchesOracle(CpuMobaAttention backend, PackedBatch batch, MobaParams params,
+                                            String label) {
+        CpuForward actual = backend.forwardFloat(batch, params);
+        MobaOutput rounded = backend.forward(batch, params);
         MobaReference.Forward expected = MobaReference.forward(batch, params);
 
         int rows = batch.totalTokens() * batch.heads();
@@ -162,6 +192,8 @@ class CpuMobaAttentionTest {
                 rowsOf(ErrorMetrics.toDouble(actual.lse()), compared, 1));
         double roundedError = ErrorMetrics.relativeL2(rowsOf(expected.out(), compared, d),
                 rowsOf(ErrorMetrics.toDouble(rounded.out(), batch.dtype()), compared, d));
+        System.out.printf(Locale.ROOT, "%s: out %.2e, lse %.2e, %s out %.2e, near-tie flips %d of %d rows%n", label,
+                outError, lseError, batch.dtype().label(), roundedError, nearTies, rows);
         assertTrue(outError < FP32_TOLERANCE, label + ": fp32 out relative L2 error " + outError);
         assertTrue(lseError < FP32_TOLERANCE, label + ": lse relative L2 error " + lseError);
         assertTrue(roundedError < roundingTolerance(batch.dtype()),
