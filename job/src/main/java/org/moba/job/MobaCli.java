@@ -10,7 +10,7 @@ import picocli.CommandLine.Command;
 /** The command line users run (through {@code submit.sh}): one subcommand per job. */
 @Command(name = "moba", mixinStandardHelpOptions = true, version = "moba-spark 0.1.0",
         description = "MoBA (Mixture of Block Attention) kernels: run, check and benchmark them.",
-        subcommands = {BenchCommand.class, SweepCommand.class, ScoreCommand.class, GenCommand.class, DemoCommand.class})
+        subcommands = {BenchCommand.class, SweepCommand.class, ScoreCommand.class, GenCommand.class})
 public final class MobaCli implements Runnable {
 
     @CommandLine.Spec

@@ -17,16 +17,18 @@ import org.apache.spark.sql.Row;
 import org.apache.spark.sql.SaveMode;
 import org.apache.spark.sql.SparkSession;
 import org.moba.job.JobOutput;
+import org.moba.job.BackendOption;
 import org.moba.job.LengthMix;
+import org.moba.job.Shape;
 import org.moba.job.spark.DeviceAssignment;
 import org.moba.job.spark.DeviceSlots;
 import org.moba.job.spark.ExecutorBackends;
 import org.moba.job.spark.SparkSessions;
-import org.moba.kernels.DType;
 import org.moba.kernels.MobaAttention;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 /**
@@ -39,8 +41,8 @@ import picocli.CommandLine.Option;
 public final class BenchCommand implements Callable<Integer> {
     private static final Logger LOG = LoggerFactory.getLogger(BenchCommand.class);
 
-    @Option(names = "--backend", defaultValue = "auto", description = "cpu, cuda or auto (default: ${DEFAULT-VALUE})")
-    String backend;
+    @Mixin
+    BackendOption backend;
 
     @Option(names = "--spec", description = "JSON spec file with the shapes (e.g. conf/bench-flashmoba.json); "
             + "replaces the grid options below")
@@ -98,9 +100,9 @@ public final class BenchCommand implements Callable<Integer> {
         List<BenchShape> shapes = spec != null ? BenchSpec.read(spec) : grid();
         try (SparkSession spark = SparkSessions.create("moba bench", new SparkConf(false))) {
             JavaSparkContext jsc = JavaSparkContext.fromSparkContext(spark.sparkContext());
-            int n = slots > 0 ? slots : DeviceSlots.count(jsc, backend);
-            LOG.info("bench: {} shape(s) x {} device slot(s), backend {}", shapes.size(), n, backend);
-            String requested = backend;
+            int n = slots > 0 ? slots : DeviceSlots.count(jsc, backend.name());
+            LOG.info("bench: {} shape(s) x {} device slot(s), backend {}", shapes.size(), n, backend.name());
+            String requested = backend.name();
             BenchRunner runner = new BenchRunner(warmup, repeats, seed);
             List<BenchMeasurement> rows = jsc.parallelize(IntStream.range(0, n).boxed().toList(), n)
                     .mapPartitions((Iterator<Integer> slot) -> {
@@ -130,24 +132,11 @@ public final class BenchCommand implements Callable<Integer> {
 
     private List<BenchShape> grid() {
         List<BenchShape> shapes = new ArrayList<>();
-        for (String dt : dtypes) {
-            for (String hh : heads) {
-                String[] parts = hh.split("/");
-                int h = Integer.parseInt(parts[0].trim());
-                int hkv = parts.length > 1 ? Integer.parseInt(parts[1].trim()) : h;
-                for (int d : headDims) {
-                    for (int c : chunks) {
-                        for (int k : topks) {
-                            for (String mix : lengthMixes) {
-                                shapes.add(new BenchShape(DType.parse(dt), h, hkv, d, c, k, new LengthMix(mix),
-                                        tokensPerBatch));
-                            }
-                        }
-                    }
-                }
+        for (Shape shape : Shape.grid(dtypes, heads, headDims, chunks, topks)) {
+            for (String mix : lengthMixes) {
+                shapes.add(new BenchShape(shape, new LengthMix(mix), tokensPerBatch));
             }
         }
-        shapes.forEach(s -> s.layout()); // validates every shape before anything runs
         return shapes;
     }
 

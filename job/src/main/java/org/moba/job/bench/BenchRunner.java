@@ -49,16 +49,16 @@ public final class BenchRunner implements java.io.Serializable {
     }
 
     private BenchMeasurement measure(BenchShape shape, MobaAttention backend, DeviceAssignment assignment) {
-        SyntheticSequences synth = new SyntheticSequences(seed, shape.layout());
-        int[] lengths = shape.lengths().lengths(seed, shape.chunk());
+        SyntheticSequences synth = new SyntheticSequences(seed, shape.shape().layout());
+        int[] lengths = shape.lengths().lengths(seed, shape.shape().chunk());
         List<Sequence> sequences = new ArrayList<>(lengths.length);
         for (int i = 0; i < lengths.length; i++) {
             sequences.add(synth.generate(i, lengths[i]));
         }
-        List<SequencePacker.Packed> batches = new SequencePacker(shape.layout(), shape.tokensPerBatch())
+        List<SequencePacker.Packed> batches = new SequencePacker(shape.shape().layout(), shape.tokensPerBatch())
                 .packAll(sequences);
-        MobaParams moba = shape.params();
-        MobaParams dense = MobaParams.denseCausal(shape.chunk());
+        MobaParams moba = shape.shape().params();
+        MobaParams dense = MobaParams.denseCausal(shape.shape().chunk());
 
         long pairs = 0;
         for (SequencePacker.Packed p : batches) {
@@ -85,7 +85,7 @@ public final class BenchRunner implements java.io.Serializable {
         m.setAttentionMedianMs(percentile(mobaTimes.attention, 0.5));
         m.setCopyMedianMs(percentile(mobaTimes.copies, 0.5));
         m.setDenseMedianMs(percentile(denseTimes.compute, 0.5));
-        m.setUsefulTflops(AttendedPairs.teraflops(pairs, shape.headDim(), m.getMobaMedianMs()));
+        m.setUsefulTflops(AttendedPairs.teraflops(pairs, shape.shape().headDim(), m.getMobaMedianMs()));
         m.setTokensPerSecond(tokens / (m.getMobaMedianMs() * 1e-3));
         m.setSpeedupOverDense(m.getDenseMedianMs() / m.getMobaMedianMs());
         return m;

@@ -6,6 +6,7 @@ import java.io.File;
 import java.io.IOException;
 import java.util.List;
 import org.moba.job.LengthMix;
+import org.moba.job.Shape;
 import org.moba.kernels.DType;
 
 /**
@@ -33,10 +34,8 @@ final class BenchSpec {
         return parsed.shapes().stream().map(e -> {
             int hkv = e.kvHeads() == null ? e.heads() : e.kvHeads();
             int budget = e.tokensPerBatch() == null ? 65_536 : e.tokensPerBatch();
-            BenchShape s = new BenchShape(DType.parse(e.dtype()), e.heads(), hkv, e.headDim(), e.chunk(), e.topk(),
+            return new BenchShape(new Shape(DType.parse(e.dtype()), e.heads(), hkv, e.headDim(), e.chunk(), e.topk()),
                     new LengthMix(e.lengths()), budget);
-            s.layout();
-            return s;
         }).toList();
     }
 }

@@ -16,6 +16,7 @@ import org.apache.spark.sql.Row;
 import org.apache.spark.sql.SaveMode;
 import org.apache.spark.sql.SparkSession;
 import org.apache.spark.sql.functions;
+import org.moba.job.BackendOption;
 import org.moba.job.JobOutput;
 import org.moba.job.spark.DeviceAssignment;
 import org.moba.job.spark.DeviceSlots;
@@ -25,6 +26,7 @@ import org.moba.kernels.MobaParams;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 /**
@@ -50,8 +52,8 @@ public final class ScoreCommand implements Callable<Integer> {
     @Option(names = "--out", defaultValue = "results/score", description = "output folder (default: ${DEFAULT-VALUE})")
     String out;
 
-    @Option(names = "--backend", defaultValue = "auto", description = "cpu, cuda or auto (default: ${DEFAULT-VALUE})")
-    String backend;
+    @Mixin
+    BackendOption backend;
 
     @Option(names = "--chunk", defaultValue = "128", description = "(default: ${DEFAULT-VALUE})")
     int chunk;
@@ -84,9 +86,9 @@ public final class ScoreCommand implements Callable<Integer> {
             if (partitions > 0) {
                 records = records.repartition(partitions);
             }
-            LOG.info("score: {} partition(s) from {}, backend {}, {}", records.getNumPartitions(), input, backend,
+            LOG.info("score: {} partition(s) from {}, backend {}, {}", records.getNumPartitions(), input, backend.name(),
                     MobaParams.of(chunk, topk));
-            String requested = backend;
+            String requested = backend.name();
             JavaRDD<Row> results = records.mapPartitions(it -> {
                 DeviceAssignment a = DeviceAssignment.forTask(requested, TaskContext.get(),
                         DeviceSlots.visibleDevices(requested));

@@ -13,7 +13,9 @@ import org.apache.spark.TaskContext;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.apache.spark.sql.SparkSession;
 import org.moba.job.JobOutput;
+import org.moba.job.BackendOption;
 import org.moba.job.LengthMix;
+import org.moba.job.Shape;
 import org.moba.job.spark.DeviceAssignment;
 import org.moba.job.spark.DeviceSlots;
 import org.moba.job.spark.ExecutorBackends;
@@ -23,6 +25,7 @@ import org.moba.kernels.reference.OracleComparison;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 /**
@@ -36,8 +39,8 @@ import picocli.CommandLine.Option;
 public final class SweepCommand implements Callable<Integer> {
     private static final Logger LOG = LoggerFactory.getLogger(SweepCommand.class);
 
-    @Option(names = "--backend", defaultValue = "auto", description = "cpu, cuda or auto (default: ${DEFAULT-VALUE})")
-    String backend;
+    @Mixin
+    BackendOption backend;
 
     @Option(names = "--mixes", split = ",", defaultValue = "uniform:6:1-400,lognormal:6:120:1.0,bimodal:6:8:600:0.3,"
             + "boundary:3,single:8,huge:8:16:1200",
@@ -79,9 +82,9 @@ public final class SweepCommand implements Callable<Integer> {
         try (SparkSession spark = SparkSessions.create("moba sweep", new SparkConf(false))) {
             JavaSparkContext jsc = JavaSparkContext.fromSparkContext(spark.sparkContext());
             LOG.info("sweep: {} configuration(s), backend {}, oracle on up to {} tokens per batch", configs.size(),
-                    backend, oracleRows);
-            String requested = backend;
-            SweepRunner runner = new SweepRunner(backend, oracleRows, tokensPerBatch);
+                    backend.name(), oracleRows);
+            String requested = backend.name();
+            SweepRunner runner = new SweepRunner(backend.name(), oracleRows, tokensPerBatch);
             List<SweepRow> rows = jsc.parallelize(configs, configs.size())
                     .mapPartitions((Iterator<SweepConfig> it) -> {
                         DeviceAssignment a = DeviceAssignment.forTask(requested, TaskContext.get(),
@@ -116,25 +119,10 @@ public final class SweepCommand implements Callable<Integer> {
 
     private List<SweepConfig> grid() {
         List<SweepConfig> configs = new ArrayList<>();
-        for (String dt : dtypes) {
-            for (String hh : heads) {
-                String[] parts = hh.split("/");
-                int h = Integer.parseInt(parts[0].trim());
-                int hkv = parts.length > 1 ? Integer.parseInt(parts[1].trim()) : h;
-                for (int d : headDims) {
-                    for (int c : chunks) {
-                        for (int k : topks) {
-                            for (String mix : mixes) {
-                                for (long seed : seeds) {
-                                    SweepConfig config = new SweepConfig(DType.parse(dt), h, hkv, d, c, k,
-                                            new LengthMix(mix), seed);
-                                    config.layout();
-                                    config.params();
-                                    configs.add(config);
-                                }
-                            }
-                        }
-                    }
+        for (Shape shape : Shape.grid(dtypes, heads, headDims, chunks, topks)) {
+            for (String mix : mixes) {
+                for (long seed : seeds) {
+                    configs.add(new SweepConfig(shape, new LengthMix(mix), seed));
                 }
             }
         }

@@ -26,8 +26,8 @@ public final class SweepRunner implements Serializable {
     }
 
     public List<SweepRow> run(SweepConfig config, MobaAttention backend) {
-        SyntheticSequences synth = new SyntheticSequences(config.seed(), config.layout());
-        int[] lengths = config.lengths().lengths(config.seed(), config.chunk());
+        SyntheticSequences synth = new SyntheticSequences(config.seed(), config.shape().layout());
+        int[] lengths = config.lengths().lengths(config.seed(), config.shape().chunk());
         List<Sequence> sequences = new ArrayList<>(lengths.length);
         for (int i = 0; i < lengths.length; i++) {
             sequences.add(synth.generate(i, lengths[i]));
@@ -35,14 +35,14 @@ public final class SweepRunner implements Serializable {
         String reproduce = config.reproduceCommand(requestedBackend, oracleRows, tokensPerBatch);
         SplittableRandom rng = new SplittableRandom(config.seed());
         List<SweepRow> rows = new ArrayList<>();
-        for (SequencePacker.Packed p : new SequencePacker(config.layout(), tokensPerBatch).packAll(sequences)) {
-            MobaOutput out = backend.forward(p.batch(), config.params());
-            int[] sample = OracleComparison.sampleRows(p.batch(), config.params(), oracleRows, rng);
-            for (OracleComparison.SequenceErrors e : OracleComparison.compare(p.batch(), config.params(), out,
+        for (SequencePacker.Packed p : new SequencePacker(config.shape().layout(), tokensPerBatch).packAll(sequences)) {
+            MobaOutput out = backend.forward(p.batch(), config.shape().params());
+            int[] sample = OracleComparison.sampleRows(p.batch(), config.shape().params(), oracleRows, rng);
+            for (OracleComparison.SequenceErrors e : OracleComparison.compare(p.batch(), config.shape().params(), out,
                     sample)) {
                 SweepRow r = new SweepRow();
                 r.setConfig(config.label());
-                r.setDtype(config.dtype().label());
+                r.setDtype(config.shape().dtype().label());
                 r.setBackend(backend.name());
                 r.setDevice(backend.device());
                 r.setSequenceId(p.ids().get(e.sequence()));
@@ -55,7 +55,7 @@ public final class SweepRunner implements Serializable {
                 r.setLseMaxAbs(e.lseMaxAbs());
                 r.setSelectionMismatches(e.selectionMismatches());
                 r.setNearTies(e.nearTies());
-                r.setPass(e.passes(config.dtype()));
+                r.setPass(e.passes(config.shape().dtype()));
                 r.setReproduce(reproduce);
                 rows.add(r);
             }
