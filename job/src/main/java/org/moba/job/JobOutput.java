@@ -44,10 +44,22 @@ public final class JobOutput {
 
     /** Writes {@code name}-summary.json. */
     public void writeSummary(String name, Map<String, ?> summary) throws IOException {
-        Path file = new Path(root, name + "-summary.json");
-        FileSystem fs = file.getFileSystem(spark.sparkContext().hadoopConfiguration());
-        try (OutputStream out = fs.create(file, true)) {
+        try (OutputStream out = create(name + "-summary.json")) {
             new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT).writeValue(out, summary);
         }
+    }
+
+    /** Writes {@code name}-report.html and returns its path. */
+    public String writeReport(String name, HtmlReport report) throws IOException {
+        try (OutputStream out = create(name + "-report.html")) {
+            out.write(report.toHtml());
+        }
+        return path(name + "-report.html");
+    }
+
+    private OutputStream create(String file) throws IOException {
+        Path p = new Path(root, file);
+        FileSystem fs = p.getFileSystem(spark.sparkContext().hadoopConfiguration());
+        return fs.create(p, true);
     }
 }

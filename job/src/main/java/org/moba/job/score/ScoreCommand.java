@@ -161,8 +161,11 @@ public final class ScoreCommand implements Callable<Integer> {
         summary.put("chunk", chunk);
         summary.put("topk", topk);
         output.writeSummary("score", summary);
+        List<Row> perSequence = metrics.select("id", "outcome", "length", "mean_recall", "min_cosine", "max_rel_error",
+                "reason").collectAsList();
+        String report = output.writeReport("score", ScoreReport.of(summary, perSequence));
         summary.forEach((k, v) -> System.out.printf("%-14s %s%n", k, v));
-        System.out.println("results: " + table + " (outcome=scored | outcome=rejected)");
+        System.out.println("results: " + table + " (outcome=scored | outcome=rejected); report: " + report);
         return 0;
     }
 

@@ -1,0 +1,64 @@
+package org.moba.job.sweep;
+
+import java.awt.BasicStroke;
+import java.awt.Color;
+import java.io.IOException;
+import java.util.List;
+import org.jfree.chart.ChartFactory;
+import org.jfree.chart.JFreeChart;
+import org.jfree.chart.axis.LogAxis;
+import org.jfree.chart.plot.CategoryPlot;
+import org.jfree.chart.plot.PlotOrientation;
+import org.jfree.chart.plot.ValueMarker;
+import org.jfree.data.category.DefaultCategoryDataset;
+import org.moba.job.HtmlReport;
+import org.moba.kernels.DType;
+import org.moba.kernels.reference.OracleComparison;
+
+/** The HTML report of {@code sweep}: errors per configuration against the thresholds, and the failures. */
+final class SweepReport {
+    private SweepReport() {
+    }
+
+    static HtmlReport of(List<SweepVerdict> verdicts) throws IOException {
+        long failed = verdicts.stream().filter(v -> !v.pass()).count();
+        HtmlReport report = new HtmlReport("MoBA sweep");
+        report.paragraph(verdicts.size() + " configuration(s), " + failed + " failed. Thresholds (relative L2 against"
+                + " the float64 oracle): out " + OracleComparison.outTolerance(DType.FP16) + " (fp16) / "
+                + OracleComparison.outTolerance(DType.BF16) + " (bf16), lse " + OracleComparison.LSE_TOLERANCE + ".");
+        for (DType dtype : DType.values()) {
+            List<SweepVerdict> mine = verdicts.stream().filter(v -> v.dtype().equals(dtype.label())).toList();
+            if (mine.isEmpty()) {
+                continue;
+            }
+            DefaultCategoryDataset errors = new DefaultCategoryDataset();
+            // Log axes cannot show 0 (a length-1 sequence reproduces v exactly): floor at 1e-12.
+            mine.forEach(v -> errors.addValue(Math.max(v.maxOutRelL2(), 1e-12), "out", v.config()));
+            mine.forEach(v -> errors.addValue(Math.max(v.maxLseRelL2(), 1e-12), "lse", v.config()));
+            JFreeChart chart = ChartFactory.createBarChart(dtype.label() + ": worst relative L2 error per configuration",
+                    "configuration", "relative L2 (log)", errors, PlotOrientation.HORIZONTAL, true, false, false);
+            CategoryPlot plot = chart.getCategoryPlot();
+            plot.setRangeAxis(new LogAxis("relative L2 (log)"));
+            plot.addRangeMarker(marker(OracleComparison.outTolerance(dtype), Color.RED));
+            plot.addRangeMarker(marker(OracleComparison.LSE_TOLERANCE, Color.BLUE));
+            report.heading(dtype.label() + " errors").chart(chart);
+        }
+        report.heading("Configurations").table(List.of("configuration", "sequences", "tokens checked", "out rel L2",
+                "lse rel L2", "selection mismatches", "near-ties", "verdict"), verdicts.stream().map(v -> List.of(
+                v.config(), Integer.toString(v.sequences()), v.tokensCompared() + "/" + v.tokens(),
+                String.format("%.2e", v.maxOutRelL2()), String.format("%.2e", v.maxLseRelL2()),
+                Long.toString(v.selectionMismatches()), Long.toString(v.nearTies()), v.pass() ? "pass" : "FAIL"))
+                .toList());
+        if (failed > 0) {
+            report.heading("Failures").table(List.of("configuration", "reproduce"), verdicts.stream()
+                    .filter(v -> !v.pass()).map(v -> List.of(v.config(), v.reproduce())).toList());
+        }
+        return report;
+    }
+
+    private static ValueMarker marker(double value, Color color) {
+        ValueMarker m = new ValueMarker(value, color, new BasicStroke(2f));
+        m.setLabel("threshold " + value);
+        return m;
+    }
+}
