@@ -25,15 +25,16 @@ struct GateConfig {
     static constexpr int kSlotsPerPass = 16;  // ranks found per pass (register list length)
     static constexpr int kListStride = kSlotsPerPass + 1;  // float2 entries; +1 spreads lanes over banks
     // Shared memory: region A holds the query tile until its fragments are in registers, then the
-    // ranked lists (one per row and lane of the quad); region B the three mu planes of a chunk tile,
-    // later each row's merged picks; then the tile's power-of-two unscale factors.
+    // ranked lists (one per row and lane of the quad); then two stages (double buffering) of a chunk
+    // tile: its three mu planes and its power-of-two unscale factors. Stage 0 later holds each
+    // row's merged picks.
     static constexpr int kQBytes = kBlockM * HD * 2;
     static constexpr int kListBytes = kBlockM * 4 * kListStride * 8;
     static constexpr int kRegionABytes = kQBytes > kListBytes ? kQBytes : kListBytes;
     static constexpr int kPlaneBytes = kChunkTile * HD * 2;
-    static constexpr int kRegionBBytes = 3 * kPlaneBytes;
-    static_assert(kRegionBBytes >= kBlockM * kSlotsPerPass * 8, "merged picks must fit region B");
-    static constexpr int kSmemBytes = kRegionABytes + kRegionBBytes + kChunkTile * 4;
+    static constexpr int kStageBytes = 3 * kPlaneBytes + kChunkTile * 4;
+    static_assert(kStageBytes >= kBlockM * kSlotsPerPass * 8, "merged picks must fit stage 0");
+    static constexpr int kSmemBytes = kRegionABytes + 2 * kStageBytes;
 };
 
 // Rank order of gate candidates: higher score first, ties to the lower chunk index.
@@ -103,24 +104,34 @@ __device__ __forceinline__ void gate_topk(const uint16_t* __restrict__ q, const 
         }
     }
 
-    const uint32_t planes = q_tile + Cfg::kRegionABytes;
-    float* unscale = reinterpret_cast<float*>(smem + Cfg::kRegionABytes + Cfg::kRegionBBytes);
     const long plane_stride = static_cast<long>(num_full_chunks) * kv_heads * HD;
-    for (int j0 = 0; j0 < own_chunk; j0 += Cfg::kChunkTile) {
+    // Chunk tile j0 -> stage: three planes by cp.async; the unscale factors by plain loads (visible
+    // after the barrier that precedes their use).
+    auto load_chunk_tile = [&](int j0, int stage) {
         const int n_valid = min(Cfg::kChunkTile, own_chunk - j0);
-        __syncthreads();  // the previous chunk tile has been read by every warp
+        const uint32_t planes = q_tile + Cfg::kRegionABytes + stage * Cfg::kStageBytes;
         const uint16_t* src = mu_planes + (static_cast<long>(chunk0 + j0) * kv_heads + hk) * HD;
 #pragma unroll
         for (int p = 0; p < 3; ++p)
             load_tile_async<Cfg::kChunkTile, HD, Cfg::kThreads>(planes + p * Cfg::kPlaneBytes, src + p * plane_stride,
                                                                 static_cast<long>(kv_heads) * HD, n_valid);
-        cp_async_commit();
+        float* unscale = reinterpret_cast<float*>(smem + Cfg::kRegionABytes + stage * Cfg::kStageBytes + 3 * Cfg::kPlaneBytes);
         if (threadIdx.x < Cfg::kChunkTile)
             unscale[threadIdx.x] =
                 threadIdx.x < n_valid ? mu_unscale[static_cast<long>(chunk0 + j0 + threadIdx.x) * kv_heads + hk] : 0.f;
-        cp_async_wait<0>();
+    };
+    if (own_chunk > 0) load_chunk_tile(0, 0);
+    cp_async_commit();
+
+    for (int j0 = 0, step = 0; j0 < own_chunk; j0 += Cfg::kChunkTile, ++step) {
+        const bool more = j0 + Cfg::kChunkTile < own_chunk;
+        if (more) load_chunk_tile(j0 + Cfg::kChunkTile, (step + 1) & 1);
+        cp_async_commit();
+        cp_async_wait<1>();
         __syncthreads();
 
+        const uint32_t planes = q_tile + Cfg::kRegionABytes + (step & 1) * Cfg::kStageBytes;
+        const float* unscale = reinterpret_cast<const float*>(smem + Cfg::kRegionABytes + (step & 1) * Cfg::kStageBytes + 3 * Cfg::kPlaneBytes);
         float acc[Cfg::kChunkTile / 8][4] = {};
 #pragma unroll
         for (int p = 2; p >= 0; --p) {  // lo, mid, hi: the small terms accumulate first
@@ -136,13 +147,16 @@ __device__ __forceinline__ void gate_topk(const uint16_t* __restrict__ q, const 
             }
         }
 
+        // Hot path: one multiply and one compare per score; a score reaching the row's bar takes
+        // the exact rank test (ties, causality of the last tile, the previous pass's stop).
 #pragma unroll
         for (int nt = 0; nt < Cfg::kChunkTile / 8; ++nt) {
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
                 const int i = e >> 1, col = nt * 8 + quad * 2 + (e & 1), j = j0 + col;
                 const float s = acc[nt][e] * unscale[col];
-                if (j < own_chunk && ranks_above(s, j, bar_s[i], bar_j[i]) && ranks_above(stop_s[i], stop_j[i], s, j)) {
+                if (s >= bar_s[i] && j < own_chunk && ranks_above(s, j, bar_s[i], bar_j[i]) &&
+                    (slot_begin == 0 || ranks_above(stop_s[i], stop_j[i], s, j))) {
                     const float2 last = my_list[i][slots - 1];
                     if (ranks_above(s, j, last.x, __float_as_int(last.y))) insert_ranked(my_list[i], slots, s, j);
                 }
@@ -164,9 +178,11 @@ __device__ __forceinline__ void gate_topk(const uint16_t* __restrict__ q, const 
             }
             bar_s[i] = t; bar_j[i] = u;
         }
+        __syncthreads();  // this stage is refilled two steps from now
     }
 
     // Merge the four lanes' lists of each row, in rank order (one thread per row).
+    cp_async_wait<0>();
     __syncthreads();
     const int r = threadIdx.x;
     if (r >= rows_valid) return;
