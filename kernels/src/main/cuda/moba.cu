@@ -45,12 +45,12 @@
 #define MOBA_ATTN_SELECTED(NAME, DT, HD)                                                                 \
     extern "C" __global__ void __launch_bounds__(moba::FlashConfig<HD>::kThreads, 2)                     \
         NAME(const uint16_t* q, const uint16_t* k, const uint16_t* v, const int* cu_seqlens,             \
-             const int* chunk_base, int num_sequences, const int* bucket_row0, const int* bucket_tile0,  \
-             const int* rows, uint16_t* partial_o, float* partial_lse, int heads, int kv_heads, int width, \
-             int chunk_size, int num_full_chunks, float scale) {                                         \
-        moba::attn_selected<DT, HD>(q, k, v, cu_seqlens, chunk_base, num_sequences, bucket_row0, bucket_tile0, \
-                                    rows, partial_o, partial_lse, heads, kv_heads, width, chunk_size,    \
-                                    num_full_chunks, scale);                                             \
+             const int* chunk_base, int num_sequences, const int* bucket_row0, const int* bucket_group0, \
+             const int* rows, int rows_per_group, uint16_t* partial_o, float* partial_lse, int heads,     \
+             int kv_heads, int width, int chunk_size, int num_full_chunks, float scale) {                \
+        moba::attn_selected<DT, HD>(q, k, v, cu_seqlens, chunk_base, num_sequences, bucket_row0, bucket_group0, \
+                                    rows, rows_per_group, partial_o, partial_lse, heads, kv_heads, width, \
+                                    chunk_size, num_full_chunks, scale);                                 \
     }
 
 MOBA_CHUNK_MEAN(moba_chunk_mean_fp16, moba::Fp16)
@@ -71,8 +71,9 @@ extern "C" __global__ void __launch_bounds__(moba::RouteConfig::kThreads)
     moba::route_count(sel, cu_seqlens, chunk_base, num_sequences, heads, width, num_full_chunks, entries, bucket_count);
 }
 extern "C" __global__ void __launch_bounds__(moba::RouteConfig::kScanThreads)
-    moba_route_scan(const int* bucket_count, int num_buckets, int* bucket_row0, int* bucket_tile0, int* bucket_cursor) {
-    moba::route_scan(bucket_count, num_buckets, bucket_row0, bucket_tile0, bucket_cursor);
+    moba_route_scan(const int* bucket_count, int num_buckets, int rows_per_group, int* bucket_row0, int* bucket_group0,
+                    int* bucket_cursor) {
+    moba::route_scan(bucket_count, num_buckets, rows_per_group, bucket_row0, bucket_group0, bucket_cursor);
 }
 extern "C" __global__ void __launch_bounds__(moba::RouteConfig::kThreads)
     moba_route_fill(const int* sel, const int* cu_seqlens, const int* chunk_base, int num_sequences, int heads,

@@ -180,8 +180,11 @@ __device__ __forceinline__ void attn_fwd(const uint16_t* __restrict__ q, const u
             // out = sum_j exp(lse_j - M) o_j / sum_j exp(lse_j - M) over the own chunk and every
             // selected chunk, merged in slot order (a running M keeps every weight <= 1).
             const long e0 = (token * heads + h) * width;
+            int selected = 0;  // sel rows are ascending with -1 padding last
+            while (selected < width && sel[e0 + selected] >= 0) ++selected;
             float m = row_lse, den = 1.f;
-            for (int slot = 0; slot < width && sel[e0 + slot] >= 0; ++slot) {
+#pragma unroll 2
+            for (int slot = 0; slot < selected; ++slot) {
                 const float part_lse = partial_lse[e0 + slot];
                 const float m_new = fmaxf(m, part_lse);
                 const float keep = expf(m - m_new), w = expf(part_lse - m_new);

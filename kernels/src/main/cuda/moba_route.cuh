@@ -13,7 +13,6 @@ namespace moba {
 struct RouteConfig {
     static constexpr int kThreads = 256;      // count / fill
     static constexpr int kScanThreads = 1024;  // scan: one block
-    static constexpr int kRowsPerTile = 64;
 };
 
 // The bucket of entry e, or -1 for a padding entry.
@@ -35,10 +34,12 @@ __device__ __forceinline__ void route_count(const int* __restrict__ sel, const i
     if (bucket >= 0) atomicAdd(&bucket_count[bucket], 1);
 }
 
-// Exclusive prefix sums over n buckets of the row counts (bucket_row0) and of the 64-row tile
-// counts (bucket_tile0), each with the total at [n]; bucket_cursor starts at bucket_row0.
-__device__ __forceinline__ void route_scan(const int* __restrict__ bucket_count, int n, int* __restrict__ bucket_row0,
-                                           int* __restrict__ bucket_tile0, int* __restrict__ bucket_cursor) {
+// Exclusive prefix sums over n buckets of the row counts (bucket_row0) and of the group counts
+// (bucket_group0; a group is up to rows_per_group rows of one bucket, one block of the gathered
+// kernel), each with the total at [n]; bucket_cursor starts at bucket_row0.
+__device__ __forceinline__ void route_scan(const int* __restrict__ bucket_count, int n, int rows_per_group,
+                                           int* __restrict__ bucket_row0, int* __restrict__ bucket_group0,
+                                           int* __restrict__ bucket_cursor) {
     constexpr int kThreads = RouteConfig::kScanThreads;
     __shared__ int2 sums[kThreads];
     const int per = (n + kThreads - 1) / kThreads;
@@ -46,7 +47,7 @@ __device__ __forceinline__ void route_scan(const int* __restrict__ bucket_count,
     int2 mine = make_int2(0, 0);
     for (int i = lo; i < hi; ++i) {
         mine.x += bucket_count[i];
-        mine.y += (bucket_count[i] + RouteConfig::kRowsPerTile - 1) / RouteConfig::kRowsPerTile;
+        mine.y += (bucket_count[i] + rows_per_group - 1) / rows_per_group;
     }
     sums[threadIdx.x] = mine;
     __syncthreads();
@@ -61,13 +62,13 @@ __device__ __forceinline__ void route_scan(const int* __restrict__ bucket_count,
     for (int i = lo; i < hi; ++i) {
         bucket_row0[i] = run.x;
         bucket_cursor[i] = run.x;
-        bucket_tile0[i] = run.y;
+        bucket_group0[i] = run.y;
         run.x += bucket_count[i];
-        run.y += (bucket_count[i] + RouteConfig::kRowsPerTile - 1) / RouteConfig::kRowsPerTile;
+        run.y += (bucket_count[i] + rows_per_group - 1) / rows_per_group;
     }
     if (threadIdx.x == kThreads - 1) {
         bucket_row0[n] = sums[kThreads - 1].x;
-        bucket_tile0[n] = sums[kThreads - 1].y;
+        bucket_group0[n] = sums[kThreads - 1].y;
     }
 }
 

@@ -84,7 +84,8 @@ struct Kernels {
     cudaKernel_t chunk_mean[2], gate[2][2], attn[2][2], selected[2][2], combine[2][2], sel_sort;
     cudaKernel_t route_count, route_scan, route_fill;
     static int hd_index(int d) { return d == 64 ? 0 : 1; }
-    static int gate_smem(int d) { return std::max(64 * d * 2, 64 * 4 * 17 * 8) + 2 * (3 * 32 * d * 2 + 128); }
+    static int gate_smem(int d) { return std::max(64 * d * 2, 64 * 32 * 8) + 64 * 12 + 2 * (3 * 32 * d * 2 + 128); }
+    static int selected_smem(int d) { return 2 * 64 * d * 2 + 2 * 2 * 64 * d * 2; }
     static int attn_smem(int d) { return (64 + 4 * 64) * d * 2; }
     void load(const char* path) {
         CHECK(cudaFree(nullptr));
@@ -98,8 +99,10 @@ struct Kernels {
                 get(attn[dt][hd_index(d)], "moba_attn_fwd_" + suffix);
                 get(selected[dt][hd_index(d)], "moba_attn_selected_" + suffix);
                 get(combine[dt][hd_index(d)], "moba_attn_own_combine_" + suffix);
-                for (cudaKernel_t f : {selected[dt][hd_index(d)], combine[dt][hd_index(d)]})
-                    CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(f), cudaFuncAttributeMaxDynamicSharedMemorySize, attn_smem(d)));
+                CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(selected[dt][hd_index(d)]),
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, selected_smem(d)));
+                CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(combine[dt][hd_index(d)]),
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, attn_smem(d)));
                 CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(gate[dt][hd_index(d)]),
                                            cudaFuncAttributeMaxDynamicSharedMemorySize, gate_smem(d)));
                 CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(attn[dt][hd_index(d)]),
@@ -240,14 +243,16 @@ static void run_attn(const Kernels& K, const Case& c, const Layout& L, DeviceRun
     const unsigned entry_blocks = (entries + 255) / 256;
     launch(K.route_count, dim3(entry_blocks), dim3(256), 0, st,
            {&r.sel.p, &r.cu.p, &r.chunk_base.p, &B, &H, &W, &nfc, &entries, &r.bucket_count.p});
+    // Groups of 8 tiles keep a C <= 128 chunk resident in shared memory; longer chunks stream.
+    int rows_per_group = C <= 128 ? 8 * 64 : 64;
     launch(K.route_scan, dim3(1), dim3(1024), 0, st,
-           {&r.bucket_count.p, &buckets, &r.bucket_row0.p, &r.bucket_tile0.p, &r.bucket_cursor.p});
+           {&r.bucket_count.p, &buckets, &rows_per_group, &r.bucket_row0.p, &r.bucket_tile0.p, &r.bucket_cursor.p});
     launch(K.route_fill, dim3(entry_blocks), dim3(256), 0, st,
            {&r.sel.p, &r.cu.p, &r.chunk_base.p, &B, &H, &W, &nfc, &entries, &r.bucket_cursor.p, &r.rows.p});
-    const unsigned max_tiles = (entries + 63) / 64 + buckets;
-    launch(K.selected[c.dt][hd], dim3(max_tiles), dim3(128), smem, st,
+    const unsigned max_groups = (entries + rows_per_group - 1) / rows_per_group + buckets;
+    launch(K.selected[c.dt][hd], dim3(max_groups), dim3(128), Kernels::selected_smem(c.D), st,
            {&r.q.p, &r.k.p, &r.v.p, &r.cu.p, &r.chunk_base.p, &B, &r.bucket_row0.p, &r.bucket_tile0.p, &r.rows.p,
-            &r.partial_o.p, &r.partial_lse.p, &H, &Hkv, &W, &C, &nfc, &scale});
+            &rows_per_group, &r.partial_o.p, &r.partial_lse.p, &H, &Hkv, &W, &C, &nfc, &scale});
     launch(K.combine[c.dt][hd], dim3(nt, H), dim3(128), smem, st,
            {&r.q.p, &r.k.p, &r.v.p, &r.out.p, &r.lse.p, &r.cu.p, &r.sel.p, &W, &r.tiles.p, &H, &Hkv, &C, &scale,
             &r.partial_o.p, &r.partial_lse.p});
