@@ -91,23 +91,32 @@ public final class CudaMobaAttention implements MobaAttention {
      * further transfers (for benchmarks and callers that keep data on the device). Close it when done.
      */
     public DeviceBatch upload(PackedBatch batch, MobaParams params) {
+        return upload(batch, params, forcedPath);
+    }
+
+    /**
+     * Test hook: {@link #upload(PackedBatch, MobaParams)} with MoBA calls that have a selection forced onto
+     * {@code forced} (null: chosen by the memory budget). Dense and W == 0 calls run UNION regardless.
+     */
+    DeviceBatch upload(PackedBatch batch, MobaParams params, AttentionPath forced) {
         if (closed) {
             throw new IllegalStateException("CudaMobaAttention on " + device.describe() + " is closed");
         }
         CudaInputRules.check(batch, params);
         device.makeCurrent();
         BatchPlan plan = BatchPlan.of(batch, params);
-        AttentionPath.Choice path = choosePath(batch, params, plan);
+        AttentionPath.Choice path = choosePath(batch, params, plan, forced);
         DeviceBatch resident = new DeviceBatch(device, pool, streams, kernelsFor(batch.dtype(), batch.headDim()),
                 poisonOutputs, batch, params, plan, path);
         peakExtraBytes.accumulateAndGet(resident.extraDeviceBytes(), Math::max);
         return resident;
     }
 
-    private AttentionPath.Choice choosePath(PackedBatch batch, MobaParams params, BatchPlan plan) {
+    private AttentionPath.Choice choosePath(PackedBatch batch, MobaParams params, BatchPlan plan,
+                                            AttentionPath forced) {
         // Cached pool buffers are free for this call too: they are trimmed before an allocation fails.
         AttentionPath.Choice choice = AttentionPath.choose(plan, batch.totalTokens(), batch.heads(),
-                batch.headDim(), forcedPath, () -> device.freeMemory() + pool.bytesCached());
+                batch.headDim(), forced, () -> device.freeMemory() + pool.bytesCached());
         if (choice.fellBack()) {
             if (loggedFallback.compareAndSet(false, true)) {
                 LOG.info("MoBA attention on {} runs the UNION path instead of GATHERED for {} with {}: {} "
@@ -148,8 +157,8 @@ public final class CudaMobaAttention implements MobaAttention {
     }
 
     /**
-     * Test hook: run MoBA calls with a selection on {@code path} regardless of the memory budget (null: choose by
-     * budget). Dense and W == 0 calls always run UNION.
+     * Test hook: run every later MoBA call that has a selection on {@code path} regardless of the memory budget
+     * (null: choose by budget). Dense and W == 0 calls always run UNION.
      */
     void forcePath(AttentionPath path) {
         forcedPath = path;
