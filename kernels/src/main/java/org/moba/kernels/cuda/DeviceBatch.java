@@ -22,7 +22,8 @@ import org.moba.kernels.cuda.StreamPool.CallStream;
  * own stream. {@link CudaMobaAttention#upload} creates it and queues the upload; {@link #run()} runs the kernels
  * (and only the kernels) as often as wanted, which is what benchmarks time; {@link #download()} fetches the
  * result of the latest run. Attention runs on the {@link AttentionPath} chosen at upload; its time (routing, selected
- * chunks and own chunk + merge on GATHERED) is the {@code attention} phase either way. Used by one thread at a time; {@link #close()} hands everything back to the pools.
+ * chunks and own chunk + merge on GATHERED) is the {@code attention} phase either way. Used by one thread at a time;
+ * {@link #close()} hands everything back to the pools.
  */
 public final class DeviceBatch implements AutoCloseable {
     // Timing events of the call stream, in the order they are recorded.
