@@ -1,8 +1,10 @@
 // The exported MoBA kernels: one extern "C" entry point per (kernel family, dtype, head dim).
 // Launch rules and parameter lists: ABI.md beside this file.
 #include "moba_attn_fwd.cuh"
+#include "moba_attn_selected.cuh"
 #include "moba_chunk_mean.cuh"
 #include "moba_gate.cuh"
+#include "moba_route.cuh"
 
 #define MOBA_CHUNK_MEAN(NAME, DT)                                                                        \
     extern "C" __global__ void __launch_bounds__(moba::ChunkMeanConfig::kThreads)                        \
@@ -22,13 +24,33 @@
     }
 
 #define MOBA_ATTN_FWD(NAME, DT, HD)                                                                      \
-    extern "C" __global__ void __launch_bounds__(moba::AttnFwdConfig<HD>::kThreads, 2)                   \
+    extern "C" __global__ void __launch_bounds__(moba::FlashConfig<HD>::kThreads, 2)                     \
         NAME(const uint16_t* q, const uint16_t* k, const uint16_t* v, uint16_t* out, float* lse,         \
              const int* cu_seqlens, const int* sel, int width, const int2* tiles, int num_tiles, int heads, \
              int kv_heads, int chunk_size, float scale, int dense) {                                     \
         (void)num_tiles; /* the grid's x extent; kept in the ABI for launch-side validation */           \
-        moba::attn_fwd<DT, HD>(q, k, v, out, lse, cu_seqlens, sel, width, tiles, heads, kv_heads, chunk_size, \
-                               scale, dense);                                                            \
+        moba::attn_fwd<DT, HD, false>(q, k, v, out, lse, cu_seqlens, sel, width, tiles, heads, kv_heads, \
+                                      chunk_size, scale, dense, nullptr, nullptr);                       \
+    }
+
+#define MOBA_ATTN_OWN_COMBINE(NAME, DT, HD)                                                              \
+    extern "C" __global__ void __launch_bounds__(moba::FlashConfig<HD>::kThreads, 2)                     \
+        NAME(const uint16_t* q, const uint16_t* k, const uint16_t* v, uint16_t* out, float* lse,         \
+             const int* cu_seqlens, const int* sel, int width, const int2* tiles, int heads, int kv_heads, \
+             int chunk_size, float scale, const uint16_t* partial_o, const float* partial_lse) {        \
+        moba::attn_fwd<DT, HD, true>(q, k, v, out, lse, cu_seqlens, sel, width, tiles, heads, kv_heads,  \
+                                     chunk_size, scale, 0, partial_o, partial_lse);                      \
+    }
+
+#define MOBA_ATTN_SELECTED(NAME, DT, HD)                                                                 \
+    extern "C" __global__ void __launch_bounds__(moba::FlashConfig<HD>::kThreads, 2)                     \
+        NAME(const uint16_t* q, const uint16_t* k, const uint16_t* v, const int* cu_seqlens,             \
+             const int* chunk_base, int num_sequences, const int* bucket_row0, const int* bucket_group0, \
+             const int* rows, int rows_per_group, uint16_t* partial_o, float* partial_lse, int heads,     \
+             int kv_heads, int width, int chunk_size, int num_full_chunks, float scale) {                \
+        moba::attn_selected<DT, HD>(q, k, v, cu_seqlens, chunk_base, num_sequences, bucket_row0, bucket_group0, \
+                                    rows, rows_per_group, partial_o, partial_lse, heads, kv_heads, width, \
+                                    chunk_size, num_full_chunks, scale);                                 \
     }
 
 MOBA_CHUNK_MEAN(moba_chunk_mean_fp16, moba::Fp16)
@@ -43,7 +65,34 @@ extern "C" __global__ void __launch_bounds__(128) moba_sel_sort(int* sel, int wi
     moba::sort_selection(sel, width);
 }
 
+extern "C" __global__ void __launch_bounds__(moba::RouteConfig::kThreads)
+    moba_route_count(const int* sel, const int* cu_seqlens, const int* chunk_base, int num_sequences, int heads,
+                     int width, int num_full_chunks, int entries, int* bucket_count) {
+    moba::route_count(sel, cu_seqlens, chunk_base, num_sequences, heads, width, num_full_chunks, entries, bucket_count);
+}
+extern "C" __global__ void __launch_bounds__(moba::RouteConfig::kScanThreads)
+    moba_route_scan(const int* bucket_count, int num_buckets, int rows_per_group, int* bucket_row0, int* bucket_group0,
+                    int* bucket_cursor) {
+    moba::route_scan(bucket_count, num_buckets, rows_per_group, bucket_row0, bucket_group0, bucket_cursor);
+}
+extern "C" __global__ void __launch_bounds__(moba::RouteConfig::kThreads)
+    moba_route_fill(const int* sel, const int* cu_seqlens, const int* chunk_base, int num_sequences, int heads,
+                    int width, int num_full_chunks, int entries, int* bucket_cursor, int* rows) {
+    moba::route_fill(sel, cu_seqlens, chunk_base, num_sequences, heads, width, num_full_chunks, entries, bucket_cursor,
+                     rows);
+}
+
 MOBA_ATTN_FWD(moba_attn_fwd_fp16_d64, moba::Fp16, 64)
 MOBA_ATTN_FWD(moba_attn_fwd_fp16_d128, moba::Fp16, 128)
 MOBA_ATTN_FWD(moba_attn_fwd_bf16_d64, moba::Bf16, 64)
 MOBA_ATTN_FWD(moba_attn_fwd_bf16_d128, moba::Bf16, 128)
+
+MOBA_ATTN_SELECTED(moba_attn_selected_fp16_d64, moba::Fp16, 64)
+MOBA_ATTN_SELECTED(moba_attn_selected_fp16_d128, moba::Fp16, 128)
+MOBA_ATTN_SELECTED(moba_attn_selected_bf16_d64, moba::Bf16, 64)
+MOBA_ATTN_SELECTED(moba_attn_selected_bf16_d128, moba::Bf16, 128)
+
+MOBA_ATTN_OWN_COMBINE(moba_attn_own_combine_fp16_d64, moba::Fp16, 64)
+MOBA_ATTN_OWN_COMBINE(moba_attn_own_combine_fp16_d128, moba::Fp16, 128)
+MOBA_ATTN_OWN_COMBINE(moba_attn_own_combine_bf16_d64, moba::Bf16, 64)
+MOBA_ATTN_OWN_COMBINE(moba_attn_own_combine_bf16_d128, moba::Bf16, 128)

@@ -1,26 +1,18 @@
-// MoBA forward attention, FlashAttention-2 style (mma.sync m16n8k16, fp32 accumulation).
+// MoBA forward attention over query tiles (FlashAttention-2 style, see moba_flash.cuh).
 //
 // One block = one 64-row query tile (inside one chunk) x one head; 4 warps x 16 rows. The block
-// walks a schedule of 64-key blocks (KeyBlockSchedule): every chunk selected by at least one row
-// of the tile, in ascending order, then the own chunk's causal prefix ending with the diagonal
-// block. Each key block goes through: S = Q K^T, per-row masking, online softmax, O += P V.
-// K/V tiles are double-buffered in shared memory with cp.async.
+// walks a schedule of 64-key blocks (KeyBlockSchedule), K/V double-buffered with cp.async:
+// - union mode: every chunk selected by at least one row of the tile, ascending, then the own
+//   chunk's causal prefix ending with the diagonal block; per-row masking. Efficient when the
+//   rows of a tile agree on their chunks; with incoherent routing it walks nearly every chunk.
+// - dense mode: every key block of the causal prefix.
+// - combine mode (kCombine): own chunk only, then the epilogue merges the per-(row, slot)
+//   partial results of the gathered kernel (moba_attn_selected.cuh) by their lse.
 #pragma once
 
-#include "moba_device.cuh"
+#include "moba_flash.cuh"
 
 namespace moba {
-
-template <int HD>
-struct AttnFwdConfig {
-    static constexpr int kThreads = 128;
-    static constexpr int kBlockM = 64;  // query rows per block, 16 per warp
-    static constexpr int kBlockN = 64;  // keys per key block; divides every chunk size
-    static constexpr int kStages = 2;
-    static constexpr int kQBytes = kBlockM * HD * 2;
-    static constexpr int kKVBytes = kBlockN * HD * 2;
-    static constexpr int kSmemBytes = kQBytes + kStages * 2 * kKVBytes;
-};
 
 enum class KeyBlockKind { kSelected, kOwnFull, kDiagonal };
 
@@ -99,15 +91,15 @@ struct KeyBlockSchedule {
     }
 };
 
-template <class DT, int HD>
+template <class DT, int HD, bool kCombine>
 __device__ __forceinline__ void attn_fwd(const uint16_t* __restrict__ q, const uint16_t* __restrict__ k,
                                          const uint16_t* __restrict__ v, uint16_t* __restrict__ out,
                                          float* __restrict__ lse, const int* __restrict__ cu_seqlens,
                                          const int* __restrict__ sel, int width, const int2* __restrict__ tiles,
-                                         int heads, int kv_heads, int chunk_size, float scale, int dense) {
-    using Cfg = AttnFwdConfig<HD>;
-    constexpr int kNT = Cfg::kBlockN / 8;  // n8 tiles of S
-    constexpr int kDT = HD / 8;            // n8 tiles of O
+                                         int heads, int kv_heads, int chunk_size, float scale, int dense,
+                                         const uint16_t* __restrict__ partial_o, const float* __restrict__ partial_lse) {
+    using Cfg = FlashConfig<HD>;
+    using Rows = FlashRows<DT, HD>;
     extern __shared__ __align__(128) unsigned char smem[];
 
     const int2 tile = tiles[blockIdx.x];
@@ -130,7 +122,7 @@ __device__ __forceinline__ void attn_fwd(const uint16_t* __restrict__ q, const u
     };
 
     KeyBlockSchedule schedule;
-    schedule.init(sel, seq0 + start, heads, h, width, rows_valid, chunk_size, start, dense != 0);
+    schedule.init(sel, seq0 + start, heads, h, kCombine ? 0 : width, rows_valid, chunk_size, start, dense != 0);
     KeyBlock current;
     schedule.next(current);  // never empty: the diagonal block always exists
 
@@ -139,11 +131,8 @@ __device__ __forceinline__ void attn_fwd(const uint16_t* __restrict__ q, const u
     load_key_block(current.key0, 0);
     cp_async_commit();
 
-    // Per thread: rows r_i = warp*16 + lane/4 + 8i; running max m (log2 units, scaled), running
-    // partial denominator l (this thread's columns only, summed across the quad at the end).
     const int row_in_tile[2] = {warp * 16 + (lane >> 2), warp * 16 + (lane >> 2) + 8};
-    float row_max[2] = {kNegInf, kNegInf}, row_sum[2] = {0.f, 0.f};
-    float acc_o[kDT][4] = {};
+    Rows rows;
     uint32_t qf[HD / 16][4];
     const float scale_log2 = scale * kLog2e;
 
@@ -158,98 +147,67 @@ __device__ __forceinline__ void attn_fwd(const uint16_t* __restrict__ q, const u
 #pragma unroll
             for (int ks = 0; ks < HD / 16; ++ks) load_a_fragment<HD>(qf[ks], q_tile, warp * 16, ks * 16);
         }
-
-        const uint32_t k_tile = kv_tiles + (step & 1) * 2 * Cfg::kKVBytes, v_tile = k_tile + Cfg::kKVBytes;
-        const bool row_sees[2] = {((current.rows >> row_in_tile[0]) & 1) != 0, ((current.rows >> row_in_tile[1]) & 1) != 0};
         // A warp none of whose rows selected this chunk skips it (its rows' results are unchanged).
         if (((current.rows >> (warp * 16)) & 0xffffu) != 0) {
-            // S = Q K^T
-            float s[kNT][4] = {};
-#pragma unroll
-            for (int ks = 0; ks < HD / 16; ++ks) {
-#pragma unroll
-                for (int np = 0; np < kNT / 2; ++np) {
-                    uint32_t b[4];
-                    load_b_fragments_nk<HD>(b, k_tile, np * 16, ks * 16);
-                    DT::mma(s[2 * np], qf[ks], b[0], b[1]);
-                    DT::mma(s[2 * np + 1], qf[ks], b[2], b[3]);
-                }
-            }
-
-            // Masking: rows that did not select this chunk see none of it; on the diagonal block a
-            // row sees keys up to its own position (key0 == tile start there).
-#pragma unroll
-            for (int nt = 0; nt < kNT; ++nt) {
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const int i = e >> 1, col = nt * 8 + (lane & 3) * 2 + (e & 1);
-                    const bool visible = row_sees[i] && (current.kind != KeyBlockKind::kDiagonal || col <= row_in_tile[i]);
-                    if (!visible) s[nt][e] = kNegInf;
-                }
-            }
-
-            // Online softmax: new running max, rescale what was accumulated under the old max by
-            // exp2(m_old - m_new), then p = exp2(scale*log2e*s - m_new). A row that has seen no key
-            // yet keeps m = -inf; its reference point is 0 so no inf - inf appears.
+            const uint32_t k_tile = kv_tiles + (step & 1) * 2 * Cfg::kKVBytes;
+            int key_limit[2];
 #pragma unroll
             for (int i = 0; i < 2; ++i) {
-                float mx = kNegInf;
-#pragma unroll
-                for (int nt = 0; nt < kNT; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * i], s[nt][2 * i + 1]));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-                const float m_new = fmaxf(row_max[i], mx * scale_log2);
-                const float m_ref = m_new == kNegInf ? 0.f : m_new;
-                const float rescale = fast_exp2(row_max[i] - m_ref);
-                row_max[i] = m_new;
-                row_sum[i] *= rescale;
-#pragma unroll
-                for (int dt = 0; dt < kDT; ++dt) { acc_o[dt][2 * i] *= rescale; acc_o[dt][2 * i + 1] *= rescale; }
-#pragma unroll
-                for (int nt = 0; nt < kNT; ++nt) {
-                    s[nt][2 * i] = fast_exp2(fmaf(s[nt][2 * i], scale_log2, -m_ref));
-                    s[nt][2 * i + 1] = fast_exp2(fmaf(s[nt][2 * i + 1], scale_log2, -m_ref));
-                    row_sum[i] += s[nt][2 * i] + s[nt][2 * i + 1];
-                }
+                const bool sees = ((current.rows >> row_in_tile[i]) & 1) != 0;
+                key_limit[i] = !sees ? -1 : current.kind == KeyBlockKind::kDiagonal ? row_in_tile[i] : Cfg::kBlockN;
             }
-
-            // O += P V, P re-packed from the S accumulators as A fragments (16 keys per MMA k-step).
-#pragma unroll
-            for (int kt = 0; kt < Cfg::kBlockN / 16; ++kt) {
-                const uint32_t a[4] = {DT::pack(s[2 * kt][0], s[2 * kt][1]), DT::pack(s[2 * kt][2], s[2 * kt][3]),
-                                       DT::pack(s[2 * kt + 1][0], s[2 * kt + 1][1]),
-                                       DT::pack(s[2 * kt + 1][2], s[2 * kt + 1][3])};
-#pragma unroll
-                for (int dp = 0; dp < kDT / 2; ++dp) {
-                    uint32_t b[4];
-                    load_b_fragments_kn<HD>(b, v_tile, kt * 16, dp * 16);
-                    DT::mma(acc_o[2 * dp], a, b[0], b[1]);
-                    DT::mma(acc_o[2 * dp + 1], a, b[2], b[3]);
-                }
-            }
+            const bool masked = current.kind == KeyBlockKind::kDiagonal || current.rows != ~0ull;
+            rows.attend(qf, k_tile, k_tile + Cfg::kKVBytes, scale_log2, masked, key_limit);
         }
         __syncthreads();  // this stage is refilled two steps from now
         if (!more) break;
         current = upcoming;
     }
 
-    // Epilogue: full denominators, normalise, write out (16-bit) and lse (natural log, fp32).
+    // Epilogue: normalise, merge the gathered partials (combine mode), write out and lse.
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
-        float l = row_sum[i];
-        l += __shfl_xor_sync(0xffffffffu, l, 1);
-        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        const float l = rows.denominator(i);
         const int r = row_in_tile[i];
         if (r >= rows_valid) continue;
-        const float inv = 1.f / l;
         const long token = seq0 + start + r;
+        const float inv = 1.f / l;
+        float o[Rows::kDT][2];
+#pragma unroll
+        for (int dt = 0; dt < Rows::kDT; ++dt) { o[dt][0] = rows.acc_o[dt][2 * i] * inv; o[dt][1] = rows.acc_o[dt][2 * i + 1] * inv; }
+        float row_lse = rows.lse(i, l);
+        if constexpr (kCombine) {
+            // out = sum_j exp(lse_j - M) o_j / sum_j exp(lse_j - M) over the own chunk and every
+            // selected chunk, merged in slot order (a running M keeps every weight <= 1).
+            const long e0 = (token * heads + h) * width;
+            int selected = 0;  // sel rows are ascending with -1 padding last
+            while (selected < width && sel[e0 + selected] >= 0) ++selected;
+            float m = row_lse, den = 1.f;
+#pragma unroll 2
+            for (int slot = 0; slot < selected; ++slot) {
+                const float part_lse = partial_lse[e0 + slot];
+                const float m_new = fmaxf(m, part_lse);
+                const float keep = expf(m - m_new), w = expf(part_lse - m_new);
+                den = den * keep + w;
+                const uint16_t* part = partial_o + (e0 + slot) * HD;
+#pragma unroll
+                for (int dt = 0; dt < Rows::kDT; ++dt) {
+                    const uint32_t pair = *reinterpret_cast<const uint32_t*>(part + Rows::column(dt));
+                    o[dt][0] = o[dt][0] * keep + w * DT::to_float(static_cast<uint16_t>(pair & 0xffffu));
+                    o[dt][1] = o[dt][1] * keep + w * DT::to_float(static_cast<uint16_t>(pair >> 16));
+                }
+                m = m_new;
+            }
+            const float inv_den = 1.f / den;
+#pragma unroll
+            for (int dt = 0; dt < Rows::kDT; ++dt) { o[dt][0] *= inv_den; o[dt][1] *= inv_den; }
+            row_lse = m + logf(den);
+        }
         uint16_t* o_row = out + (token * heads + h) * HD;
 #pragma unroll
-        for (int dt = 0; dt < kDT; ++dt) {
-            const int col = dt * 8 + (lane & 3) * 2;
-            *reinterpret_cast<uint32_t*>(o_row + col) = DT::pack(acc_o[dt][2 * i] * inv, acc_o[dt][2 * i + 1] * inv);
-        }
-        if ((lane & 3) == 0) lse[token * heads + h] = (row_max[i] + log2f(l)) * kLn2;
+        for (int dt = 0; dt < Rows::kDT; ++dt)
+            *reinterpret_cast<uint32_t*>(o_row + Rows::column(dt)) = DT::pack(o[dt][0], o[dt][1]);
+        if ((lane & 3) == 0) lse[token * heads + h] = row_lse;
     }
 }
 

@@ -12,16 +12,6 @@ struct ChunkMeanConfig {
     static constexpr int kMaxHeadDim = 2 * kThreads;
 };
 
-// The sequence owning global full chunk g: the b with chunk_base[b] <= g < chunk_base[b + 1].
-__device__ __forceinline__ int sequence_of_chunk(const int* chunk_base, int num_sequences, int g) {
-    int lo = 0, hi = num_sequences;  // invariant: chunk_base[lo] <= g < chunk_base[hi]
-    while (hi - lo > 1) {
-        const int mid = (lo + hi) >> 1;
-        if (chunk_base[mid] <= g) lo = mid; else hi = mid;
-    }
-    return lo;
-}
-
 template <class DT>
 __device__ __forceinline__ void chunk_mean(const uint16_t* __restrict__ k, const int* __restrict__ cu_seqlens,
                                            const int* __restrict__ chunk_base, int num_sequences, int kv_heads,
@@ -34,7 +24,7 @@ __device__ __forceinline__ void chunk_mean(const uint16_t* __restrict__ k, const
     __shared__ float max_abs[ChunkMeanConfig::kThreads / 32];
 
     const int g = blockIdx.x, hk = blockIdx.y, num_full_chunks = gridDim.x;
-    const int b = sequence_of_chunk(chunk_base, num_sequences, g);
+    const int b = segment_of(chunk_base, num_sequences, g);
     const long token0 = cu_seqlens[b] + static_cast<long>(g - chunk_base[b]) * chunk_size;
 
     const int lanes = head_dim / 2, groups = ChunkMeanConfig::kThreads / lanes;

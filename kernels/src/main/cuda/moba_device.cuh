@@ -118,6 +118,18 @@ __device__ __forceinline__ void load_b_fragments_kn(uint32_t (&b)[4], uint32_t t
     ldmatrix_x4_trans(b, tile + swizzled_offset<HD>(k0 + (lane & 7) + ((lane >> 3) & 1) * 8, n0 + (lane >> 4) * 8));
 }
 
+// The segment holding x for non-decreasing offsets[0..n] with offsets[0] <= x < offsets[n]: the
+// largest i < n with offsets[i] <= x (empty segments are skipped). Finds the sequence of a token
+// (cu_seqlens), of a full chunk (chunk_base), the bucket of a gathered tile.
+__device__ __forceinline__ int segment_of(const int* offsets, int n, int x) {
+    int lo = 0, hi = n;  // invariant: offsets[lo] <= x < offsets[hi]
+    while (hi - lo > 1) {
+        const int mid = (lo + hi) >> 1;
+        if (offsets[mid] <= x) lo = mid; else hi = mid;
+    }
+    return lo;
+}
+
 __device__ __forceinline__ float fast_exp2(float x) {
     float y;
     asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));

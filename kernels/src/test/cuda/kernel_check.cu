@@ -81,9 +81,11 @@ static void fill_normal(std::vector<uint16_t>& x, uint64_t seed, int dt) {
 // ------------------------------------------------------------------------------------------ kernels
 struct Kernels {
     cudaLibrary_t lib;
-    cudaKernel_t chunk_mean[2], gate[2][2], attn[2][2], sel_sort;
+    cudaKernel_t chunk_mean[2], gate[2][2], attn[2][2], selected[2][2], combine[2][2], sel_sort;
+    cudaKernel_t route_count, route_scan, route_fill;
     static int hd_index(int d) { return d == 64 ? 0 : 1; }
-    static int gate_smem(int d) { return std::max(64 * d * 2, 64 * 4 * 17 * 8) + 3 * 32 * d * 2 + 128; }
+    static int gate_smem(int d) { return std::max(64 * d * 2, 64 * 32 * 8) + 64 * 12 + 2 * (3 * 32 * d * 2 + 128); }
+    static int selected_smem(int d) { return 2 * 64 * d * 2 + 2 * 2 * 64 * d * 2; }
     static int attn_smem(int d) { return (64 + 4 * 64) * d * 2; }
     void load(const char* path) {
         CHECK(cudaFree(nullptr));
@@ -95,6 +97,12 @@ struct Kernels {
                 const std::string suffix = std::string(dtype_name(dt)) + "_d" + std::to_string(d);
                 get(gate[dt][hd_index(d)], "moba_gate_topk_" + suffix);
                 get(attn[dt][hd_index(d)], "moba_attn_fwd_" + suffix);
+                get(selected[dt][hd_index(d)], "moba_attn_selected_" + suffix);
+                get(combine[dt][hd_index(d)], "moba_attn_own_combine_" + suffix);
+                CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(selected[dt][hd_index(d)]),
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, selected_smem(d)));
+                CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(combine[dt][hd_index(d)]),
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, attn_smem(d)));
                 CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(gate[dt][hd_index(d)]),
                                            cudaFuncAttributeMaxDynamicSharedMemorySize, gate_smem(d)));
                 CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(attn[dt][hd_index(d)]),
@@ -102,6 +110,9 @@ struct Kernels {
             }
         }
         get(sel_sort, "moba_sel_sort");
+        get(route_count, "moba_route_count");
+        get(route_scan, "moba_route_scan");
+        get(route_fill, "moba_route_fill");
         CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(sel_sort), cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024));
     }
 };
@@ -116,6 +127,7 @@ struct Case {
     std::string name;
     int dt, D, H, Hkv, C, topk;
     bool dense;
+    bool gathered;  // MoBA via route + gathered kernel + own/combine (else the union kernel)
     std::vector<int> lengths;
 };
 
@@ -161,9 +173,9 @@ struct DevBuf {
 };
 
 struct DeviceRun {  // device state of one (case, input set)
-    DevBuf<uint16_t> q, k, v, out, planes;
-    DevBuf<float> lse, mu, unscale, sel_score;
-    DevBuf<int> cu, chunk_base, tiles, sel;
+    DevBuf<uint16_t> q, k, v, out, planes, partial_o;
+    DevBuf<float> lse, mu, unscale, sel_score, partial_lse;
+    DevBuf<int> cu, chunk_base, tiles, sel, bucket_count, bucket_row0, bucket_tile0, bucket_cursor, rows;
     void setup(const Case& c, const Layout& L) {
         cu.upload(L.cu);
         chunk_base.upload(L.chunk_base);
@@ -176,6 +188,16 @@ struct DeviceRun {  // device state of one (case, input set)
             mu.alloc(static_cast<size_t>(L.nfc) * c.Hkv * c.D);
             planes.alloc(static_cast<size_t>(3) * L.nfc * c.Hkv * c.D);
             unscale.alloc(static_cast<size_t>(L.nfc) * c.Hkv);
+            if (c.gathered) {
+                const size_t buckets = static_cast<size_t>(c.H) * L.nfc, entries = static_cast<size_t>(L.T) * c.H * L.W;
+                bucket_count.alloc(buckets);
+                bucket_row0.alloc(buckets + 1);
+                bucket_tile0.alloc(buckets + 1);
+                bucket_cursor.alloc(buckets);
+                rows.alloc(entries);
+                partial_o.alloc(entries * c.D);
+                partial_lse.alloc(entries);
+            }
         }
     }
     void poison() {
@@ -186,6 +208,8 @@ struct DeviceRun {  // device state of one (case, input set)
     void free_all() {
         q.free_(); k.free_(); v.free_(); out.free_(); planes.free_(); lse.free_(); mu.free_(); unscale.free_();
         sel_score.free_(); cu.free_(); chunk_base.free_(); tiles.free_(); sel.free_();
+        bucket_count.free_(); bucket_row0.free_(); bucket_tile0.free_(); bucket_cursor.free_(); rows.free_();
+        partial_o.free_(); partial_lse.free_();
     }
 };
 
@@ -206,10 +230,32 @@ static void run_gate(const Kernels& K, const Case& c, const Layout& L, DeviceRun
 }
 
 static void run_attn(const Kernels& K, const Case& c, const Layout& L, DeviceRun& r, cudaStream_t st) {
-    int W = L.W, nt = L.num_tiles(), H = c.H, Hkv = c.Hkv, C = c.C, dense = c.dense ? 1 : 0;
+    int W = L.W, nt = L.num_tiles(), H = c.H, Hkv = c.Hkv, C = c.C, dense = c.dense ? 1 : 0, B = L.B, nfc = L.nfc;
     float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.D)));
-    launch(K.attn[c.dt][Kernels::hd_index(c.D)], dim3(nt, H), dim3(128), Kernels::attn_smem(c.D), st,
-           {&r.q.p, &r.k.p, &r.v.p, &r.out.p, &r.lse.p, &r.cu.p, &r.sel.p, &W, &r.tiles.p, &nt, &H, &Hkv, &C, &scale, &dense});
+    const int hd = Kernels::hd_index(c.D), smem = Kernels::attn_smem(c.D);
+    if (!c.gathered || c.dense || W == 0) {
+        launch(K.attn[c.dt][hd], dim3(nt, H), dim3(128), smem, st,
+               {&r.q.p, &r.k.p, &r.v.p, &r.out.p, &r.lse.p, &r.cu.p, &r.sel.p, &W, &r.tiles.p, &nt, &H, &Hkv, &C, &scale, &dense});
+        return;
+    }
+    int entries = L.T * H * W, buckets = H * nfc;
+    CHECK(cudaMemsetAsync(r.bucket_count.p, 0, buckets * 4, st));
+    const unsigned entry_blocks = (entries + 255) / 256;
+    launch(K.route_count, dim3(entry_blocks), dim3(256), 0, st,
+           {&r.sel.p, &r.cu.p, &r.chunk_base.p, &B, &H, &W, &nfc, &entries, &r.bucket_count.p});
+    // Groups of 8 tiles keep a C <= 128 chunk resident in shared memory; longer chunks stream.
+    int rows_per_group = C <= 128 ? 8 * 64 : 64;
+    launch(K.route_scan, dim3(1), dim3(1024), 0, st,
+           {&r.bucket_count.p, &buckets, &rows_per_group, &r.bucket_row0.p, &r.bucket_tile0.p, &r.bucket_cursor.p});
+    launch(K.route_fill, dim3(entry_blocks), dim3(256), 0, st,
+           {&r.sel.p, &r.cu.p, &r.chunk_base.p, &B, &H, &W, &nfc, &entries, &r.bucket_cursor.p, &r.rows.p});
+    const unsigned max_groups = (entries + rows_per_group - 1) / rows_per_group + buckets;
+    launch(K.selected[c.dt][hd], dim3(max_groups), dim3(128), Kernels::selected_smem(c.D), st,
+           {&r.q.p, &r.k.p, &r.v.p, &r.cu.p, &r.chunk_base.p, &B, &r.bucket_row0.p, &r.bucket_tile0.p, &r.rows.p,
+            &rows_per_group, &r.partial_o.p, &r.partial_lse.p, &H, &Hkv, &W, &C, &nfc, &scale});
+    launch(K.combine[c.dt][hd], dim3(nt, H), dim3(128), smem, st,
+           {&r.q.p, &r.k.p, &r.v.p, &r.out.p, &r.lse.p, &r.cu.p, &r.sel.p, &W, &r.tiles.p, &H, &Hkv, &C, &scale,
+            &r.partial_o.p, &r.partial_lse.p});
 }
 
 // ------------------------------------------------------------------------------------------ reference
@@ -530,21 +576,28 @@ int main(int argc, char** argv) {
                                        : static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
         std::printf("seed %llu\n", static_cast<unsigned long long>(seed));
         const std::vector<Case> cases = {
-            {"fp16 d128 H4/4 C64 topk3 packed odd", FP16, 128, 4, 4, 64, 3, false, {1000, 0, 1, 63, 64, 65, 4097}},
-            {"bf16 d128 H32/8 C128 topk8 packed", BF16, 128, 32, 8, 128, 8, false, {3001, 1, 0, 257}},
-            {"fp16 d64 H32/8 C64 topk16 78 chunks", FP16, 64, 32, 8, 64, 16, false, {5000, 129}},
-            {"bf16 d64 H4/4 C512 topk2", BF16, 64, 4, 4, 512, 2, false, {8191, 513, 1}},
-            {"fp16 d128 H4/4 C4096 topk3", FP16, 128, 4, 4, 4096, 3, false, {12289, 4095}},
-            {"bf16 d128 H4/4 C64 topk1 (own chunk only)", BF16, 128, 4, 4, 64, 1, false, {1500, 77}},
-            {"fp16 d128 H8/2 C64 topk20 (W>16 multi-pass)", FP16, 128, 8, 2, 64, 20, false, {4000, 300, 0}},
-            {"bf16 d64 H4/4 C64 topk40 (W=39, 3 passes)", BF16, 64, 4, 4, 64, 40, false, {3333, 2}},
-            {"fp16 d128 H16/16 C128 topk8 FlashMoBA-like", FP16, 128, 16, 16, 128, 8, false, {8192, 8191}},
-            {"bf16 d128 H4/4 C128 topk8 1 seq 300 chunks", BF16, 128, 4, 4, 128, 8, false, {38401}},
-            {"fp16 d128 H4/4 dense packed", FP16, 128, 4, 4, 64, 1, true, {3000, 1, 700, 0}},
-            {"bf16 d64 H32/8 dense packed", BF16, 64, 32, 8, 64, 1, true, {2049, 0, 130}},
-            {"bf16 d128 H4/4 C4096 topk8 L<C (= dense)", BF16, 128, 4, 4, 4096, 8, false, {3001}},
+            {"fp16 d128 H4/4 C64 topk3 packed odd", FP16, 128, 4, 4, 64, 3, false, false, {1000, 0, 1, 63, 64, 65, 4097}},
+            {"bf16 d128 H32/8 C128 topk8 packed", BF16, 128, 32, 8, 128, 8, false, false, {3001, 1, 0, 257}},
+            {"fp16 d64 H32/8 C64 topk16 78 chunks", FP16, 64, 32, 8, 64, 16, false, false, {5000, 129}},
+            {"bf16 d64 H4/4 C512 topk2", BF16, 64, 4, 4, 512, 2, false, false, {8191, 513, 1}},
+            {"fp16 d128 H4/4 C4096 topk3", FP16, 128, 4, 4, 4096, 3, false, false, {12289, 4095}},
+            {"bf16 d128 H4/4 C64 topk1 (own chunk only)", BF16, 128, 4, 4, 64, 1, false, false, {1500, 77}},
+            {"fp16 d128 H8/2 C64 topk20 (W>16 multi-pass)", FP16, 128, 8, 2, 64, 20, false, false, {4000, 300, 0}},
+            {"bf16 d64 H4/4 C64 topk40 (W=39, 3 passes)", BF16, 64, 4, 4, 64, 40, false, false, {3333, 2}},
+            {"fp16 d128 H16/16 C128 topk8 FlashMoBA-like", FP16, 128, 16, 16, 128, 8, false, false, {8192, 8191}},
+            {"bf16 d128 H4/4 C128 topk8 1 seq 300 chunks", BF16, 128, 4, 4, 128, 8, false, false, {38401}},
+            {"fp16 d128 H4/4 dense packed", FP16, 128, 4, 4, 64, 1, true, false, {3000, 1, 700, 0}},
+            {"bf16 d64 H32/8 dense packed", BF16, 64, 32, 8, 64, 1, true, false, {2049, 0, 130}},
+            {"bf16 d128 H4/4 C4096 topk8 L<C (= dense)", BF16, 128, 4, 4, 4096, 8, false, false, {3001}},
         };
-        for (const Case& c : cases) check_case(K, c, seed);
+        for (Case c : cases) {
+            check_case(K, c, seed);
+            if (!c.dense && c.topk > 1) {
+                c.gathered = true;
+                c.name = c.name + " [gathered]";
+                check_case(K, c, seed);
+            }
+        }
         std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "ALL PASSED", failures);
         return failures ? 1 : 0;
     }
@@ -552,11 +605,12 @@ int main(int argc, char** argv) {
         const std::string filter = argc > 3 ? argv[3] : "";
         std::vector<Case> cases;
         for (int len : {8192, 32768, 65536, 131072})
-            cases.push_back({"FlashMoBA 2x" + std::to_string(len / 1024) + "K H16 d128 C128 topk8 fp16", FP16, 128, 16, 16, 128, 8, false, {len, len}});
-        cases.push_back({"1x32K H1 d128 C512 topk3 bf16", BF16, 128, 1, 1, 512, 3, false, {32768}});
-        cases.push_back({"1x64K H32 d128 C4096 topk3 bf16", BF16, 128, 32, 32, 4096, 3, false, {65536}});
-        cases.push_back({"dense 2x32K H16 d128 fp16", FP16, 128, 16, 16, 64, 1, true, {32768, 32768}});
-        cases.push_back({"dense 2x32K H16 d128 bf16", BF16, 128, 16, 16, 64, 1, true, {32768, 32768}});
+            cases.push_back({"FlashMoBA 2x" + std::to_string(len / 1024) + "K H16 d128 C128 topk8 fp16", FP16, 128, 16, 16, 128, 8, false, true, {len, len}});
+        cases.push_back({"1x32K H1 d128 C512 topk3 bf16", BF16, 128, 1, 1, 512, 3, false, true, {32768}});
+        cases.push_back({"1x64K H32 d128 C4096 topk3 bf16", BF16, 128, 32, 32, 4096, 3, false, true, {65536}});
+        cases.push_back({"dense 2x32K H16 d128 fp16", FP16, 128, 16, 16, 64, 1, true, false, {32768, 32768}});
+        cases.push_back({"dense 2x32K H16 d128 bf16", BF16, 128, 16, 16, 64, 1, true, false, {32768, 32768}});
+        cases.push_back({"union kernel: FlashMoBA 2x8K", FP16, 128, 16, 16, 128, 8, false, false, {8192, 8192}});
         for (const Case& c : cases)
             if (filter.empty() || c.name.find(filter) != std::string::npos) time_case(K, c);
         return 0;

@@ -4,6 +4,8 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Locale;
+import java.util.Set;
+import java.util.TreeSet;
 import java.util.SplittableRandom;
 
 import org.moba.kernels.BatchLayout;
@@ -12,6 +14,7 @@ import org.moba.kernels.MobaOutput;
 import org.moba.kernels.MobaParams;
 import org.moba.kernels.PackedBatch;
 import org.moba.kernels.PhaseTimings;
+import org.moba.kernels.cuda.AttentionPath;
 import org.moba.kernels.cuda.CudaMobaAttention;
 import org.moba.kernels.cuda.DeviceBatch;
 
@@ -21,7 +24,8 @@ import org.moba.kernels.cuda.DeviceBatch;
  * Per shape it prints the medians of the gate (chunk means + gate/top-k) and attention, the useful TFLOP/s
  * ({@code 4 * D * attended (query, key) pairs summed over heads / time}, pairs counted from the returned
  * selection), the same for our dense causal kernel on the same inputs, the speedup over it, and the extra device
- * memory.
+ * memory, the MoBA attention path each shape ran ({@code UNION} or {@code GATHERED}; both when its batches
+ * differed) and, at the end, the peak extra device memory of one call (the gathered scratch included).
  *
  * <p>Usage: {@code KernelBench [--device N] [--reps 20] [--warmup 3] [--seed S] [--only SUBSTRING]}.
  * Small shapes rotate several input sets so that the GPU's L2 cache does not flatter them; shapes with more
@@ -53,6 +57,8 @@ public final class KernelBench {
         long tokens;
         long extraBytes;
         int batches;
+        final Set<String> paths = new TreeSet<>();
+        String unionReason;
     }
 
     private KernelBench() {
@@ -103,9 +109,9 @@ public final class KernelBench {
         try (CudaMobaAttention cuda = CudaMobaAttention.open(device)) {
             System.out.println("KernelBench on " + cuda.device() + ", reps " + reps + ", warm-up " + warmup
                     + ", seed " + seed);
-            System.out.println(String.format(Locale.ROOT, "%-26s %9s %8s %8s %8s %8s %8s %7s %9s %8s %7s %9s",
+            System.out.println(String.format(Locale.ROOT, "%-26s %9s %8s %8s %8s %8s %8s %7s %9s %8s %7s %9s %s",
                     "shape", "tokens", "gate ms", "attn ms", "fwd ms", "TFLOP/s", "attn TF", "%causal",
-                    "dense ms", "dense TF", "speedup", "extra MiB"));
+                    "dense ms", "dense TF", "speedup", "extra MiB", "path"));
             for (Shape shape : shapes(seed)) {
                 if (shape.name().contains(only)) {
                     report(shape, measure(cuda, shape, reps, warmup, new SplittableRandom(seed)));
@@ -129,7 +135,12 @@ public final class KernelBench {
             try {
                 for (int s = 0; s < sets; s++) {
                     PackedBatch batch = inputs.batch(shape.layout(), lengths);
-                    moba.add(cuda.upload(batch, shape.params()));
+                    DeviceBatch uploaded = cuda.upload(batch, shape.params());
+                    moba.add(uploaded);
+                    totals.paths.add(uploaded.attentionPath().name());
+                    if (uploaded.attentionPath() == AttentionPath.UNION && totals.unionReason == null) {
+                        totals.unionReason = uploaded.attentionPathReason();
+                    }
                     dense.add(cuda.upload(batch, MobaParams.denseCausal(shape.chunk())));
                 }
                 for (int w = 0; w < warmup; w++) {
@@ -170,12 +181,15 @@ public final class KernelBench {
         double fwdMs = t.gateMs + t.attentionMs;
         double flopsPerPair = 4.0 * shape.headDim();
         System.out.println(String.format(Locale.ROOT,
-                "%-26s %9d %8.3f %8.3f %8.3f %8.1f %8.1f %6.1f%% %9.3f %8.1f %6.2fx %9.1f%s",
+                "%-26s %9d %8.3f %8.3f %8.3f %8.1f %8.1f %6.1f%% %9.3f %8.1f %6.2fx %9.1f %s%s",
                 shape.name(), t.tokens, t.gateMs, t.attentionMs, fwdMs,
                 flopsPerPair * t.mobaPairs / (fwdMs * 1e9), flopsPerPair * t.mobaPairs / (t.attentionMs * 1e9),
                 100.0 * t.mobaPairs / t.densePairs, t.denseMs, flopsPerPair * t.densePairs / (t.denseMs * 1e9),
-                t.denseMs / fwdMs, t.extraBytes / 1048576.0,
+                t.denseMs / fwdMs, t.extraBytes / 1048576.0, String.join("+", t.paths),
                 t.batches > 1 ? "  (sum over " + t.batches + " batches)" : ""));
+        if (t.unionReason != null) {
+            System.out.println("  " + shape.name() + ": UNION because " + t.unionReason);
+        }
     }
 
     /**

@@ -2,6 +2,7 @@ package org.moba.kernels.cuda;
 
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLong;
 
 import org.moba.kernels.DType;
@@ -9,23 +10,31 @@ import org.moba.kernels.MobaAttention;
 import org.moba.kernels.MobaOutput;
 import org.moba.kernels.MobaParams;
 import org.moba.kernels.PackedBatch;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
  * MoBA forward on one NVIDIA GPU through the hand-written kernels of {@code moba.fatbin}.
  *
  * <p>A call validates the batch, builds the index arrays on the host ({@link BatchPlan}), then on a stream of its
  * own: uploads through pinned slabs, runs chunk means, gate + top-k (when some query selects chunks) and attention,
- * downloads, and waits once. Device buffers, pinned slabs and streams are pooled, so a steady stream of similar
+ * downloads, and waits once. Attention takes one of two {@link AttentionPath}s, chosen per call by
+ * {@link AttentionPath#choose}: MoBA with a selection runs GATHERED while its scratch fits a quarter of the
+ * available device memory, everything else (and MoBA whose scratch does not fit) runs UNION. Device buffers, pinned slabs and streams are pooled, so a steady stream of similar
  * batches allocates nothing. Thread-safe: several threads may call {@link #forward} at once; {@link #close()} only
  * after they are done.
  */
 public final class CudaMobaAttention implements MobaAttention {
+    private static final Logger LOG = LoggerFactory.getLogger(CudaMobaAttention.class);
+
     private final CudaDevice device;
     private final DeviceBufferPool pool;
     private final StreamPool streams;
     private final Map<String, MobaKernels> kernels = new ConcurrentHashMap<>();
     private final AtomicLong peakExtraBytes = new AtomicLong();
+    private final AtomicBoolean loggedFallback = new AtomicBoolean();
     private volatile boolean poisonOutputs;
+    private volatile AttentionPath forcedPath;
     private volatile boolean closed;
 
     private CudaMobaAttention(CudaDevice device) {
@@ -82,15 +91,43 @@ public final class CudaMobaAttention implements MobaAttention {
      * further transfers (for benchmarks and callers that keep data on the device). Close it when done.
      */
     public DeviceBatch upload(PackedBatch batch, MobaParams params) {
+        return upload(batch, params, forcedPath);
+    }
+
+    /**
+     * Test hook: {@link #upload(PackedBatch, MobaParams)} with MoBA calls that have a selection forced onto
+     * {@code forced} (null: chosen by the memory budget). Dense and W == 0 calls run UNION regardless.
+     */
+    DeviceBatch upload(PackedBatch batch, MobaParams params, AttentionPath forced) {
         if (closed) {
             throw new IllegalStateException("CudaMobaAttention on " + device.describe() + " is closed");
         }
         CudaInputRules.check(batch, params);
         device.makeCurrent();
+        BatchPlan plan = BatchPlan.of(batch, params);
+        AttentionPath.Choice path = choosePath(batch, params, plan, forced);
         DeviceBatch resident = new DeviceBatch(device, pool, streams, kernelsFor(batch.dtype(), batch.headDim()),
-                poisonOutputs, batch, params);
+                poisonOutputs, batch, params, plan, path);
         peakExtraBytes.accumulateAndGet(resident.extraDeviceBytes(), Math::max);
         return resident;
+    }
+
+    private AttentionPath.Choice choosePath(PackedBatch batch, MobaParams params, BatchPlan plan,
+                                            AttentionPath forced) {
+        // Cached pool buffers are free for this call too: they are trimmed before an allocation fails.
+        AttentionPath.Choice choice = AttentionPath.choose(plan, batch.totalTokens(), batch.heads(),
+                batch.headDim(), forced, () -> device.freeMemory() + pool.bytesCached());
+        if (choice.fellBack()) {
+            if (loggedFallback.compareAndSet(false, true)) {
+                LOG.info("MoBA attention on {} runs the UNION path instead of GATHERED for {} with {}: {} "
+                        + "(logged once; later fallbacks at DEBUG)", device.describe(), batch, params,
+                        choice.reason());
+            } else {
+                LOG.debug("MoBA attention on {} runs UNION for {} with {}: {}", device.describe(), batch, params,
+                        choice.reason());
+            }
+        }
+        return choice;
     }
 
     private MobaKernels kernelsFor(DType dtype, int headDim) {
@@ -98,7 +135,10 @@ public final class CudaMobaAttention implements MobaAttention {
                 key -> new MobaKernels(device.kernels(), dtype, headDim));
     }
 
-    /** The most device memory one call has used beyond q, k, v, out and lse (index arrays, means, selection). */
+    /**
+     * The most device memory one call has used beyond q, k, v, out and lse (index arrays, means, selection and,
+     * on the GATHERED path, its routing and partial outputs).
+     */
     public long peakExtraDeviceBytes() {
         return peakExtraBytes.get();
     }
@@ -114,6 +154,14 @@ public final class CudaMobaAttention implements MobaAttention {
      */
     void poisonOutputs(boolean enabled) {
         poisonOutputs = enabled;
+    }
+
+    /**
+     * Test hook: run every later MoBA call that has a selection on {@code path} regardless of the memory budget
+     * (null: choose by budget). Dense and W == 0 calls always run UNION.
+     */
+    void forcePath(AttentionPath path) {
+        forcedPath = path;
     }
 
     @Override

@@ -21,7 +21,9 @@ import org.moba.kernels.cuda.StreamPool.CallStream;
  * A batch resident on the device for one set of parameters: inputs, index arrays, scratch and outputs, with its
  * own stream. {@link CudaMobaAttention#upload} creates it and queues the upload; {@link #run()} runs the kernels
  * (and only the kernels) as often as wanted, which is what benchmarks time; {@link #download()} fetches the
- * result of the latest run. Used by one thread at a time; {@link #close()} hands everything back to the pools.
+ * result of the latest run. Attention runs on the {@link AttentionPath} chosen at upload; its time (routing, selected
+ * chunks and own chunk + merge on GATHERED) is the {@code attention} phase either way. Used by one thread at a time;
+ * {@link #close()} hands everything back to the pools.
  */
 public final class DeviceBatch implements AutoCloseable {
     // Timing events of the call stream, in the order they are recorded.
@@ -65,13 +67,22 @@ public final class DeviceBatch implements AutoCloseable {
     private final DeviceBuffer selScores;
     private final DeviceBuffer out;
     private final DeviceBuffer lse;
+    private final AttentionPath.Choice path;
+    private final int rowsPerGroup;
+    private final DeviceBuffer bucketCount;
+    private final DeviceBuffer bucketRow0;
+    private final DeviceBuffer bucketGroup0;
+    private final DeviceBuffer bucketCursor;
+    private final DeviceBuffer routedRows;
+    private final DeviceBuffer partialOut;
+    private final DeviceBuffer partialLse;
     private final long extraBytes;
     private StagedCopies transfers;
     private boolean ran;
     private boolean closed;
 
     DeviceBatch(CudaDevice device, DeviceBufferPool pool, StreamPool streams, MobaKernels kernels, boolean poison,
-                PackedBatch batch, MobaParams params) {
+                PackedBatch batch, MobaParams params, BatchPlan plan, AttentionPath.Choice path) {
         this.device = device;
         this.pool = pool;
         this.streams = streams;
@@ -79,7 +90,9 @@ public final class DeviceBatch implements AutoCloseable {
         this.poison = poison;
         this.batch = batch;
         this.params = params;
-        this.plan = BatchPlan.of(batch, params);
+        this.plan = plan;
+        this.path = path;
+        this.rowsPerGroup = MobaKernels.rowsPerGroup(params.chunkSize());
         this.context = () -> device.describe() + ", " + batch + ", " + params;
         this.call = streams.acquire();
         this.stream = call.stream();
@@ -103,8 +116,20 @@ public final class DeviceBatch implements AutoCloseable {
             sel = allocate(4L * selected, "selection");
             selScores = allocate(MobaKernels.needsSelectionScores(plan.selectionWidth) ? 4L * selected : 0,
                     "selection scores");
-            extraBytes = cuSeqlens.capacity() + chunkBase.capacity() + tiles.capacity() + mu.capacity()
-                    + muPlanes.capacity() + muUnscale.capacity() + sel.capacity() + selScores.capacity();
+            boolean gathered = path.path() == AttentionPath.GATHERED;
+            GatheredScratch g = path.scratch();
+            bucketCount = allocate(gathered ? g.bucketCountBytes() : 0, "bucket counts");
+            bucketRow0 = allocate(gathered ? g.bucketPrefixBytes() : 0, "bucket row offsets");
+            bucketGroup0 = allocate(gathered ? g.bucketPrefixBytes() : 0, "bucket group offsets");
+            bucketCursor = allocate(gathered ? g.bucketCursorBytes() : 0, "bucket cursors");
+            routedRows = allocate(gathered ? g.rowsBytes() : 0, "routed rows");
+            partialOut = allocate(gathered ? g.partialOutBytes() : 0, "partial outputs");
+            partialLse = allocate(gathered ? g.partialLseBytes() : 0, "partial lse");
+            long extra = 0;
+            for (DeviceBuffer b : buffers) {
+                extra += b.capacity();
+            }
+            extraBytes = extra - q.capacity() - k.capacity() - v.capacity() - out.capacity() - lse.capacity();
             upload();
         } catch (RuntimeException e) {
             close();
@@ -174,19 +199,47 @@ public final class DeviceBatch implements AutoCloseable {
                     muUnscale.pointer());
         }
         record(MEANS_END);
-        if (plan.runsGate() && plan.numTiles > 0) {
+        if (plan.runsGate() && plan.numTiles > 0 && plan.numFullChunks == 0) {
+            // No sequence has a full chunk, so no query has a candidate: the selection is all padding.
+            check(JCudaDriver.cuMemsetD32Async(sel.pointer(), -1, sel.bytes() / 4, stream),
+                    () -> "clearing the selection of " + context.get());
+        } else if (plan.runsGate() && plan.numTiles > 0) {
             kernels.gateTopk(s, context, q.pointer(), muPlanes.pointer(), muUnscale.pointer(), cuSeqlens.pointer(),
                     chunkBase.pointer(), tiles.pointer(), plan.numTiles, sel.pointer(), selScores.pointer(),
                     plan.selectionWidth, batch.heads(), hkv, c, plan.numFullChunks, batch.totalTokens());
         }
         record(GATE_END);
-        if (plan.numTiles > 0) {
+        if (plan.numTiles > 0 && path.path() == AttentionPath.GATHERED) {
+            enqueueGatheredAttention();
+        } else if (plan.numTiles > 0) {
             kernels.attention(s, context, q.pointer(), k.pointer(), v.pointer(), out.pointer(), lse.pointer(),
                     cuSeqlens.pointer(), sel.pointer(), plan.selectionWidth, tiles.pointer(), plan.numTiles,
                     batch.heads(), hkv, c, plan.scale, plan.dense);
         }
         record(ATTENTION_END);
         ran = true;
+    }
+
+    /** ABI.md section 4: routing, the selected chunks per bucket, then the own chunk merged with the partials. */
+    private void enqueueGatheredAttention() {
+        int heads = batch.heads();
+        int hkv = batch.kvHeads();
+        int c = params.chunkSize();
+        int w = plan.selectionWidth;
+        if (plan.numFullChunks > 0) { // else every selection entry is padding: nothing to route
+            int entries = Math.toIntExact(path.scratch().entries());
+            kernels.route(stream, context, sel.pointer(), cuSeqlens.pointer(), chunkBase.pointer(),
+                    batch.numSequences(), heads, w, plan.numFullChunks, entries, rowsPerGroup,
+                    bucketCount.pointer(), bucketRow0.pointer(), bucketGroup0.pointer(), bucketCursor.pointer(),
+                    routedRows.pointer());
+            kernels.attentionSelected(stream, context, q.pointer(), k.pointer(), v.pointer(), cuSeqlens.pointer(),
+                    chunkBase.pointer(), batch.numSequences(), bucketRow0.pointer(), bucketGroup0.pointer(),
+                    routedRows.pointer(), rowsPerGroup, partialOut.pointer(), partialLse.pointer(), heads, hkv, w, c,
+                    plan.numFullChunks, entries, plan.scale);
+        }
+        kernels.attentionOwnCombine(stream, context, q.pointer(), k.pointer(), v.pointer(), out.pointer(),
+                lse.pointer(), cuSeqlens.pointer(), sel.pointer(), w, tiles.pointer(), plan.numTiles, heads, hkv, c,
+                plan.scale, partialOut.pointer(), partialLse.pointer());
     }
 
     /** Fills every output and scratch buffer with values no kernel produces, so unwritten elements show. */
@@ -198,6 +251,8 @@ public final class DeviceBatch implements AutoCloseable {
         poison(muUnscale, POISON_32, "the chunk mean scales");
         poison(sel, POISON_SELECTION, "the selection");
         poison(selScores, POISON_32, "the selection scores");
+        poison(partialOut, POISON_16, "the partial outputs");
+        poison(partialLse, POISON_32, "the partial lse");
     }
 
     private void poison(DeviceBuffer b, short bits, String what) {
@@ -265,9 +320,22 @@ public final class DeviceBatch implements AutoCloseable {
         }
     }
 
-    /** Device bytes held beyond q, k, v, out and lse: index arrays, chunk means (and planes) and the selection. */
+    /**
+     * Device bytes held beyond q, k, v, out and lse: index arrays, chunk means (and planes), the selection and, on
+     * the GATHERED path, the routing buckets, routed rows and partial outputs (by allocated capacity).
+     */
     public long extraDeviceBytes() {
         return extraBytes;
+    }
+
+    /** The attention path this batch runs (chosen when it was uploaded). */
+    public AttentionPath attentionPath() {
+        return path.path();
+    }
+
+    /** Why this batch runs its attention path, with the sizes and budget behind the choice. */
+    public String attentionPathReason() {
+        return path.reason();
     }
 
     public PackedBatch batch() {

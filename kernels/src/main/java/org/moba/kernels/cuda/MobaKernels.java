@@ -23,6 +23,9 @@ final class MobaKernels {
     private static final int GATE_THREADS = 128;
     private static final int SORT_THREADS = 128;
     private static final int ATTENTION_THREADS = 128;
+    private static final int ROUTE_THREADS = 256;
+    private static final int ROUTE_SCAN_THREADS = 1024;
+    private static final int SELECTED_THREADS = 128;
 
     private final KernelModule module;
     private final int headDim;
@@ -30,6 +33,11 @@ final class MobaKernels {
     private final Kernel gateTopk;
     private final Kernel selectionSort;
     private final Kernel attention;
+    private final Kernel routeCount;
+    private final Kernel routeScan;
+    private final Kernel routeFill;
+    private final Kernel selected;
+    private final Kernel ownCombine;
 
     MobaKernels(KernelModule module, DType dtype, int headDim) {
         this.module = module;
@@ -39,16 +47,53 @@ final class MobaKernels {
         this.gateTopk = module.function("moba_gate_topk_" + suffix);
         this.selectionSort = module.function("moba_sel_sort");
         this.attention = module.function("moba_attn_fwd_" + suffix);
+        this.routeCount = module.function("moba_route_count");
+        this.routeScan = module.function("moba_route_scan");
+        this.routeFill = module.function("moba_route_fill");
+        this.selected = module.function("moba_attn_selected_" + suffix);
+        this.ownCombine = module.function("moba_attn_own_combine_" + suffix);
     }
 
-    /** ABI.md: the gate's tiles of q and of the chunk-mean planes plus its top-k scratch. */
-    static int gateSharedMemory(int headDim) {
-        return Math.max(64 * headDim * 2, 64 * 4 * 17 * 8) + 3 * 32 * headDim * 2 + 128;
+    /**
+     * Dynamic shared memory per block of every kernel, one formula each, exactly as ABI.md states them; the only
+     * place these numbers live. Kernels not listed use none.
+     */
+    static final class SharedMemory {
+        private SharedMemory() {
+        }
+
+        /** Gate: a q tile or the top-k scratch, 64 rows of row state, two stages of three chunk-mean planes. */
+        static int gate(int headDim) {
+            return Math.max(64 * headDim * 2, 64 * 32 * 8) + 64 * 12 + 2 * (3 * 32 * headDim * 2 + 128);
+        }
+
+        /** moba_sel_sort: one row of the selection. */
+        static int selectionSort(int selectionWidth) {
+            return selectionWidth * Integer.BYTES;
+        }
+
+        /** moba_attn_fwd: one q tile and four k/v stages of 64 rows. */
+        static int attention(int headDim) {
+            return (64 + 4 * 64) * headDim * 2;
+        }
+
+        /** moba_attn_selected: two q tiles and two double-buffered k/v stages of 64 rows. */
+        static int selected(int headDim) {
+            return 2 * 64 * headDim * 2 + 2 * 2 * 64 * headDim * 2;
+        }
+
+        /** moba_attn_own_combine: as moba_attn_fwd. */
+        static int ownCombine(int headDim) {
+            return attention(headDim);
+        }
     }
 
-    /** ABI.md: one q tile and four k/v stages of 64 rows. */
-    static int attentionSharedMemory(int headDim) {
-        return (64 + 4 * 64) * headDim * 2;
+    /**
+     * Rows of one (head, chunk) bucket that one block of {@code moba_attn_selected} handles: 8 query tiles when the
+     * chunk ({@code C <= 128}) stays resident in shared memory, else one tile (ABI.md section 4, step 3).
+     */
+    static int rowsPerGroup(int chunkSize) {
+        return chunkSize <= 128 ? 8 * BatchPlan.TILE_ROWS : BatchPlan.TILE_ROWS;
     }
 
     /** Whether the gate needs the {@code sel_score [T, H, W]} scratch (only multi-pass selections do). */
@@ -76,7 +121,7 @@ final class MobaKernels {
                   CUdeviceptr muUnscale, CUdeviceptr cuSeqlens, CUdeviceptr chunkBase, CUdeviceptr tiles,
                   int numTiles, CUdeviceptr sel, CUdeviceptr selScores, int selectionWidth, int heads, int kvHeads,
                   int chunkSize, int numFullChunks, int totalTokens) {
-        int smem = gateSharedMemory(headDim);
+        int smem = SharedMemory.gate(headDim);
         for (int slotBegin = 0; slotBegin < selectionWidth; slotBegin += GATE_SLOTS_PER_PASS) {
             launch(gateTopk, stream, context, numTiles, heads, GATE_THREADS, smem,
                     q, muPlanes, muUnscale, cuSeqlens, chunkBase, tiles, sel, selScores, selectionWidth, slotBegin,
@@ -84,7 +129,7 @@ final class MobaKernels {
         }
         if (needsSelectionScores(selectionWidth)) {
             launch(selectionSort, stream, context, Math.multiplyExact(totalTokens, heads), 1, SORT_THREADS,
-                    selectionWidth * Integer.BYTES, sel, selectionWidth);
+                    SharedMemory.selectionSort(selectionWidth), sel, selectionWidth);
         }
     }
 
@@ -93,9 +138,66 @@ final class MobaKernels {
                    CUdeviceptr out, CUdeviceptr lse, CUdeviceptr cuSeqlens, CUdeviceptr sel, int selectionWidth,
                    CUdeviceptr tiles, int numTiles, int heads, int kvHeads, int chunkSize, float scale,
                    boolean dense) {
-        launch(attention, stream, context, numTiles, heads, ATTENTION_THREADS, attentionSharedMemory(headDim),
+        launch(attention, stream, context, numTiles, heads, ATTENTION_THREADS, SharedMemory.attention(headDim),
                 q, k, v, out, lse, cuSeqlens, sel, selectionWidth, tiles, numTiles, heads, kvHeads, chunkSize, scale,
                 dense ? 1 : 0);
+    }
+
+    /**
+     * Gathered path, steps 1-4 of ABI.md section 4: buckets the {@code entries = T*H*W} selection entries by
+     * (head, global chunk). Leaves {@code bucketRow0}/{@code bucketGroup0} {@code [H*NFC + 1]} (row and group
+     * prefix sums) and {@code rows [entries]} (entry indices grouped by bucket; order inside a bucket varies).
+     */
+    void route(CUstream stream, Supplier<String> context, CUdeviceptr sel, CUdeviceptr cuSeqlens,
+               CUdeviceptr chunkBase, int numSequences, int heads, int selectionWidth, int numFullChunks,
+               int entries, int rowsPerGroup, CUdeviceptr bucketCount, CUdeviceptr bucketRow0,
+               CUdeviceptr bucketGroup0, CUdeviceptr bucketCursor, CUdeviceptr rows) {
+        int buckets = Math.multiplyExact(heads, numFullChunks);
+        check(JCudaDriver.cuMemsetD32Async(bucketCount, 0, buckets, stream),
+                () -> "zeroing the bucket counts (" + buckets + ") for " + context.get());
+        int entryBlocks = blocks(entries, ROUTE_THREADS);
+        launch(routeCount, stream, context, entryBlocks, 1, ROUTE_THREADS, 0,
+                sel, cuSeqlens, chunkBase, numSequences, heads, selectionWidth, numFullChunks, entries, bucketCount);
+        launch(routeScan, stream, context, 1, 1, ROUTE_SCAN_THREADS, 0,
+                bucketCount, buckets, rowsPerGroup, bucketRow0, bucketGroup0, bucketCursor);
+        launch(routeFill, stream, context, entryBlocks, 1, ROUTE_THREADS, 0,
+                sel, cuSeqlens, chunkBase, numSequences, heads, selectionWidth, numFullChunks, entries, bucketCursor,
+                rows);
+    }
+
+    /**
+     * Gathered path, step 5: every routed entry's attention over its selected chunk alone, written as
+     * {@code partialO [T, H, W, D]} (input dtype) and {@code partialLse [T, H, W]}. The grid is an upper bound on
+     * the number of groups (surplus blocks exit).
+     */
+    void attentionSelected(CUstream stream, Supplier<String> context, CUdeviceptr q, CUdeviceptr k, CUdeviceptr v,
+                           CUdeviceptr cuSeqlens, CUdeviceptr chunkBase, int numSequences, CUdeviceptr bucketRow0,
+                           CUdeviceptr bucketGroup0, CUdeviceptr rows, int rowsPerGroup, CUdeviceptr partialO,
+                           CUdeviceptr partialLse, int heads, int kvHeads, int selectionWidth, int chunkSize,
+                           int numFullChunks, int entries, float scale) {
+        int grid = selectedGrid(entries, rowsPerGroup, heads, numFullChunks);
+        launch(selected, stream, context, grid, 1, SELECTED_THREADS, SharedMemory.selected(headDim),
+                q, k, v, cuSeqlens, chunkBase, numSequences, bucketRow0, bucketGroup0, rows, rowsPerGroup, partialO,
+                partialLse, heads, kvHeads, selectionWidth, chunkSize, numFullChunks, scale);
+    }
+
+    /** Gathered path, step 6: the own chunk's causal prefix merged with the selected partials into out and lse. */
+    void attentionOwnCombine(CUstream stream, Supplier<String> context, CUdeviceptr q, CUdeviceptr k,
+                             CUdeviceptr v, CUdeviceptr out, CUdeviceptr lse, CUdeviceptr cuSeqlens, CUdeviceptr sel,
+                             int selectionWidth, CUdeviceptr tiles, int numTiles, int heads, int kvHeads,
+                             int chunkSize, float scale, CUdeviceptr partialO, CUdeviceptr partialLse) {
+        launch(ownCombine, stream, context, numTiles, heads, ATTENTION_THREADS, SharedMemory.ownCombine(headDim),
+                q, k, v, out, lse, cuSeqlens, sel, selectionWidth, tiles, heads, kvHeads, chunkSize, scale, partialO,
+                partialLse);
+    }
+
+    /** Blocks of {@code moba_attn_selected}: {@code ceil(entries / rowsPerGroup) + H*NFC} (ABI.md section 4). */
+    static int selectedGrid(int entries, int rowsPerGroup, int heads, int numFullChunks) {
+        return Math.toIntExact(((long) entries + rowsPerGroup - 1) / rowsPerGroup + (long) heads * numFullChunks);
+    }
+
+    private static int blocks(int items, int threads) {
+        return (int) (((long) items + threads - 1) / threads);
     }
 
     private void launch(Kernel kernel, CUstream stream, Supplier<String> context, int gridX, int gridY, int threads,
@@ -126,6 +228,8 @@ final class MobaKernels {
 
     @Override
     public String toString() {
-        return chunkMean.name + ", " + gateTopk.name + ", " + selectionSort.name + ", " + attention.name;
+        return chunkMean.name + ", " + gateTopk.name + ", " + selectionSort.name + ", " + attention.name + ", "
+                + routeCount.name + ", " + routeScan.name + ", " + routeFill.name + ", " + selected.name + ", "
+                + ownCombine.name;
     }
 }

@@ -20,6 +20,7 @@ import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
 import org.junit.jupiter.params.provider.MethodSource;
 import org.moba.kernels.BatchLayout;
 import org.moba.kernels.DType;
@@ -33,8 +34,9 @@ import org.moba.kernels.SyntheticSequences;
 
 /**
  * The CUDA backend against the float64 oracle, on fresh random inputs every run (the seed is printed; rerun one
- * with -Dmoba.test.seed=N). Outputs are poisoned with NaN before every kernel run. Skipped, with the reason,
- * where no usable GPU exists.
+ * with -Dmoba.test.seed=N). Outputs are poisoned with NaN before every kernel run. MoBA cases with a selection run
+ * on both attention paths (GATHERED and UNION, forced) on the same inputs. Skipped, with the reason, where no usable
+ * GPU exists.
  */
 class CudaMobaAttentionTest {
     private static final int ORDINAL = Integer.getInteger("moba.cuda.device", 0);
@@ -72,16 +74,41 @@ class CudaMobaAttentionTest {
         return new SplittableRandom(SEED ^ label.hashCode() * 0x9E3779B97F4A7C15L);
     }
 
-    /** One oracle comparison: shape, parameters and sequence lengths, all in the test's display name. */
-    record Case(DType dtype, int heads, int kvHeads, int headDim, MobaParams params, int[] lengths) {
-        @Override
-        public String toString() {
+    /**
+     * One oracle comparison: shape, parameters, sequence lengths and the forced attention path (null where only
+     * UNION applies: dense or W == 0), all in the test's display name.
+     */
+    record Case(DType dtype, int heads, int kvHeads, int headDim, MobaParams params, int[] lengths,
+                AttentionPath path) {
+        Case(DType dtype, int heads, int kvHeads, int headDim, MobaParams params, int[] lengths) {
+            this(dtype, heads, kvHeads, headDim, params, lengths, null);
+        }
+
+        /** The inputs, without the path: both paths of a case get the same random inputs. */
+        String inputs() {
             return dtype.label() + " H=" + heads + "/Hkv=" + kvHeads + " D=" + headDim + ", " + params
                     + ", lengths " + Arrays.toString(lengths);
         }
 
+        @Override
+        public String toString() {
+            return inputs() + (path == null ? "" : ", " + path);
+        }
+
+        boolean hasSelection() {
+            return params.selectionWidth(Arrays.stream(lengths).max().orElse(0)) > 0;
+        }
+
+        AttentionPath expectedPath() {
+            return path == null ? AttentionPath.UNION : path;
+        }
+
         BatchLayout layout() {
             return new BatchLayout(dtype, heads, kvHeads, headDim);
+        }
+
+        Case withPath(AttentionPath p) {
+            return new Case(dtype, heads, kvHeads, headDim, params, lengths, p);
         }
     }
 
@@ -130,24 +157,40 @@ class CudaMobaAttentionTest {
         cases.add(new Case(DType.BF16, 4, 2, 128, MobaParams.of(512, 8), new int[] {65536}));
         cases.add(new Case(DType.FP16, 4, 1, 64, MobaParams.of(64, 8), new int[] {131072}));
         cases.add(new Case(DType.BF16, 4, 2, 128, MobaParams.of(4096, 3), new int[] {131072, 1000}));
-        return cases.stream();
+        // The FlashMoBA configuration (chunk 128, topk 8: the gathered kernel keeps 8 query tiles per chunk).
+        cases.add(new Case(DType.FP16, 16, 16, 128, MobaParams.of(128, 8), new int[] {8192, 8192}));
+        return cases.stream().flatMap(c -> c.hasSelection()
+                ? Stream.of(c.withPath(AttentionPath.GATHERED), c.withPath(AttentionPath.UNION)) : Stream.of(c));
+    }
+
+    /**
+     * One forward call with MoBA calls that have a selection forced onto {@code path} (null: by budget), asserting
+     * the path it ran.
+     */
+    private static MobaOutput forward(PackedBatch batch, MobaParams params, AttentionPath path,
+                                      AttentionPath expected, String label) {
+        try (DeviceBatch resident = cuda.upload(batch, params, path)) {
+            assertEquals(expected, resident.attentionPath(), label + ": " + resident.attentionPathReason());
+            return resident.runAndDownload();
+        }
     }
 
     @ParameterizedTest(name = "{0}")
     @MethodSource("oracleCases")
     void matchesFloat64Oracle(Case c) {
         requireDevice();
-        SplittableRandom rng = rng(c.toString());
+        SplittableRandom rng = rng(c.inputs());
         PackedBatch batch = randomBatch(rng, c.layout(), c.lengths());
-        MobaOutput out = cuda.forward(batch, c.params());
+        MobaOutput out = forward(batch, c.params(), c.path(), c.expectedPath(), c.toString());
         OracleCheck.assertMatchesOracle(batch, c.params(), out, c + " (seed " + SEED + ")", rng);
         for (String phase : List.of("h2d", "chunk_means", "gate_topk", "attention", "d2h")) {
             assertTrue(out.timings().asMap().containsKey(phase), c + ": no timing for " + phase);
         }
     }
 
-    @Test
-    void sequenceGivesBitIdenticalResultsAlonePackedAndRepeated() {
+    @ParameterizedTest
+    @EnumSource(AttentionPath.class)
+    void sequenceGivesBitIdenticalResultsAlonePackedAndRepeated(AttentionPath path) {
         requireDevice();
         BatchLayout layout = new BatchLayout(DType.BF16, 8, 2, 128);
         MobaParams params = MobaParams.of(64, 4);
@@ -160,23 +203,77 @@ class CudaMobaAttentionTest {
         // The same max_seqlen (an upper bound) gives both calls the same selection width.
         PackedBatch alone = PackedBatch.of(layout, new int[] {0, length}, packed.maxSeqlen(), target.q(),
                 target.k(), target.v());
-        MobaOutput a = cuda.forward(alone, params);
-        MobaOutput p = cuda.forward(packed, params);
+        MobaOutput a = forward(alone, params, path, path, "alone");
+        MobaOutput p = forward(packed, params, path, path, "packed");
         int start = packed.seqStart(1);
         int h = layout.heads();
         int qRow = layout.qElementsPerToken();
         int w = a.selectionWidth();
         assertArrayEquals(a.out(), Arrays.copyOfRange(p.out(), start * qRow, (start + length) * qRow),
-                "out alone vs packed (seed " + SEED + ")");
+                path + ": out alone vs packed (seed " + SEED + ")");
         assertArrayEquals(a.lse(), Arrays.copyOfRange(p.lse(), start * h, (start + length) * h),
-                "lse alone vs packed (seed " + SEED + ")");
+                path + ": lse alone vs packed (seed " + SEED + ")");
         assertArrayEquals(a.selected(), Arrays.copyOfRange(p.selected(), start * h * w, (start + length) * h * w),
-                "selection alone vs packed (seed " + SEED + ")");
+                path + ": selection alone vs packed (seed " + SEED + ")");
 
-        MobaOutput again = cuda.forward(packed, params);
-        assertArrayEquals(p.out(), again.out(), "out of two identical calls (seed " + SEED + ")");
-        assertArrayEquals(p.lse(), again.lse(), "lse of two identical calls (seed " + SEED + ")");
-        assertArrayEquals(p.selected(), again.selected(), "selection of two identical calls (seed " + SEED + ")");
+        MobaOutput again = forward(packed, params, path, path, "packed again");
+        assertArrayEquals(p.out(), again.out(), path + ": out of two identical calls (seed " + SEED + ")");
+        assertArrayEquals(p.lse(), again.lse(), path + ": lse of two identical calls (seed " + SEED + ")");
+        assertArrayEquals(p.selected(), again.selected(),
+                path + ": selection of two identical calls (seed " + SEED + ")");
+    }
+
+    /**
+     * The gathered path places rows in buckets with atomics, so their order changes run to run; outputs must not.
+     * Crowded buckets (2 x 8K tokens, 16 heads, topk 8: ~900 rows per (head, chunk) bucket) on one resident batch
+     * run five times (each run re-zeroes the bucket counts) and in a fresh call; the selection equals UNION's.
+     */
+    @Test
+    void gatheredPathIsBitIdenticalRunToRunDespiteAtomicRouting() {
+        requireDevice();
+        BatchLayout layout = new BatchLayout(DType.FP16, 16, 16, 128);
+        MobaParams params = MobaParams.of(128, 8);
+        SplittableRandom rng = rng("gathered determinism");
+        PackedBatch batch = randomBatch(rng, layout, 8192, 8192);
+        MobaOutput first;
+        try (DeviceBatch resident = cuda.upload(batch, params, AttentionPath.GATHERED)) {
+            assertEquals(AttentionPath.GATHERED, resident.attentionPath(), resident.attentionPathReason());
+            resident.run();
+            first = resident.download();
+            for (int i = 1; i < 5; i++) {
+                resident.run();
+                MobaOutput again = resident.download();
+                assertArrayEquals(first.out(), again.out(), "out of run " + i + " vs run 0 (seed " + SEED + ")");
+                assertArrayEquals(first.lse(), again.lse(), "lse of run " + i + " vs run 0 (seed " + SEED + ")");
+                assertArrayEquals(first.selected(), again.selected(), "selection of run " + i + " (seed " + SEED
+                        + ")");
+            }
+        }
+        MobaOutput fresh = forward(batch, params, AttentionPath.GATHERED, AttentionPath.GATHERED, "fresh call");
+        assertArrayEquals(first.out(), fresh.out(), "out of a fresh call (seed " + SEED + ")");
+        assertArrayEquals(first.lse(), fresh.lse(), "lse of a fresh call (seed " + SEED + ")");
+        MobaOutput union = forward(batch, params, AttentionPath.UNION, AttentionPath.UNION, "union");
+        assertArrayEquals(union.selected(), first.selected(), "selection GATHERED vs UNION (seed " + SEED + ")");
+        OracleCheck.assertMatchesOracle(batch, params, first, "gathered, crowded buckets (seed " + SEED + ")", rng);
+    }
+
+    /**
+     * A max_seqlen above every length gives W > 0 although no sequence has a full chunk (NFC = 0): the selection is
+     * all padding and attention is the own chunk, on both paths.
+     */
+    @ParameterizedTest
+    @EnumSource(AttentionPath.class)
+    void selectionWidthWithoutAnyFullChunk(AttentionPath path) {
+        requireDevice();
+        BatchLayout layout = new BatchLayout(DType.BF16, 4, 2, 64);
+        MobaParams params = MobaParams.of(64, 3);
+        SplittableRandom rng = rng("no full chunk");
+        PackedBatch exact = randomBatch(rng, layout, 10, 0, 63);
+        PackedBatch batch = PackedBatch.of(layout, exact.cuSeqlens(), 300, exact.q(), exact.k(), exact.v());
+        assertEquals(2, params.selectionWidth(batch.maxSeqlen()));
+        MobaOutput out = forward(batch, params, path, path, "NFC = 0");
+        assertTrue(Arrays.stream(out.selected()).allMatch(x -> x == -1), "selection must be all padding");
+        OracleCheck.assertMatchesOracle(batch, params, out, "NFC = 0, " + path + " (seed " + SEED + ")", rng);
     }
 
     @Test

@@ -1,0 +1,123 @@
+// Gathered ("key-stationary") MoBA attention over selected chunks. One block = one group of up to
+// rows_per_group rows that selected the same (head, chunk) bucket (moba_route.cuh), processed as
+// dense 64-row tiles against that chunk's C keys; no masking (a selected chunk lies wholly in the
+// row's past). Each row's result over that chunk is written as a partial (o normalised, in the
+// input dtype, and its lse) at its (token, head, slot) entry; moba_attn_own_combine adds the own
+// chunk and merges.
+//
+// Pipeline: a flat sequence of (tile, key block) steps, the next step's gathered query tile and
+// key block prefetched with cp.async while the current one computes. When the chunk fits the two
+// K/V stages (C <= 128) it stays resident for the whole group and only query tiles stream.
+#pragma once
+
+#include "moba_flash.cuh"
+#include "moba_route.cuh"
+
+namespace moba {
+
+template <int HD>
+struct SelectedConfig {
+    using Flash = FlashConfig<HD>;
+    static constexpr int kQStages = 2;
+    static constexpr int kSmemBytes = kQStages * Flash::kQBytes + Flash::kStages * 2 * Flash::kKVBytes;
+};
+
+template <class DT, int HD>
+__device__ __forceinline__ void attn_selected(const uint16_t* __restrict__ q, const uint16_t* __restrict__ k,
+                                              const uint16_t* __restrict__ v, const int* __restrict__ cu_seqlens,
+                                              const int* __restrict__ chunk_base, int num_sequences,
+                                              const int* __restrict__ bucket_row0, const int* __restrict__ bucket_group0,
+                                              const int* __restrict__ rows_of_buckets, int rows_per_group,
+                                              uint16_t* __restrict__ partial_o, float* __restrict__ partial_lse,
+                                              int heads, int kv_heads, int width, int chunk_size, int num_full_chunks,
+                                              float scale) {
+    using Cfg = FlashConfig<HD>;
+    using Rows = FlashRows<DT, HD>;
+    extern __shared__ __align__(128) unsigned char smem[];
+
+    const int buckets = heads * num_full_chunks;
+    if (static_cast<int>(blockIdx.x) >= bucket_group0[buckets]) return;  // the grid is an upper bound
+    const int bucket = segment_of(bucket_group0, buckets, blockIdx.x);
+    const int h = bucket / num_full_chunks, g = bucket % num_full_chunks, hk = h / (heads / kv_heads);
+    const int b = segment_of(chunk_base, num_sequences, g);
+    const long key0 = cu_seqlens[b] + static_cast<long>(g - chunk_base[b]) * chunk_size;
+    const int first = bucket_row0[bucket] + (blockIdx.x - bucket_group0[bucket]) * rows_per_group;
+    const int group_rows = min(rows_per_group, bucket_row0[bucket + 1] - first);
+    const int* entries = rows_of_buckets + first;  // entry e = (t * H + h) * W + slot
+    const long entries_per_token = static_cast<long>(heads) * width;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const long kv_stride = static_cast<long>(kv_heads) * HD;
+    const uint16_t* k_chunk = k + (key0 * kv_heads + hk) * HD;
+    const uint16_t* v_chunk = v + (key0 * kv_heads + hk) * HD;
+
+    const uint32_t q_tiles = smem_address(smem);  // stage s at q_tiles + s * kQBytes
+    const uint32_t kv_tiles = q_tiles + SelectedConfig<HD>::kQStages * Cfg::kQBytes;
+    auto load_query_tile = [&](int tile, int stage) {
+        constexpr int kVectors = HD / 8;
+        const int rows = min(Cfg::kBlockM, group_rows - tile * Cfg::kBlockM);
+        for (int i = threadIdx.x; i < Cfg::kBlockM * kVectors; i += Cfg::kThreads) {
+            const int r = i / kVectors, vec = i % kVectors;
+            const bool valid = r < rows;
+            const long token = valid ? entries[tile * Cfg::kBlockM + r] / entries_per_token : 0;
+            cp_async_16(q_tiles + stage * Cfg::kQBytes + swizzled_offset<HD>(r, vec * 8),
+                        q + (token * heads + h) * HD + vec * 8, valid);
+        }
+    };
+    auto load_key_block = [&](int block, int stage) {
+        const uint32_t kt = kv_tiles + stage * 2 * Cfg::kKVBytes;
+        const long offset = block * Cfg::kBlockN * kv_stride;
+        load_tile_async<Cfg::kBlockN, HD, Cfg::kThreads>(kt, k_chunk + offset, kv_stride, Cfg::kBlockN);
+        load_tile_async<Cfg::kBlockN, HD, Cfg::kThreads>(kt + Cfg::kKVBytes, v_chunk + offset, kv_stride, Cfg::kBlockN);
+    };
+
+    const int blocks = chunk_size / Cfg::kBlockN;
+    const bool resident = blocks <= Cfg::kStages;
+    const int steps = (group_rows + Cfg::kBlockM - 1) / Cfg::kBlockM * blocks;
+    load_query_tile(0, 0);
+    load_key_block(0, 0);
+    cp_async_commit();
+
+    Rows rows;
+    uint32_t qf[HD / 16][4];
+    const float scale_log2 = scale * kLog2e;
+    const int all_keys[2] = {Cfg::kBlockN, Cfg::kBlockN};
+    for (int step = 0; step < steps; ++step) {
+        const int tile = step / blocks, block = step % blocks;
+        const int next = step + 1, next_tile = next / blocks, next_block = next % blocks;
+        if (next < steps) {
+            if (next_block == 0) load_query_tile(next_tile, next_tile & 1);
+            if (!resident || next_tile == 0) load_key_block(next_block, resident ? next_block : next & 1);
+        }
+        cp_async_commit();
+        cp_async_wait<1>();
+        __syncthreads();
+        if (block == 0) {
+#pragma unroll
+            for (int ks = 0; ks < HD / 16; ++ks)
+                load_a_fragment<HD>(qf[ks], q_tiles + (tile & 1) * Cfg::kQBytes, warp * 16, ks * 16);
+        }
+        const uint32_t k_tile = kv_tiles + (resident ? block : step & 1) * 2 * Cfg::kKVBytes;
+        rows.attend(qf, k_tile, k_tile + Cfg::kKVBytes, scale_log2, false, all_keys);
+
+        if (block == blocks - 1) {  // tile done: write its partials, start the next tile afresh
+#pragma unroll
+            for (int i = 0; i < 2; ++i) {
+                const float l = rows.denominator(i);
+                const int r = tile * Cfg::kBlockM + warp * 16 + (lane >> 2) + 8 * i;
+                if (r >= group_rows) continue;
+                const long e = entries[r];
+                const float inv = 1.f / l;
+                uint16_t* o_row = partial_o + e * HD;
+#pragma unroll
+                for (int dt = 0; dt < Rows::kDT; ++dt)
+                    *reinterpret_cast<uint32_t*>(o_row + Rows::column(dt)) =
+                        DT::pack(rows.acc_o[dt][2 * i] * inv, rows.acc_o[dt][2 * i + 1] * inv);
+                if ((lane & 3) == 0) partial_lse[e] = rows.lse(i, l);
+            }
+            rows = Rows();
+        }
+        __syncthreads();
+    }
+}
+
+}  // namespace moba

@@ -1,0 +1,110 @@
+// The FlashAttention-2 inner step shared by every attention kernel: one 64-key block against a
+// warp's 16 query rows (mma.sync m16n8k16, fp32 accumulation, online softmax in log2 units).
+#pragma once
+
+#include "moba_device.cuh"
+
+namespace moba {
+
+template <int HD>
+struct FlashConfig {
+    static constexpr int kThreads = 128;
+    static constexpr int kBlockM = 64;  // query rows per block, 16 per warp
+    static constexpr int kBlockN = 64;  // keys per key block; divides every chunk size
+    static constexpr int kStages = 2;
+    static constexpr int kQBytes = kBlockM * HD * 2;
+    static constexpr int kKVBytes = kBlockN * HD * 2;
+    static constexpr int kSmemBytes = kQBytes + kStages * 2 * kKVBytes;  // Q, then per stage K and V
+};
+
+// The running softmax state of one thread's two query rows (lane/4 and lane/4 + 8 of its warp's
+// 16): row max m (log2 units of scaled scores), this thread's share of the denominator l, and
+// its columns of the unnormalised output.
+template <class DT, int HD>
+struct FlashRows {
+    static constexpr int kNT = 64 / 8;  // n8 tiles of S
+    static constexpr int kDT = HD / 8;  // n8 tiles of O
+    float row_max[2] = {kNegInf, kNegInf};
+    float row_sum[2] = {0.f, 0.f};
+    float acc_o[kDT][4] = {};
+
+    // One key block. A row i sees key columns 0..key_limit[i] (-1: none); `masked` false means
+    // every row sees all 64 keys and the masking pass is skipped.
+    __device__ __forceinline__ void attend(const uint32_t (&qf)[HD / 16][4], uint32_t k_tile, uint32_t v_tile,
+                                           float scale_log2, bool masked, const int (&key_limit)[2]) {
+        const int lane = threadIdx.x & 31;
+        // S = Q K^T
+        float s[kNT][4] = {};
+#pragma unroll
+        for (int ks = 0; ks < HD / 16; ++ks) {
+#pragma unroll
+            for (int np = 0; np < kNT / 2; ++np) {
+                uint32_t b[4];
+                load_b_fragments_nk<HD>(b, k_tile, np * 16, ks * 16);
+                DT::mma(s[2 * np], qf[ks], b[0], b[1]);
+                DT::mma(s[2 * np + 1], qf[ks], b[2], b[3]);
+            }
+        }
+        if (masked) {
+#pragma unroll
+            for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e)
+                    if (nt * 8 + (lane & 3) * 2 + (e & 1) > key_limit[e >> 1]) s[nt][e] = kNegInf;
+        }
+
+        // Online softmax: new running max, rescale what was accumulated under the old max by
+        // exp2(m_old - m_new), then p = exp2(scale*log2e*s - m_new). A row that has seen no key
+        // yet keeps m = -inf; its reference point is 0 so no inf - inf appears.
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            float mx = kNegInf;
+#pragma unroll
+            for (int nt = 0; nt < kNT; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * i], s[nt][2 * i + 1]));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            const float m_new = fmaxf(row_max[i], mx * scale_log2);
+            const float m_ref = m_new == kNegInf ? 0.f : m_new;
+            const float rescale = fast_exp2(row_max[i] - m_ref);
+            row_max[i] = m_new;
+            row_sum[i] *= rescale;
+#pragma unroll
+            for (int dt = 0; dt < kDT; ++dt) { acc_o[dt][2 * i] *= rescale; acc_o[dt][2 * i + 1] *= rescale; }
+#pragma unroll
+            for (int nt = 0; nt < kNT; ++nt) {
+                s[nt][2 * i] = fast_exp2(fmaf(s[nt][2 * i], scale_log2, -m_ref));
+                s[nt][2 * i + 1] = fast_exp2(fmaf(s[nt][2 * i + 1], scale_log2, -m_ref));
+                row_sum[i] += s[nt][2 * i] + s[nt][2 * i + 1];
+            }
+        }
+
+        // O += P V, P re-packed from the S accumulators as A fragments (16 keys per MMA k-step).
+#pragma unroll
+        for (int kt = 0; kt < kNT / 2; ++kt) {
+            const uint32_t a[4] = {DT::pack(s[2 * kt][0], s[2 * kt][1]), DT::pack(s[2 * kt][2], s[2 * kt][3]),
+                                   DT::pack(s[2 * kt + 1][0], s[2 * kt + 1][1]), DT::pack(s[2 * kt + 1][2], s[2 * kt + 1][3])};
+#pragma unroll
+            for (int dp = 0; dp < kDT / 2; ++dp) {
+                uint32_t b[4];
+                load_b_fragments_kn<HD>(b, v_tile, kt * 16, dp * 16);
+                DT::mma(acc_o[2 * dp], a, b[0], b[1]);
+                DT::mma(acc_o[2 * dp + 1], a, b[2], b[3]);
+            }
+        }
+    }
+
+    // Row i's full denominator (summed over the quad) and natural-log lse; every lane of the quad
+    // gets both.
+    __device__ __forceinline__ float denominator(int i) const {
+        float l = row_sum[i];
+        l += __shfl_xor_sync(0xffffffffu, l, 1);
+        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        return l;
+    }
+    __device__ __forceinline__ float lse(int i, float denominator) const { return (row_max[i] + log2f(denominator)) * kLn2; }
+
+    // This thread's columns of row i: dt*8 + (lane&3)*2 + {0,1}.
+    __device__ __forceinline__ static int column(int dt) { return dt * 8 + (threadIdx.x & 3) * 2; }
+};
+
+}  // namespace moba

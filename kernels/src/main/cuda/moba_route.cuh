@@ -1,0 +1,85 @@
+// Routing for the gathered ("key-stationary") attention: buckets the (token, head, slot) entries
+// of `sel` by (head, global chunk) so that the rows that selected one chunk can be processed as
+// dense 64-row tiles against that chunk's keys.
+//   bucket = h * NFC + g; entry e = (t * H + h) * W + slot.
+// Positions inside a bucket come from atomics and vary run to run, but each row's result depends
+// only on its own query and the chunk's keys, so outputs stay bit-identical.
+#pragma once
+
+#include "moba_device.cuh"
+
+namespace moba {
+
+struct RouteConfig {
+    static constexpr int kThreads = 256;      // count / fill
+    static constexpr int kScanThreads = 1024;  // scan: one block
+};
+
+// The bucket of entry e, or -1 for a padding entry.
+__device__ __forceinline__ int bucket_of(const int* sel, const int* cu_seqlens, const int* chunk_base, int num_sequences,
+                                         int heads, int width, int num_full_chunks, long e) {
+    const int c = sel[e];
+    if (c < 0) return -1;
+    const int t = static_cast<int>(e / (static_cast<long>(heads) * width));
+    const int h = static_cast<int>((e / width) % heads);
+    return h * num_full_chunks + chunk_base[segment_of(cu_seqlens, num_sequences, t)] + c;
+}
+
+__device__ __forceinline__ void route_count(const int* __restrict__ sel, const int* __restrict__ cu_seqlens,
+                                            const int* __restrict__ chunk_base, int num_sequences, int heads, int width,
+                                            int num_full_chunks, int entries, int* __restrict__ bucket_count) {
+    const long e = blockIdx.x * static_cast<long>(RouteConfig::kThreads) + threadIdx.x;
+    if (e >= entries) return;
+    const int bucket = bucket_of(sel, cu_seqlens, chunk_base, num_sequences, heads, width, num_full_chunks, e);
+    if (bucket >= 0) atomicAdd(&bucket_count[bucket], 1);
+}
+
+// Exclusive prefix sums over n buckets of the row counts (bucket_row0) and of the group counts
+// (bucket_group0; a group is up to rows_per_group rows of one bucket, one block of the gathered
+// kernel), each with the total at [n]; bucket_cursor starts at bucket_row0.
+__device__ __forceinline__ void route_scan(const int* __restrict__ bucket_count, int n, int rows_per_group,
+                                           int* __restrict__ bucket_row0, int* __restrict__ bucket_group0,
+                                           int* __restrict__ bucket_cursor) {
+    constexpr int kThreads = RouteConfig::kScanThreads;
+    __shared__ int2 sums[kThreads];
+    const int per = (n + kThreads - 1) / kThreads;
+    const int lo = min(n, threadIdx.x * per), hi = min(n, lo + per);
+    int2 mine = make_int2(0, 0);
+    for (int i = lo; i < hi; ++i) {
+        mine.x += bucket_count[i];
+        mine.y += (bucket_count[i] + rows_per_group - 1) / rows_per_group;
+    }
+    sums[threadIdx.x] = mine;
+    __syncthreads();
+    for (int off = 1; off < kThreads; off <<= 1) {  // inclusive Hillis-Steele scan
+        const int2 add = threadIdx.x >= off ? sums[threadIdx.x - off] : make_int2(0, 0);
+        __syncthreads();
+        sums[threadIdx.x].x += add.x;
+        sums[threadIdx.x].y += add.y;
+        __syncthreads();
+    }
+    int2 run = threadIdx.x > 0 ? sums[threadIdx.x - 1] : make_int2(0, 0);
+    for (int i = lo; i < hi; ++i) {
+        bucket_row0[i] = run.x;
+        bucket_cursor[i] = run.x;
+        bucket_group0[i] = run.y;
+        run.x += bucket_count[i];
+        run.y += (bucket_count[i] + rows_per_group - 1) / rows_per_group;
+    }
+    if (threadIdx.x == kThreads - 1) {
+        bucket_row0[n] = sums[kThreads - 1].x;
+        bucket_group0[n] = sums[kThreads - 1].y;
+    }
+}
+
+__device__ __forceinline__ void route_fill(const int* __restrict__ sel, const int* __restrict__ cu_seqlens,
+                                           const int* __restrict__ chunk_base, int num_sequences, int heads, int width,
+                                           int num_full_chunks, int entries, int* __restrict__ bucket_cursor,
+                                           int* __restrict__ rows) {
+    const long e = blockIdx.x * static_cast<long>(RouteConfig::kThreads) + threadIdx.x;
+    if (e >= entries) return;
+    const int bucket = bucket_of(sel, cu_seqlens, chunk_base, num_sequences, heads, width, num_full_chunks, e);
+    if (bucket >= 0) rows[atomicAdd(&bucket_cursor[bucket], 1)] = static_cast<int>(e);
+}
+
+}  // namespace moba
