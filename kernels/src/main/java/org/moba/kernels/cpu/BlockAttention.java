@@ -6,10 +6,13 @@ import java.util.function.IntConsumer;
 /**
  * Attention of one row block (MOBA.md "Attention"): each row attends the keys of its selected chunks and the
  * causal prefix of its own chunk, as one online softmax in fp32 (scores in base 2, with {@code scale * log2(e)}
- * folded into q). Work is ordered chunk by chunk: the rows that selected a chunk are processed back to back so its
- * key and value tiles stay in cache. One instance per worker thread (it holds scratch).
+ * folded into q). Work is ordered chunk by chunk: the rows that attend a chunk are processed back to back, two at a
+ * time, so its key and value tiles stay in cache and each pass over a tile serves two rows. One instance per worker
+ * thread (it holds scratch).
  */
 final class BlockAttention implements IntConsumer {
+    private static final int SECOND = VectorMath.SEGMENT;
+
     private final ForwardPlan plan;
     private final FloatTensors x;
     /** Null for dense causal attention: every earlier chunk is attended. */
@@ -22,7 +25,10 @@ final class BlockAttention implements IntConsumer {
     private final float[][] acc;
     private final float[] rowMax;
     private final float[] rowSum;
-    private final float[] scores;
+    /** Scores, then weights, of a row pair: first row at 0, second at {@link VectorMath#SEGMENT}. */
+    private final float[] pairScores = new float[2 * VectorMath.SEGMENT];
+    /** One segment's weighted values of a row pair: first row at 0, second at {@link VectorMath#ACC_STRIDE}. */
+    private final float[] pairValues = new float[2 * VectorMath.ACC_STRIDE];
     /** Block-local rows grouped by the chunk they attend: rows of chunk j at [rowsOfChunkStart[j], [j + 1]). */
     private final int[] rowsOfChunkStart;
     private final int[] rowsOfChunk;
@@ -39,9 +45,9 @@ final class BlockAttention implements IntConsumer {
         this.acc = new float[rows][plan.headDim()];
         this.rowMax = new float[rows];
         this.rowSum = new float[rows];
-        this.scores = new float[plan.maxTile()];
         this.rowsOfChunkStart = new int[plan.maxChunks() + 1];
-        this.rowsOfChunk = new int[selected == null ? 0 : rows * Math.min(plan.width(), plan.maxCandidates())];
+        int perRow = selected == null ? plan.maxCandidates() : Math.min(plan.width(), plan.maxCandidates());
+        this.rowsOfChunk = new int[rows * perRow];
     }
 
     @Override
@@ -66,35 +72,39 @@ final class BlockAttention implements IntConsumer {
             rowSum[r] = 0f;
             Arrays.fill(acc[r], 0f);
         }
-        if (selected == null) {
-            for (int j = 0; j < ownChunk; j++) {
-                for (int r = 0; r < rows; r++) {
-                    attendChunk(r, g, chunkBase + j, chunkSize);
-                }
-            }
-        } else {
-            groupRowsByChunk(tokenBase, h, rows, ownChunk);
-            for (int j = 0; j < ownChunk; j++) {
-                for (int i = rowsOfChunkStart[j]; i < rowsOfChunkStart[j + 1]; i++) {
-                    attendChunk(rowsOfChunk[i], g, chunkBase + j, chunkSize);
-                }
+        groupRowsByChunk(tokenBase, h, rows, ownChunk);
+        for (int j = 0; j < ownChunk; j++) {
+            int from = rowsOfChunkStart[j];
+            int to = rowsOfChunkStart[j + 1];
+            for (int i = from; i < to; i += 2) {
+                int ra = rowsOfChunk[i];
+                int rb = i + 1 < to ? rowsOfChunk[i + 1] : ra;
+                attendChunk(ra, rb, g, chunkBase + j, Integer.MAX_VALUE, Integer.MAX_VALUE);
             }
         }
+        // Causal prefix of the own chunk: row r sees its first (rowInChunk + r + 1) keys.
         int rowInChunk = first - ownChunk * chunkSize;
+        for (int r = 0; r < rows; r += 2) {
+            int rb = Math.min(r + 1, rows - 1);
+            attendChunk(r, rb, g, chunkBase + ownChunk, rowInChunk + r + 1, rowInChunk + rb + 1);
+        }
         for (int r = 0; r < rows; r++) {
-            attendChunk(r, g, chunkBase + ownChunk, rowInChunk + r + 1); // causal prefix of the own chunk
             finish(r, tokenBase + r, h);
         }
     }
 
-    /** Counting sort of the block's (row, selected chunk) pairs by chunk. */
+    /** Counting sort of the block's (row, attended earlier chunk) pairs by chunk; dense attends all of them. */
     private void groupRowsByChunk(int tokenBase, int h, int rows, int ownChunk) {
         Arrays.fill(rowsOfChunkStart, 0, ownChunk + 1, 0);
         int width = plan.width();
         for (int r = 0; r < rows; r++) {
             int base = plan.selectionOffset(tokenBase + r, h);
-            for (int i = 0; i < width && selected[base + i] >= 0; i++) {
-                rowsOfChunkStart[selected[base + i] + 1]++;
+            for (int i = 0; i < (selected == null ? ownChunk : width); i++) {
+                int j = selected == null ? i : selected[base + i];
+                if (j < 0) {
+                    break;
+                }
+                rowsOfChunkStart[j + 1]++;
             }
         }
         for (int j = 0; j < ownChunk; j++) {
@@ -102,8 +112,11 @@ final class BlockAttention implements IntConsumer {
         }
         for (int r = 0; r < rows; r++) {
             int base = plan.selectionOffset(tokenBase + r, h);
-            for (int i = 0; i < width && selected[base + i] >= 0; i++) {
-                int j = selected[base + i];
+            for (int i = 0; i < (selected == null ? ownChunk : width); i++) {
+                int j = selected == null ? i : selected[base + i];
+                if (j < 0) {
+                    break;
+                }
                 rowsOfChunk[rowsOfChunkStart[j]++] = r;
             }
         }
@@ -114,23 +127,66 @@ final class BlockAttention implements IntConsumer {
         rowsOfChunkStart[0] = 0;
     }
 
-    /** Folds keys {@code [0, keys)} of a chunk into row {@code r}'s online softmax. */
-    private void attendChunk(int r, int g, int globalChunk, int keys) {
-        VectorMath.rowTimesTile(scaledQ[r], 0, x.keyTiles[g][globalChunk], keys, scores);
+    /**
+     * Folds the first {@code keysA} (row {@code ra}) and {@code keysB} (row {@code rb}) keys of a chunk into the two
+     * rows' online softmax; {@code ra == rb} processes one row. Key counts beyond the chunk mean "all of it".
+     */
+    private void attendChunk(int ra, int rb, int g, int globalChunk, int keysA, int keysB) {
+        int d = plan.headDim();
+        for (int s = x.segmentBase[globalChunk], start = 0; s < x.segmentBase[globalChunk + 1];
+             s++, start += VectorMath.SEGMENT) {
+            int nb = Math.min(x.valueRows[g][s].length, Math.max(0, keysB - start));
+            int na = Math.min(nb, Math.max(0, keysA - start));
+            if (nb == 0) {
+                return; // keysA <= keysB: neither row reaches this segment or any later one
+            }
+            VectorMath.pairTimesTile(scaledQ[ra], scaledQ[rb], x.keyTiles[g][s], nb, pairScores);
+            float correctionA = softmaxStep(ra, 0, na, nb);
+            float correctionB = ra == rb ? 0f : softmaxStep(rb, SECOND, nb, nb);
+            if (ra == rb) {
+                Arrays.fill(pairScores, SECOND, SECOND + nb, 0f);
+            }
+            Arrays.fill(pairValues, 0f);
+            VectorMath.pairAccumulateWeightedRows(pairScores, x.valueRows[g][s], nb, d, pairValues);
+            merge(acc[ra], correctionA, 0);
+            if (ra != rb) {
+                merge(acc[rb], correctionB, VectorMath.ACC_STRIDE);
+            }
+        }
+    }
+
+    /**
+     * Turns the scores {@code pairScores[off, off + keys)} of row {@code r} into weights relative to the row's new
+     * running max (zero up to {@code off + width}) and updates its max and sum; returns the factor that rescales
+     * the row's accumulator to the new max.
+     */
+    private float softmaxStep(int r, int off, int keys, int width) {
+        Arrays.fill(pairScores, off + keys, off + width, 0f);
+        if (keys == 0) {
+            return 1f;
+        }
         float previous = rowMax[r];
-        float max = Math.max(previous, VectorMath.max(scores, keys));
-        float sum = VectorMath.exp2InPlace(scores, keys, max);
+        float max = Math.max(previous, VectorMath.max(pairScores, off, off + keys));
+        float sum = VectorMath.exp2InPlace(pairScores, off, off + keys, max);
+        float correction;
         if (previous == Float.NEGATIVE_INFINITY) {
+            correction = 0f; // nothing accumulated yet
             rowSum[r] = sum;
         } else if (max > previous) {
-            float correction = VectorMath.exp2(previous - max);
+            correction = VectorMath.exp2(previous - max);
             rowSum[r] = rowSum[r] * correction + sum;
-            VectorMath.scale(acc[r], correction);
         } else {
+            correction = 1f;
             rowSum[r] += sum;
         }
         rowMax[r] = max;
-        VectorMath.accumulateWeightedRows(scores, x.valueRows[g][globalChunk], keys, acc[r]);
+        return correction;
+    }
+
+    private void merge(float[] rowAcc, float correction, int off) {
+        for (int i = 0; i < rowAcc.length; i++) {
+            rowAcc[i] = rowAcc[i] * correction + pairValues[off + i];
+        }
     }
 
     private void finish(int r, int token, int h) {

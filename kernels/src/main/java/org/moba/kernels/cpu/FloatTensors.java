@@ -8,22 +8,26 @@ import org.moba.kernels.PackedBatch;
  * A batch converted to fp32 once, in the layouts the vectorized loops want:
  * <ul>
  *   <li>{@code q}: {@code [T, H, D]} as in the batch;</li>
- *   <li>keys per (kv head, chunk) as a transposed tile {@code [D][chunk length]} (scores in axpy form);</li>
- *   <li>values per (kv head, chunk) as rows {@code [chunk length][D]};</li>
+ *   <li>keys and values per (kv head, segment), where a segment is a piece of at most
+ *       {@link VectorMath#SEGMENT} keys of one chunk (one segment per chunk unless C is larger): keys as a
+ *       transposed tile {@code [D][segment length]} (scores in axpy form), values as rows
+ *       {@code [segment length][D]};</li>
  *   <li>chunk key means per (sequence, kv head) transposed, {@code [D][full chunks]} (MOBA.md: fp32 sums times
  *       {@code 1/C}; only full chunks are ever candidates, so partial ones get no mean).</li>
  * </ul>
- * Chunks are numbered globally: sequence {@code b}'s chunk {@code j} is {@code chunkBase[b] + j}.
+ * Chunks are numbered globally: sequence {@code b}'s chunk {@code j} is {@code chunkBase[b] + j}; its segments are
+ * {@code segmentBase[chunk] ..< segmentBase[chunk + 1]}.
  */
 final class FloatTensors {
     final float[] q;
-    /** [kv head][global chunk][d][key]. */
+    /** [kv head][segment][d][key]. */
     final float[][][][] keyTiles;
-    /** [kv head][global chunk][key][d]. */
+    /** [kv head][segment][key][d]. */
     final float[][][][] valueRows;
     /** [sequence][kv head][d][full chunk]. */
     final float[][][][] meansT;
     final int[] chunkBase;
+    final int[] segmentBase;
 
     private final PackedBatch batch;
     private final int chunkSize;
@@ -36,9 +40,17 @@ final class FloatTensors {
         for (int b = 0; b < sequences; b++) {
             chunkBase[b + 1] = chunkBase[b] + params.chunksOf(batch.seqLength(b));
         }
+        int chunks = chunkBase[sequences];
+        segmentBase = new int[chunks + 1];
+        for (int b = 0, c = 0; b < sequences; b++) {
+            for (int j = 0; j < chunkBase[b + 1] - chunkBase[b]; j++, c++) {
+                int length = Math.min(chunkSize, batch.seqLength(b) - j * chunkSize);
+                segmentBase[c + 1] = segmentBase[c] + (length - 1) / VectorMath.SEGMENT + 1;
+            }
+        }
         q = new float[batch.q().length];
-        keyTiles = new float[batch.kvHeads()][chunkBase[sequences]][][];
-        valueRows = new float[batch.kvHeads()][chunkBase[sequences]][][];
+        keyTiles = new float[batch.kvHeads()][segmentBase[chunks]][][];
+        valueRows = new float[batch.kvHeads()][segmentBase[chunks]][][];
         meansT = new float[sequences][batch.kvHeads()][][];
     }
 
@@ -71,9 +83,15 @@ final class FloatTensors {
 
     private void convertChunk(int g, int globalChunk) {
         int b = sequenceOfChunk(globalChunk);
-        int j = globalChunk - chunkBase[b];
-        int first = batch.seqStart(b) + j * chunkSize;
-        int length = Math.min(chunkSize, batch.seqStart(b) + batch.seqLength(b) - first);
+        int chunkStart = batch.seqStart(b) + (globalChunk - chunkBase[b]) * chunkSize;
+        int chunkEnd = Math.min(chunkStart + chunkSize, batch.seqStart(b) + batch.seqLength(b));
+        for (int s = segmentBase[globalChunk]; s < segmentBase[globalChunk + 1]; s++) {
+            int first = chunkStart + (s - segmentBase[globalChunk]) * VectorMath.SEGMENT;
+            convertSegment(g, s, first, Math.min(VectorMath.SEGMENT, chunkEnd - first));
+        }
+    }
+
+    private void convertSegment(int g, int segment, int first, int length) {
         int d = batch.headDim();
         int hkv = batch.kvHeads();
         DType dtype = batch.dtype();
@@ -87,7 +105,7 @@ final class FloatTensors {
                 valueRow[i] = dtype.toFloat(v[base + i]);
             }
         }
-        // Transposed with the dimension outermost: contiguous writes; the strided reads stay within the chunk's
+        // Transposed with the dimension outermost: contiguous writes; the strided reads stay within the segment's
         // few hundred cached lines.
         float[][] keys = new float[d][length];
         int stride = hkv * d;
@@ -97,8 +115,8 @@ final class FloatTensors {
                 keyRow[key] = dtype.toFloat(k[src]);
             }
         }
-        keyTiles[g][globalChunk] = keys;
-        valueRows[g][globalChunk] = values;
+        keyTiles[g][segment] = keys;
+        valueRows[g][segment] = values;
     }
 
     /** Chunk key means of every full chunk, in parallel over (sequence, kv head). */
@@ -113,12 +131,14 @@ final class FloatTensors {
         float[][] means = new float[d][full];
         float inverse = 1f / chunkSize;
         for (int j = 0; j < full; j++) {
-            float[][] keys = keyTiles[g][chunkBase[b] + j];
+            int chunk = chunkBase[b] + j;
             for (int i = 0; i < d; i++) {
-                float[] row = keys[i];
                 float sum = 0f;
-                for (int key = 0; key < chunkSize; key++) {
-                    sum += row[key];
+                for (int s = segmentBase[chunk]; s < segmentBase[chunk + 1]; s++) {
+                    float[] row = keyTiles[g][s][i];
+                    for (float key : row) {
+                        sum += key;
+                    }
                 }
                 means[i][j] = sum * inverse;
             }

@@ -9,10 +9,9 @@ import org.moba.kernels.PackedBatch;
  * the selection width follows max_seqlen, as {@link MobaParams#selectionWidth} defines it.
  *
  * @param maxChunks chunks of the longest sequence
- * @param maxTile   keys of the largest chunk present
  */
 record ForwardPlan(FloatTensors x, RowBlocks blocks, int[] cuSeqlens, int heads, int headDim, int groupSize,
-                   int chunkSize, int topk, int width, int maxChunks, int maxTile) {
+                   int chunkSize, int topk, int width, int maxChunks) {
 
     static ForwardPlan of(FloatTensors x, RowBlocks blocks, PackedBatch batch, MobaParams params) {
         int longest = 0;
@@ -20,8 +19,7 @@ record ForwardPlan(FloatTensors x, RowBlocks blocks, int[] cuSeqlens, int heads,
             longest = Math.max(longest, batch.seqLength(b));
         }
         return new ForwardPlan(x, blocks, batch.cuSeqlens(), batch.heads(), batch.headDim(), batch.groupSize(),
-                params.chunkSize(), params.topk(), params.selectionWidth(batch.maxSeqlen()), params.chunksOf(longest),
-                Math.min(params.chunkSize(), longest));
+                params.chunkSize(), params.topk(), params.selectionWidth(batch.maxSeqlen()), params.chunksOf(longest));
     }
 
     /** Candidates of the last chunk of the longest sequence: the most any query has. */

@@ -118,7 +118,8 @@ class CpuMobaAttentionTest {
                 mk("length C and 1", 128, 2, 32, 4, 4, bf, false, 128, 1),
                 mk("93 chunks, topk 3", 16, 3, 128, 4, 4, fp, true, 1490),
                 mk("head dim 96", 16, 3, 96, 4, 2, bf, true, 90, 7),
-                mk("head dim 256", 64, 2, 256, 2, 1, fp, false, 150));
+                mk("head dim 256", 64, 2, 256, 2, 1, fp, false, 150),
+                mk("chunk longer than a key segment", 1030, 3, 64, 2, 1, fp, false, 2100, 3));
     }
 
     static Stream<Case> denseCases() {
@@ -130,7 +131,8 @@ class CpuMobaAttentionTest {
     static Stream<Case> smallBlockCases() {
         return Stream.of(
                 mk("blocks split chunks, packed", 64, 3, 64, 8, 2, DType.FP16, true, 0, 200, 1, 70),
-                mk("blocks split chunks, long", 16, 8, 32, 4, 4, DType.BF16, false, 301));
+                mk("blocks split chunks, long", 16, 8, 32, 4, 4, DType.BF16, false, 301),
+                mk("blocks split chunks longer than a key segment", 600, 2, 32, 2, 1, DType.BF16, true, 1300, 5));
     }
 
     @ParameterizedTest(name = "{0}")
