@@ -11,12 +11,15 @@ import org.apache.spark.sql.Dataset;
 import org.apache.spark.sql.Row;
 import org.apache.spark.sql.SaveMode;
 import org.apache.spark.sql.SparkSession;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
  * The output folder of a job run, on any Hadoop filesystem (local, HDFS, S3A): Parquet and CSV tables plus a JSON
  * summary per result, for notebooks.
  */
 public final class JobOutput {
+    private static final Logger LOG = LoggerFactory.getLogger(JobOutput.class);
     private final SparkSession spark;
     private final Path root;
 
@@ -49,12 +52,25 @@ public final class JobOutput {
         }
     }
 
-    /** Writes {@code name}-report.html and returns its path. */
-    public String writeReport(String name, HtmlReport report) throws IOException {
+    /**
+     * Builds and writes {@code name}-report.html, returning its path. The report comes after the data it shows is
+     * safely written, so a failure here (charts need AWT's font libraries, absent on some minimal hosts) is logged
+     * and reported as "not written" rather than failing the job.
+     */
+    public String writeReport(String name, ReportBuilder builder) {
         try (OutputStream out = create(name + "-report.html")) {
-            out.write(report.toHtml());
+            out.write(builder.build().toHtml());
+            return path(name + "-report.html");
+        } catch (IOException | RuntimeException | LinkageError e) {
+            LOG.warn("{} report not written ({}); the tables and summary are complete", name, e.toString());
+            return "not written: " + e;
         }
-        return path(name + "-report.html");
+    }
+
+    /** Makes a report; called only by {@link #writeReport}, so its failures are contained there. */
+    @FunctionalInterface
+    public interface ReportBuilder {
+        HtmlReport build() throws IOException;
     }
 
     private OutputStream create(String file) throws IOException {

@@ -121,7 +121,7 @@ public final class BenchCommand implements Callable<Integer> {
             JobOutput output = new JobOutput(spark, out);
             output.write(table, "bench");
             output.writeSummary("bench", Map.of("shapes", shapes.size(), "slots", n, "rows", rows));
-            String report = output.writeReport("bench", BenchReport.of(rows));
+            String report = output.writeReport("bench", () -> BenchReport.of(rows));
             System.out.println(BenchTable.render(rows));
             if (rows.stream().allMatch(r -> r.getBackend().equals("cpu"))) {
                 System.out.println("bench ran on the CPU backend (no usable CUDA device): numbers are CPU timings.");

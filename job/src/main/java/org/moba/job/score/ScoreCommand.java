@@ -61,7 +61,10 @@ public final class ScoreCommand implements Callable<Integer> {
     @Option(names = "--topk", defaultValue = "3", description = "(default: ${DEFAULT-VALUE})")
     int topk;
 
-    @Option(names = "--tokens-per-batch", defaultValue = "65536", description = "(default: ${DEFAULT-VALUE})")
+    @Option(names = "--tokens-per-batch", defaultValue = "16384",
+            description = "token budget of one packed batch; each running task holds about 40 bytes x H x D per"
+                    + " token of it (inputs, MoBA and dense outputs, result rows), so keep budget x concurrent tasks"
+                    + " within the executor heap (default: ${DEFAULT-VALUE})")
     int tokensPerBatch;
 
     @Option(names = "--bad-records", defaultValue = "fail",
@@ -123,6 +126,9 @@ public final class ScoreCommand implements Callable<Integer> {
         if (!format.equals("parquet")) {
             throw new IllegalArgumentException("--format must be parquet or safetensors, got '" + format + "'");
         }
+        // Rows hold whole tensors (megabytes each): the vectorized reader would buffer 4,096 of them per column
+        // batch, so read row by row.
+        spark.conf().set("spark.sql.parquet.enableVectorizedReader", "false");
         Dataset<Row> df = spark.read().parquet(input);
         List<String> missing = Arrays.stream(ScoreSchema.INPUT.fieldNames())
                 .filter(c -> !Arrays.asList(df.columns()).contains(c)).toList();
@@ -163,7 +169,7 @@ public final class ScoreCommand implements Callable<Integer> {
         output.writeSummary("score", summary);
         List<Row> perSequence = metrics.select("id", "outcome", "length", "mean_recall", "min_cosine", "max_rel_error",
                 "reason").collectAsList();
-        String report = output.writeReport("score", ScoreReport.of(summary, perSequence));
+        String report = output.writeReport("score", () -> ScoreReport.of(summary, perSequence));
         summary.forEach((k, v) -> System.out.printf("%-14s %s%n", k, v));
         System.out.println("results: " + table + " (outcome=scored | outcome=rejected); report: " + report);
         return 0;

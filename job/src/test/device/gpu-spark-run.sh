@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs the Spark jobs on a GPU host with the CUDA backend (Spark local[*], tasks spread over the visible GPUs),
+# from a host prepared with shared/device/pack.sh + stage.sh. Copies the summaries, reports and logs to $OUT.
+# usage (from the project root on the GPU host):  bash job/src/test/device/gpu-spark-run.sh
+set -uo pipefail
+root=$(cd "$(dirname "$0")/../../../.." && pwd)
+out=${OUT:-$root/gpu-out}
+work=/tmp/moba-gpu-spark
+mkdir -p "$out" "$work"
+. /opt/moba-device/env.sh
+moba() {
+  # spark.ui.enabled=false: the re-zipped jars of a packed base lack directory entries the web UI looks up.
+  java $MOBA_JAVA_OPTS -Xmx48g -Dspark.ui.enabled=false -Dlog4j.configurationFile="$root/conf/log4j2.properties" -cp "$MOBA_CP" \
+      org.moba.job.MobaCli "$@"
+}
+status=0
+run() {
+  local name=$1; shift
+  local t0=$(date +%s.%N)
+  moba "$@" > "$out/$name.log" 2>&1; local rc=$?
+  local t1=$(date +%s.%N)
+  awk -v n="$name" -v rc="$rc" -v a="$t0" -v b="$t1" 'BEGIN { printf "%s: exit %d, wall %.1f s\n", n, rc, b - a }' | tee -a "$out/wall.txt"
+  tail -n 25 "$out/$name.log"
+  [ $rc = 0 ] || status=1
+}
+nvidia-smi --query-gpu=name,pci.bus_id --format=csv,noheader
+[ "${MOBA_BENCH:-1}" = 0 ] || run bench bench --backend cuda --spec "$root/conf/bench-flashmoba.json" --repeats 10 --out "$work/bench"
+run sweep sweep --backend cuda --out "$work/sweep"
+run gen gen --out "$work/in" --lengths uniform:384:256-8192 --heads 16/4 --head-dim 128 --partitions 8
+run score score --backend cuda --input "$work/in" --out "$work/score" --chunk 512 --topk 3 --tokens-per-batch 131072
+for f in bench/bench-summary.json sweep/sweep-summary.json score/score-summary.json bench/bench-report.html; do
+  cp "$work/$f" "$out/" 2>/dev/null
+done
+exit $status
