@@ -15,6 +15,7 @@ import org.moba.kernels.MobaOutput;
 import org.moba.kernels.MobaParams;
 import org.moba.kernels.PackedBatch;
 import org.moba.kernels.reference.MobaReference;
+import org.moba.kernels.reference.OracleComparison;
 
 /**
  * Compares a backend's forward output with the float64 oracle: relative L2 of out and lse, and the selection,
@@ -22,11 +23,8 @@ import org.moba.kernels.reference.MobaReference;
  * selection legitimately differs are left out of the out/lse errors, and counted.
  */
 final class OracleCheck {
-    static final double OUT_TOLERANCE_FP16 = 2e-3;
-    static final double OUT_TOLERANCE_BF16 = 1e-2;
-    static final double LSE_TOLERANCE = 1e-5;
-    /** Below this relative gate-score gap an fp32 gate may order two chunks either way. */
-    static final double NEAR_TIE = 1e-6;
+    static final double LSE_TOLERANCE = OracleComparison.LSE_TOLERANCE;
+    static final double NEAR_TIE = OracleComparison.NEAR_TIE;
     /** Batches with more tokens are checked on sampled rows only (the oracle is slow), plus structurally. */
     static final int FULL_ORACLE_MAX_TOKENS = 8192;
     static final int SAMPLED_ROWS = 1536;
@@ -44,7 +42,7 @@ final class OracleCheck {
     }
 
     static double outTolerance(DType dtype) {
-        return dtype == DType.FP16 ? OUT_TOLERANCE_FP16 : OUT_TOLERANCE_BF16;
+        return OracleComparison.outTolerance(dtype);
     }
 
     /** Asserts tolerances and returns the measurements; {@code label} and the seed go into every message. */
@@ -101,24 +99,7 @@ final class OracleCheck {
     /** Every token of small batches; for large ones each sequence's chunk edges, ends and random rows. */
     static int[] rowsToCheck(PackedBatch batch, MobaParams params, SplittableRandom rng) {
         int total = batch.totalTokens();
-        if (total <= FULL_ORACLE_MAX_TOKENS) {
-            return IntStream.range(0, total).toArray();
-        }
-        TreeSet<Integer> rows = new TreeSet<>();
-        int c = params.chunkSize();
-        for (int b = 0; b < batch.numSequences(); b++) {
-            int start = batch.seqStart(b);
-            int length = batch.seqLength(b);
-            for (int edge : new int[] {0, 1, c - 1, c, c + 1, 2 * c - 1, length - c - 1, length - 2, length - 1}) {
-                if (edge >= 0 && edge < length) {
-                    rows.add(start + edge);
-                }
-            }
-        }
-        while (rows.size() < SAMPLED_ROWS && rows.size() < total) {
-            rows.add(rng.nextInt(total));
-        }
-        return rows.stream().mapToInt(Integer::intValue).toArray();
+        return OracleComparison.sampleRows(batch, params, total <= FULL_ORACLE_MAX_TOKENS ? total : SAMPLED_ROWS, rng);
     }
 
     /**
