@@ -30,6 +30,8 @@ public class BenchMeasurement implements Serializable {
     private double tokensPerSecond;
     private double speedupOverDense;
     private boolean straggler;
+    private double timedKernelMs;
+    private double taskWallMs;
 
     public String getHost() { return host; }
     public void setHost(String v) { host = v; }
@@ -69,6 +71,12 @@ public class BenchMeasurement implements Serializable {
     public void setTokensPerSecond(double v) { tokensPerSecond = v; }
     public double getSpeedupOverDense() { return speedupOverDense; }
     public void setSpeedupOverDense(double v) { speedupOverDense = v; }
+    /** Device compute time of the timed repeats (MoBA and dense), the part of the task that is measurement. */
+    public double getTimedKernelMs() { return timedKernelMs; }
+    public void setTimedKernelMs(double v) { timedKernelMs = v; }
+    /** Wall time of the whole shape on the task: inputs, warm-up, copies, repeats. */
+    public double getTaskWallMs() { return taskWallMs; }
+    public void setTaskWallMs(double v) { taskWallMs = v; }
     public boolean isStraggler() { return straggler; }
     public void setStraggler(boolean v) { straggler = v; }
 }

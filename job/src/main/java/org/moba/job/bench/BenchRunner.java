@@ -49,6 +49,7 @@ public final class BenchRunner implements java.io.Serializable {
     }
 
     private BenchMeasurement measure(BenchShape shape, MobaAttention backend, DeviceAssignment assignment) {
+        long start = System.nanoTime();
         SyntheticSequences synth = new SyntheticSequences(seed, shape.shape().layout());
         int[] lengths = shape.lengths().lengths(seed, shape.shape().chunk());
         List<Sequence> sequences = new ArrayList<>(lengths.length);
@@ -88,6 +89,8 @@ public final class BenchRunner implements java.io.Serializable {
         m.setUsefulTflops(AttendedPairs.teraflops(pairs, shape.shape().headDim(), m.getMobaMedianMs()));
         m.setTokensPerSecond(tokens / (m.getMobaMedianMs() * 1e-3));
         m.setSpeedupOverDense(m.getDenseMedianMs() / m.getMobaMedianMs());
+        m.setTimedKernelMs(Arrays.stream(mobaTimes.compute).sum() + Arrays.stream(denseTimes.compute).sum());
+        m.setTaskWallMs((System.nanoTime() - start) / 1e6);
         return m;
     }
 

@@ -31,7 +31,8 @@ class BenchCommandTest {
         try (SparkSession spark = SparkSession.builder().master("local[1]").getOrCreate()) {
             List<Row> rows = spark.read().parquet(new File(out.toFile(), "bench.parquet").getPath())
                     .select("backend", "shape", "tokens", "mobaMedianMs", "mobaP10Ms", "mobaP90Ms",
-                            "denseMedianMs", "usefulTflops", "speedupOverDense", "attendedPairs", "straggler")
+                            "denseMedianMs", "usefulTflops", "speedupOverDense", "attendedPairs", "straggler",
+                            "timedKernelMs", "taskWallMs")
                     .collectAsList();
             assertEquals(2, rows.size(), "one row per shape on the single CPU slot");
             for (Row r : rows) {
@@ -41,6 +42,7 @@ class BenchCommandTest {
                 assertTrue(r.getDouble(6) > 0 && r.getDouble(7) > 0 && r.getDouble(8) > 0);
                 assertTrue(r.getLong(9) > 0);
                 assertEquals(false, r.getBoolean(10), "a single device cannot straggle behind itself");
+                assertTrue(r.getDouble(11) > 0 && r.getDouble(11) < r.getDouble(12), "kernel time within task time");
             }
         }
     }
