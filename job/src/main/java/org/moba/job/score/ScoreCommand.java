@@ -76,6 +76,11 @@ public final class ScoreCommand implements Callable<Integer> {
             description = "reject records holding NaN or infinity (default: ${DEFAULT-VALUE})")
     boolean checkFinite;
 
+    @Option(names = "--measure-bound", defaultValue = "false",
+            description = "first time a decode-only pass over the input, to report throughput against the bound set"
+                    + " by Parquet decode and host<->device copies")
+    boolean measureBound;
+
     @Option(names = "--partitions", defaultValue = "0",
             description = "repartition the input to this many tasks; 0 keeps the input's (default: ${DEFAULT-VALUE})")
     int partitions;
@@ -91,12 +96,15 @@ public final class ScoreCommand implements Callable<Integer> {
             }
             LOG.info("score: {} partition(s) from {}, backend {}, {}", records.getNumPartitions(), input, backend.name(),
                     MobaParams.of(chunk, topk));
+            double decodeOnlyMs = measureBound ? timeDecodeOnly(records) : Double.NaN;
             String requested = backend.name();
+            ScoreTimings timings = new ScoreTimings(spark.sparkContext());
             JavaRDD<Row> results = records.mapPartitions(it -> {
                 DeviceAssignment a = DeviceAssignment.forTask(requested, TaskContext.get(),
                         DeviceSlots.visibleDevices(requested));
-                return runner.run(it, ExecutorBackends.get(a), a);
+                return runner.run(it, ExecutorBackends.get(a), a, timings);
             });
+            long start = System.nanoTime();
             JobOutput output = new JobOutput(spark, out);
             String table = output.path("score.parquet");
             try {
@@ -111,7 +119,8 @@ public final class ScoreCommand implements Callable<Integer> {
                 }
                 throw e;
             }
-            return summarize(spark, output, table);
+            double scoreWallMs = (System.nanoTime() - start) / 1e6;
+            return summarize(spark, output, table, throughput(timings, scoreWallMs, decodeOnlyMs));
         }
     }
 
@@ -141,7 +150,34 @@ public final class ScoreCommand implements Callable<Integer> {
                         r.getInt(5), (byte[]) r.get(6), (byte[]) r.get(7), (byte[]) r.get(8)));
     }
 
-    private int summarize(SparkSession spark, JobOutput output, String table) throws IOException {
+    /** Wall time of reading and decoding every record, with no scoring: the decode part of the bound. */
+    private static double timeDecodeOnly(JavaRDD<TensorRecord> records) {
+        long start = System.nanoTime();
+        long bytes = records.map(r -> (long) (r.q() == null ? 0 : r.q().length + r.k().length + r.v().length))
+                .fold(0L, Long::sum);
+        double ms = (System.nanoTime() - start) / 1e6;
+        LOG.info("score: decode-only pass read {} MB of tensors in {} ms", bytes >> 20, String.format("%.0f", ms));
+        return ms;
+    }
+
+    /**
+     * Time breakdown and the bound: copies of one device serialize on its link and the decode pass runs alone, so
+     * the job cannot finish before max(decode-only wall, total copy time); the ratio says how close it came.
+     */
+    private static Map<String, Object> throughput(ScoreTimings timings, double scoreWallMs, double decodeOnlyMs) {
+        Map<String, Object> m = timings.asMap();
+        m.put("scoreWallMs", scoreWallMs);
+        if (!Double.isNaN(decodeOnlyMs)) {
+            double boundMs = Math.max(decodeOnlyMs, timings.copyMs.sum());
+            m.put("decodeOnlyWallMs", decodeOnlyMs);
+            m.put("boundWallMs", boundMs);
+            m.put("fractionOfBound", boundMs / scoreWallMs);
+        }
+        return m;
+    }
+
+    private int summarize(SparkSession spark, JobOutput output, String table, Map<String, Object> throughput)
+            throws IOException {
         Dataset<Row> result = spark.read().parquet(table);
         Dataset<Row> metrics = result.select(functions.col("id"), functions.col("outcome"), functions.col("length"),
                 functions.col("dtype"), functions.col("heads"), functions.col("device"),
@@ -164,13 +200,16 @@ public final class ScoreCommand implements Callable<Integer> {
         summary.put("meanRecall", totals.isNullAt(3) ? null : totals.getDouble(3));
         summary.put("minCosine", totals.isNullAt(4) ? null : totals.getDouble(4));
         summary.put("maxRelError", totals.isNullAt(5) ? null : totals.getDouble(5));
+        summary.put("tokensPerSecond", (totals.isNullAt(2) ? 0 : totals.getLong(2))
+                / ((Double) throughput.get("scoreWallMs") / 1e3));
+        summary.putAll(throughput);
         summary.put("chunk", chunk);
         summary.put("topk", topk);
         output.writeSummary("score", summary);
         List<Row> perSequence = metrics.select("id", "outcome", "length", "mean_recall", "min_cosine", "max_rel_error",
                 "reason").collectAsList();
         String report = output.writeReport("score", () -> ScoreReport.of(summary, perSequence));
-        summary.forEach((k, v) -> System.out.printf("%-14s %s%n", k, v));
+        summary.forEach((k, v) -> System.out.printf("%-18s %s%n", k, v));
         System.out.println("results: " + table + " (outcome=scored | outcome=rejected); report: " + report);
         return 0;
     }

@@ -41,7 +41,8 @@ public final class ScoreRunner implements Serializable {
         this.checkFinite = checkFinite;
     }
 
-    public Iterator<Row> run(Iterator<TensorRecord> records, MobaAttention backend, DeviceAssignment assignment) {
+    Iterator<Row> run(Iterator<TensorRecord> records, MobaAttention backend, DeviceAssignment assignment,
+                      ScoreTimings timings) {
         String host = Hosts.name();
         return new Iterator<>() {
             private final Deque<Row> ready = new ArrayDeque<>();
@@ -72,8 +73,10 @@ public final class ScoreRunner implements Serializable {
                     TensorRecord r = lookahead != null ? lookahead : records.next();
                     lookahead = null;
                     Sequence s;
+                    long decodeStart = System.nanoTime();
                     try {
                         s = r.decode(checkFinite);
+                        timings.decodeMs.add((System.nanoTime() - decodeStart) / 1e6);
                     } catch (BadRecordException e) {
                         if (badRecords == BadRecords.FAIL) {
                             throw e;
@@ -98,6 +101,12 @@ public final class ScoreRunner implements Serializable {
             private void score(SequencePacker.Packed packed, BatchLayout layout) {
                 MobaOutput moba = backend.forward(packed.batch(), params);
                 MobaOutput dense = backend.forward(packed.batch(), MobaParams.denseCausal(params.chunkSize()));
+                long metricsStart = System.nanoTime();
+                for (MobaOutput o : List.of(moba, dense)) {
+                    double copies = o.timings().get("h2d") + o.timings().get("d2h");
+                    timings.copyMs.add(copies);
+                    timings.kernelMs.add(o.timings().total() - copies);
+                }
                 List<SequencePacker.SequenceResult> mobaSeqs = SequencePacker.unpack(packed, moba);
                 List<SequencePacker.SequenceResult> denseSeqs = SequencePacker.unpack(packed, dense);
                 for (int i = 0; i < mobaSeqs.size(); i++) {
@@ -110,6 +119,7 @@ public final class ScoreRunner implements Serializable {
                             q.recall(), q.cosine(), q.relError(), host, backend.device(),
                             assignment.ordinal(), null, ScoreSchema.SCORED));
                 }
+                timings.metricsMs.add((System.nanoTime() - metricsStart) / 1e6);
             }
         };
     }

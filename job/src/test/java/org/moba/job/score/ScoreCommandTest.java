@@ -190,11 +190,16 @@ class ScoreCommandTest {
     }
 
     @Test
-    void genThenScoreRoundTrip(@TempDir Path dir) {
+    void genThenScoreRoundTrip(@TempDir Path dir) throws Exception {
         assertEquals(0, new CommandLine(new MobaCli()).execute("gen", "--out", dir.resolve("in").toString(),
                 "--lengths", "uniform:10:20-300", "--heads", "4/2", "--head-dim", "32", "--partitions", "2"));
-        assertEquals(0, score(dir.resolve("in"), dir.resolve("out")));
+        assertEquals(0, score(dir.resolve("in"), dir.resolve("out"), "--measure-bound"));
         assertEquals(10, results(dir.resolve("out")).size());
+        com.fasterxml.jackson.databind.JsonNode summary = new com.fasterxml.jackson.databind.ObjectMapper()
+                .readTree(dir.resolve("out/score-summary.json").toFile());
+        assertEquals(10, summary.get("scored").asInt());
+        assertTrue(summary.get("kernelMs").asDouble() > 0 && summary.get("decodeOnlyWallMs").asDouble() > 0);
+        assertTrue(summary.get("fractionOfBound").asDouble() > 0, summary.toString());
         File csv = dir.resolve("out/score-metrics.csv").toFile();
         assertTrue(csv.isDirectory() && csv.list((d, n) -> n.endsWith(".csv")).length == 1);
     }
