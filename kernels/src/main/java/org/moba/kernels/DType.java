@@ -22,8 +22,9 @@ public enum DType {
         return 2;
     }
 
+    /** Exact widening, by table lookup: every 16-bit pattern's float, built once from {@link HalfFloat}. */
     public float toFloat(short bits) {
-        return this == FP16 ? HalfFloat.fp16ToFloat(bits) : HalfFloat.bf16ToFloat(bits);
+        return (this == FP16 ? Widening.FP16 : Widening.BF16)[bits & 0xFFFF];
     }
 
     /** Rounds to nearest, ties to even. */
@@ -37,6 +38,20 @@ public enum DType {
             case "fp16": case "float16": case "f16": case "half": return FP16;
             case "bf16": case "bfloat16": return BF16;
             default: throw new MobaInputException("unsupported dtype '" + name + "' (supported: fp16, bf16)");
+        }
+    }
+
+    /** The widening tables (256 KiB each), created on first use. */
+    private static final class Widening {
+        static final float[] FP16 = table(true);
+        static final float[] BF16 = table(false);
+
+        private static float[] table(boolean fp16) {
+            float[] t = new float[1 << 16];
+            for (int i = 0; i < t.length; i++) {
+                t[i] = fp16 ? HalfFloat.fp16ToFloat((short) i) : HalfFloat.bf16ToFloat((short) i);
+            }
+            return t;
         }
     }
 }

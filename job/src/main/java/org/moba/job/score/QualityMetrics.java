@@ -23,14 +23,23 @@ record QualityMetrics(double[] recall, double[] cosine, double[] relError) {
             for (int t = 0; t < length; t++) {
                 kept += Math.exp((double) mobaLse[t * heads + h] - denseLse[t * heads + h]);
                 int base = (t * heads + h) * headDim;
+                // One row in float (D terms of similar size), accumulated across rows in double.
+                float rowDot = 0;
+                float rowMm = 0;
+                float rowDd = 0;
+                float rowDiff = 0;
                 for (int i = 0; i < headDim; i++) {
-                    double m = dtype.toFloat(mobaOut[base + i]);
-                    double d = dtype.toFloat(denseOut[base + i]);
-                    dot += m * d;
-                    mm += m * m;
-                    dd += d * d;
-                    diff += (m - d) * (m - d);
+                    float m = dtype.toFloat(mobaOut[base + i]);
+                    float d = dtype.toFloat(denseOut[base + i]);
+                    rowDot += m * d;
+                    rowMm += m * m;
+                    rowDd += d * d;
+                    rowDiff += (m - d) * (m - d);
                 }
+                dot += rowDot;
+                mm += rowMm;
+                dd += rowDd;
+                diff += rowDiff;
             }
             recall[h] = length == 0 ? 1 : kept / length;
             cosine[h] = mm == 0 || dd == 0 ? (mm == dd ? 1 : 0) : dot / Math.sqrt(mm * dd);
