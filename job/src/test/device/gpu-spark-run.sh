@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs the Spark jobs on a GPU host with the CUDA backend (Spark local[*], tasks spread over the visible GPUs),
+# Runs the Spark jobs on a GPU host with the CUDA backend (Spark local[8], tasks spread over the visible GPUs),
 # from a host prepared with shared/device/pack.sh + stage.sh. Copies the summaries, reports and logs to $OUT.
+# score runs with --measure-bound: its throughput against the Parquet-decode / copy bound (docs/perf.md).
+# MOBA_BENCH=0 skips bench.
 # usage (from the project root on the GPU host):  bash job/src/test/device/gpu-spark-run.sh
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../../../.." && pwd)
@@ -10,7 +12,7 @@ mkdir -p "$out" "$work"
 . /opt/moba-device/env.sh
 moba() {
   # spark.ui.enabled=false: the re-zipped jars of a packed base lack directory entries the web UI looks up.
-  java $MOBA_JAVA_OPTS -Xmx48g -Dspark.ui.enabled=false -Dlog4j.configurationFile="$root/conf/log4j2.properties" -cp "$MOBA_CP" \
+  java $MOBA_JAVA_OPTS -Xmx48g -Dspark.master='local[8]' -Dspark.ui.enabled=false -Dlog4j.configurationFile="$root/conf/log4j2.properties" -cp "$MOBA_CP" \
       org.moba.job.MobaCli "$@"
 }
 status=0
@@ -26,8 +28,8 @@ run() {
 nvidia-smi --query-gpu=name,pci.bus_id --format=csv,noheader
 [ "${MOBA_BENCH:-1}" = 0 ] || run bench bench --backend cuda --spec "$root/conf/bench-flashmoba.json" --repeats 10 --out "$work/bench"
 run sweep sweep --backend cuda --out "$work/sweep"
-run gen gen --out "$work/in" --lengths uniform:384:256-8192 --heads 16/4 --head-dim 128 --partitions 8
-run score score --backend cuda --input "$work/in" --out "$work/score" --chunk 512 --topk 3 --tokens-per-batch 131072
+run gen gen --out "$work/in" --lengths uniform:256:256-8192 --heads 16/4 --head-dim 128 --partitions 8
+run score score --backend cuda --input "$work/in" --out "$work/score" --chunk 512 --topk 3 --measure-bound
 for f in bench/bench-summary.json sweep/sweep-summary.json score/score-summary.json bench/bench-report.html; do
   cp "$work/$f" "$out/" 2>/dev/null
 done
