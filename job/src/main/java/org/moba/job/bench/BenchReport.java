@@ -3,6 +3,7 @@ package org.moba.job.bench;
 import java.awt.BasicStroke;
 import java.awt.Color;
 import java.io.IOException;
+import java.text.DecimalFormat;
 import java.util.Comparator;
 import java.util.List;
 import java.util.Map;
@@ -29,7 +30,8 @@ final class BenchReport {
     }
 
     static HtmlReport of(List<BenchMeasurement> rows, double stragglerMargin) throws IOException {
-        List<BenchMeasurement> sorted = rows.stream().sorted(Comparator.comparing(BenchMeasurement::getShape)
+        List<BenchMeasurement> sorted = rows.stream().sorted(Comparator.comparing(BenchMeasurement::getConfig)
+                .thenComparingDouble(BenchMeasurement::getMeanLength).thenComparing(BenchMeasurement::getShape)
                 .thenComparing(BenchMeasurement::getHost).thenComparing(BenchMeasurement::getDeviceOrdinal)).toList();
         HtmlReport report = new HtmlReport("MoBA bench");
         report.paragraph(rows.size() + " measurement(s) on " + rows.stream().map(BenchReport::device).distinct().count()
@@ -62,8 +64,8 @@ final class BenchReport {
         report.heading("Speedup over dense vs sequence length").chart(speedup);
 
         DefaultCategoryDataset relative = new DefaultCategoryDataset();
-        Map<String, List<BenchMeasurement>> byShape = sorted.stream()
-                .collect(Collectors.groupingBy(BenchMeasurement::getShape));
+        Map<String, List<BenchMeasurement>> byShape = sorted.stream().collect(Collectors.groupingBy(
+                BenchMeasurement::getShape, java.util.LinkedHashMap::new, Collectors.toList()));
         byShape.forEach((shape, group) -> {
             double median = BenchRunner.percentile(group.stream().mapToDouble(BenchMeasurement::getMobaMedianMs)
                     .toArray(), 0.5);
@@ -75,6 +77,10 @@ final class BenchReport {
         ValueMarker limit = new ValueMarker(1 + stragglerMargin, Color.RED, new BasicStroke(2f));
         limit.setLabel("straggler margin " + stragglerMargin);
         stragglers.getCategoryPlot().addRangeMarker(limit);
+        double top = sorted.stream().filter(r -> r.getMobaMedianMs() > 0).mapToDouble(r -> r.getMobaMedianMs()
+                / BenchRunner.percentile(byShape.get(r.getShape()).stream()
+                        .mapToDouble(BenchMeasurement::getMobaMedianMs).toArray(), 0.5)).max().orElse(1);
+        stragglers.getCategoryPlot().getRangeAxis().setRange(0, 1.1 * Math.max(top, 1 + stragglerMargin));
         report.heading("Stragglers across hosts").paragraph(rows.stream().filter(BenchMeasurement::isStraggler)
                 .count() + " straggler measurement(s): a device slower than the shape's median by more than "
                 + Math.round(stragglerMargin * 100) + "%.").chart(stragglers);
@@ -107,10 +113,12 @@ final class BenchReport {
         XYPlot plot = chart.getXYPlot();
         LogAxis x = new LogAxis("mean sequence length (tokens, log)");
         x.setSmallestValue(1);
+        x.setNumberFormatOverride(new DecimalFormat("#,##0"));
         plot.setDomainAxis(x);
         if (logY) {
             LogAxis logAxis = new LogAxis(yLabel);
             logAxis.setSmallestValue(1e-6);
+            logAxis.setNumberFormatOverride(new DecimalFormat("0.###"));
             plot.setRangeAxis(logAxis);
         }
         XYLineAndShapeRenderer renderer = (XYLineAndShapeRenderer) plot.getRenderer();

@@ -39,7 +39,10 @@ final class SweepReport {
             JFreeChart chart = ChartFactory.createBarChart(dtype.label() + ": worst relative L2 error per configuration",
                     "configuration", "relative L2 (log)", errors, PlotOrientation.HORIZONTAL, true, false, false);
             CategoryPlot plot = chart.getCategoryPlot();
-            plot.setRangeAxis(new LogAxis("relative L2 (log)"));
+            LogAxis log = new LogAxis("relative L2 (log)");
+            log.setRange(1e-13, 1);
+            log.setNumberFormatOverride(new java.text.DecimalFormat("0E0"));
+            plot.setRangeAxis(log);
             plot.addRangeMarker(marker(OracleComparison.outTolerance(dtype), Color.RED));
             plot.addRangeMarker(marker(OracleComparison.LSE_TOLERANCE, Color.BLUE));
             report.heading(dtype.label() + " errors").chart(chart);
@@ -65,11 +68,15 @@ final class SweepReport {
             selection.addValue(v.selectionMismatches(), "selection mismatches", v.config());
             selection.addValue(v.nearTies(), "near-ties", v.config());
         });
+        double most = verdicts.stream().mapToDouble(v -> Math.max(v.selectionMismatches(), v.nearTies())).max()
+                .orElse(0);
+        JFreeChart selectionChart = ChartFactory.createBarChart(
+                "Selected-chunk mismatches against the oracle, and near-ties, per configuration", "configuration",
+                "rows (token, head)", selection, PlotOrientation.HORIZONTAL, true, false, false);
+        selectionChart.getCategoryPlot().getRangeAxis().setRange(0, Math.max(1, most * 1.1));
         report.heading("Selection mismatches vs near-ties").paragraph("Rows (token, head) whose selected chunks"
                 + " differ from the oracle's: near-ties, where the oracle's gate margin is too small to call (excused"
-                + " and left out of the errors), and mismatches, with a clear margin (a failure).").chart(ChartFactory.createBarChart(
-                "Selected-chunk mismatches against the oracle, and near-ties, per configuration", "configuration",
-                "rows (token, head)", selection, PlotOrientation.HORIZONTAL, true, false, false));
+                + " and left out of the errors), and mismatches, with a clear margin (a failure).").chart(selectionChart);
         report.heading("Configurations").table(List.of("configuration", "sequences", "tokens checked", "out rel L2",
                 "lse rel L2", "selection mismatches", "near-ties", "verdict"), verdicts.stream().map(v -> List.of(
                 v.config(), Integer.toString(v.sequences()), v.tokensCompared() + "/" + v.tokens(),
