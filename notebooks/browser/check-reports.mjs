@@ -5,7 +5,7 @@
 //
 //   node check-reports.mjs SCREENSHOT_DIR REPORT.html...
 import { chromium } from 'playwright-core';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
@@ -24,6 +24,11 @@ const browser = await chromium.launch({
 let failures = 0;
 try {
   for (const report of reports) {
+    if (!existsSync(report)) {
+      failures++;
+      console.log(`FAIL ${report}: not written (see the job's log: "report not written")`);
+      continue;
+    }
     const problems = [];
     const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
     page.on('console', (m) => { if (m.type() === 'error') problems.push(`console error: ${m.text()}`); });

@@ -39,7 +39,7 @@ import picocli.CommandLine.Option;
                 "Input: Parquet with columns id, length, dtype, heads, kv_heads, head_dim, q, k, v (little-endian",
                 "fp16/bf16 bytes), or a folder of safetensors files (q, k, v and optional cu_seqlens), on any",
                 "Hadoop filesystem. Output: <out>/score.parquet partitioned by outcome=scored|rejected, plus CSV",
-                "metrics and a JSON summary."})
+                "metrics (score-metrics.csv per record, score-heads.csv per sequence and head) and a JSON summary."})
 public final class ScoreCommand implements Callable<Integer> {
     private static final Logger LOG = LoggerFactory.getLogger(ScoreCommand.class);
 
