@@ -121,15 +121,15 @@ public final class BenchCommand implements Callable<Integer> {
                     .mapToDouble(Double::doubleValue).max().orElse(0);
 
             Dataset<Row> table = spark.createDataFrame(rows, BenchMeasurement.class)
-                    .select("host", "deviceOrdinal", "device", "deviceSource", "backend", "shape", "tokens",
-                            "batches", "attendedPairs", "mobaMedianMs", "mobaP10Ms", "mobaP90Ms", "gateMedianMs",
+                    .select("host", "deviceOrdinal", "device", "deviceSource", "backend", "shape", "config",
+                            "lengths", "sequences", "meanLength", "tokens", "batches", "attendedPairs", "mobaMedianMs", "mobaP10Ms", "mobaP90Ms", "gateMedianMs",
                             "attentionMedianMs", "copyMedianMs", "denseMedianMs", "speedupOverDense",
                             "usefulTflops", "tokensPerSecond", "straggler", "timedKernelMs", "taskWallMs");
             JobOutput output = new JobOutput(spark, out);
             output.write(table, "bench");
             output.writeSummary("bench", Map.of("shapes", shapes.size(), "slots", n, "jobWallMs", jobWallMs,
                     "busiestSlotKernelMs", busiestKernelMs, "rows", rows));
-            String report = output.writeReport("bench", () -> BenchReport.of(rows));
+            String report = output.writeReport("bench", () -> BenchReport.of(rows, stragglerMargin));
             System.out.println(BenchTable.render(rows));
             System.out.printf("job wall time %.1f s, timed kernel time of the busiest slot %.1f s (%.1f%% of the"
                     + " wall time; the rest is input generation, warm-up, host copies and Spark)%n", jobWallMs / 1e3,

@@ -16,6 +16,10 @@ public class BenchMeasurement implements Serializable {
     private int deviceOrdinal;
     private String deviceSource;
     private String shape;
+    private String config;
+    private String lengths;
+    private int sequences;
+    private double meanLength;
     private int tokens;
     private int batches;
     private long attendedPairs;
@@ -45,6 +49,17 @@ public class BenchMeasurement implements Serializable {
     public void setDeviceSource(String v) { deviceSource = v; }
     public String getShape() { return shape; }
     public void setShape(String v) { shape = v; }
+    /** The shape without its lengths ({@code bf16 H8/2 D64 C128 k3}), to group a series of lengths. */
+    public String getConfig() { return config; }
+    public void setConfig(String v) { config = v; }
+    /** The length mix ({@code 4x2048}, {@code uniform:...}). */
+    public String getLengths() { return lengths; }
+    public void setLengths(String v) { lengths = v; }
+    public int getSequences() { return sequences; }
+    public void setSequences(int v) { sequences = v; }
+    /** Mean tokens per sequence: the x axis of throughput against sequence length. */
+    public double getMeanLength() { return meanLength; }
+    public void setMeanLength(double v) { meanLength = v; }
     public int getTokens() { return tokens; }
     public void setTokens(int v) { tokens = v; }
     public int getBatches() { return batches; }

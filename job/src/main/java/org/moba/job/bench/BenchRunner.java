@@ -76,6 +76,10 @@ public final class BenchRunner implements java.io.Serializable {
         m.setDeviceOrdinal(assignment.ordinal());
         m.setDeviceSource(assignment.source());
         m.setShape(shape.label());
+        m.setConfig(shape.shape().label());
+        m.setLengths(shape.lengths().spec());
+        m.setSequences(lengths.length);
+        m.setMeanLength(lengths.length == 0 ? 0 : (double) tokens / lengths.length);
         m.setTokens(tokens);
         m.setBatches(batches.size());
         m.setAttendedPairs(pairs);

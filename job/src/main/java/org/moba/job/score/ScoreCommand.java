@@ -39,7 +39,7 @@ import picocli.CommandLine.Option;
                 "Input: Parquet with columns id, length, dtype, heads, kv_heads, head_dim, q, k, v (little-endian",
                 "fp16/bf16 bytes), or a folder of safetensors files (q, k, v and optional cu_seqlens), on any",
                 "Hadoop filesystem. Output: <out>/score.parquet partitioned by outcome=scored|rejected, plus CSV",
-                "metrics and a JSON summary."})
+                "metrics (score-metrics.csv per record, score-heads.csv per sequence and head) and a JSON summary."})
 public final class ScoreCommand implements Callable<Integer> {
     private static final Logger LOG = LoggerFactory.getLogger(ScoreCommand.class);
 
@@ -184,9 +184,22 @@ public final class ScoreCommand implements Callable<Integer> {
                 functions.col("device_ordinal"), functions.col("reason"),
                 functions.expr("aggregate(recall, 0D, (a, x) -> a + x) / size(recall)").as("mean_recall"),
                 functions.array_min(functions.col("cosine")).as("min_cosine"),
-                functions.array_max(functions.col("rel_error")).as("max_rel_error"));
+                functions.array_max(functions.col("rel_error")).as("max_rel_error"),
+                functions.lit(chunk).as("chunk"), functions.lit(topk).as("topk"));
         metrics.coalesce(1).write().mode(SaveMode.Overwrite).option("header", "true")
                 .csv(output.path("score-metrics.csv"));
+        // One row per scored sequence and query head, for per-head views (CSV cannot hold the arrays).
+        Dataset<Row> heads = result.where(functions.col("outcome").equalTo(ScoreSchema.SCORED))
+                .select(functions.col("id"), functions.col("length"), functions.col("dtype"),
+                        functions.col("device"), functions.lit(chunk).as("chunk"), functions.lit(topk).as("topk"),
+                        functions.posexplode(functions.arrays_zip(functions.col("recall"), functions.col("cosine"),
+                                functions.col("rel_error"))).as(new String[] {"head", "m"}))
+                .select(functions.col("id"), functions.col("length"), functions.col("dtype"),
+                        functions.col("device"), functions.col("chunk"), functions.col("topk"), functions.col("head"),
+                        functions.col("m.recall").as("recall"), functions.col("m.cosine").as("cosine"),
+                        functions.col("m.rel_error").as("rel_error"));
+        heads.coalesce(1).write().mode(SaveMode.Overwrite).option("header", "true")
+                .csv(output.path("score-heads.csv"));
         Row totals = metrics.agg(functions.count("*"),
                 functions.sum(functions.when(functions.col("outcome").equalTo(ScoreSchema.SCORED), 1).otherwise(0)),
                 functions.sum(functions.when(functions.col("outcome").equalTo(ScoreSchema.SCORED),
@@ -208,7 +221,8 @@ public final class ScoreCommand implements Callable<Integer> {
         output.writeSummary("score", summary);
         List<Row> perSequence = metrics.select("id", "outcome", "length", "mean_recall", "min_cosine", "max_rel_error",
                 "reason").collectAsList();
-        String report = output.writeReport("score", () -> ScoreReport.of(summary, perSequence));
+        List<Row> perHead = heads.select("head", "recall", "cosine", "rel_error", "length").collectAsList();
+        String report = output.writeReport("score", () -> ScoreReport.of(summary, perSequence, perHead));
         summary.forEach((k, v) -> System.out.printf("%-18s %s%n", k, v));
         System.out.println("results: " + table + " (outcome=scored | outcome=rejected); report: " + report);
         return 0;

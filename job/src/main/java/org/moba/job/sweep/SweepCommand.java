@@ -108,7 +108,7 @@ public final class SweepCommand implements Callable<Integer> {
             summary.put("verdicts", verdicts);
             output.writeSummary("sweep", summary);
 
-            String report = output.writeReport("sweep", () -> SweepReport.of(verdicts));
+            String report = output.writeReport("sweep", () -> SweepReport.of(verdicts, rows));
             System.out.println(SweepVerdict.render(verdicts));
             List<SweepVerdict> failed = verdicts.stream().filter(v -> !v.pass()).collect(Collectors.toList());
             failed.forEach(v -> System.out.println("FAILED " + v.config() + "\n  reproduce: " + v.reproduce()));

@@ -11,6 +11,7 @@ import org.jfree.chart.plot.CategoryPlot;
 import org.jfree.chart.plot.PlotOrientation;
 import org.jfree.chart.plot.ValueMarker;
 import org.jfree.data.category.DefaultCategoryDataset;
+import org.jfree.data.statistics.DefaultBoxAndWhiskerCategoryDataset;
 import org.moba.job.HtmlReport;
 import org.moba.kernels.DType;
 import org.moba.kernels.reference.OracleComparison;
@@ -20,7 +21,7 @@ final class SweepReport {
     private SweepReport() {
     }
 
-    static HtmlReport of(List<SweepVerdict> verdicts) throws IOException {
+    static HtmlReport of(List<SweepVerdict> verdicts, List<SweepRow> rows) throws IOException {
         long failed = verdicts.stream().filter(v -> !v.pass()).count();
         HtmlReport report = new HtmlReport("MoBA sweep");
         report.paragraph(verdicts.size() + " configuration(s), " + failed + " failed. Thresholds (relative L2 against"
@@ -38,11 +39,44 @@ final class SweepReport {
             JFreeChart chart = ChartFactory.createBarChart(dtype.label() + ": worst relative L2 error per configuration",
                     "configuration", "relative L2 (log)", errors, PlotOrientation.HORIZONTAL, true, false, false);
             CategoryPlot plot = chart.getCategoryPlot();
-            plot.setRangeAxis(new LogAxis("relative L2 (log)"));
+            LogAxis log = new LogAxis("relative L2 (log)");
+            log.setRange(1e-13, 1);
+            log.setNumberFormatOverride(new java.text.DecimalFormat("0E0"));
+            plot.setRangeAxis(log);
             plot.addRangeMarker(marker(OracleComparison.outTolerance(dtype), Color.RED));
             plot.addRangeMarker(marker(OracleComparison.LSE_TOLERANCE, Color.BLUE));
             report.heading(dtype.label() + " errors").chart(chart);
+
+            // The distribution over sequences, per configuration: box = quartiles, whiskers = 1.5 IQR.
+            DefaultBoxAndWhiskerCategoryDataset spread = new DefaultBoxAndWhiskerCategoryDataset();
+            for (SweepVerdict v : mine) {
+                List<Double> out = rows.stream().filter(r -> r.getConfig().equals(v.config()))
+                        .map(r -> Math.log10(Math.max(r.getOutRelL2(), 1e-12))).toList();
+                if (!out.isEmpty()) {
+                    spread.add(out, "out", v.config());
+                }
+            }
+            JFreeChart box = ChartFactory.createBoxAndWhiskerChart(dtype.label()
+                    + ": out relative L2 per sequence (log10), threshold in red", "configuration",
+                    "log10 relative L2", spread, false);
+            box.getCategoryPlot().setOrientation(PlotOrientation.HORIZONTAL);
+            box.getCategoryPlot().addRangeMarker(marker(Math.log10(OracleComparison.outTolerance(dtype)), Color.RED));
+            report.chart(box);
         }
+        DefaultCategoryDataset selection = new DefaultCategoryDataset();
+        verdicts.forEach(v -> {
+            selection.addValue(v.selectionMismatches(), "selection mismatches", v.config());
+            selection.addValue(v.nearTies(), "near-ties", v.config());
+        });
+        double most = verdicts.stream().mapToDouble(v -> Math.max(v.selectionMismatches(), v.nearTies())).max()
+                .orElse(0);
+        JFreeChart selectionChart = ChartFactory.createBarChart(
+                "Selected-chunk mismatches against the oracle, and near-ties, per configuration", "configuration",
+                "rows (token, head)", selection, PlotOrientation.HORIZONTAL, true, false, false);
+        selectionChart.getCategoryPlot().getRangeAxis().setRange(0, Math.max(1, most * 1.1));
+        report.heading("Selection mismatches vs near-ties").paragraph("Rows (token, head) whose selected chunks"
+                + " differ from the oracle's: near-ties, where the oracle's gate margin is too small to call (excused"
+                + " and left out of the errors), and mismatches, with a clear margin (a failure).").chart(selectionChart);
         report.heading("Configurations").table(List.of("configuration", "sequences", "tokens checked", "out rel L2",
                 "lse rel L2", "selection mismatches", "near-ties", "verdict"), verdicts.stream().map(v -> List.of(
                 v.config(), Integer.toString(v.sequences()), v.tokensCompared() + "/" + v.tokens(),
