@@ -6,6 +6,7 @@ import java.util.Locale;
 import java.util.stream.IntStream;
 import org.moba.kernels.BatchLayout;
 import org.moba.kernels.DType;
+import org.moba.kernels.MobaGradients;
 import org.moba.kernels.MobaOutput;
 import org.moba.kernels.MobaParams;
 import org.moba.kernels.PackedBatch;
@@ -22,7 +23,8 @@ import org.moba.kernels.reference.MobaReference;
  *
  * <p>Usage: {@code CpuBench [threads] [runs] [warmups] [oracle rows to sample, 0 = all]}. Prints a markdown table:
  * median, p10 and p90 wall time over the timed runs, tokens/s and useful GFLOP/s (4*D per attended (query, key)
- * pair and head, the ANCHORS.md metric).
+ * pair and head, the ANCHORS.md metric); then the backward and forward + backward (training) times, counting
+ * 10*D useful FLOPs per attended pair and head backward.
  */
 public final class CpuBench {
     private static final int TOKENS = 16384;
@@ -80,8 +82,50 @@ public final class CpuBench {
                     cpuSecondsPerRun, median / 1e3 * threads);
             System.out.printf(Locale.ROOT, "attended pairs: %d (%.1f%% of causal), runs: %d after %d warm-ups%n",
                     pairs, 100.0 * pairs / ((double) TOKENS * (TOKENS + 1) / 2 * HEADS), runs, warmups);
+            timeTraining(cpu, batch, params, runs, warmups, pairs, shape, threads);
             timeOracle(batch, params, oracleRows, pairs, shape);
         }
+    }
+
+    /**
+     * Forward + backward (the training step's attention) with a fixed random {@code dout}: wall time of the pair, of
+     * the backward alone, and useful GFLOP/s counting 4*D per attended pair forward and 10*D backward (five
+     * products: q.k and dout.v recomputed, dv, dk, dq; the FlashAttention convention of backward = 2.5 x forward).
+     */
+    private static void timeTraining(CpuMobaAttention cpu, PackedBatch batch, MobaParams params, int runs,
+                                     int warmups, long pairs, String shape, int threads) {
+        short[] dout = new short[batch.q().length];
+        java.util.SplittableRandom rng = new java.util.SplittableRandom(SEED + 1);
+        for (int i = 0; i < dout.length; i++) {
+            dout[i] = batch.dtype().fromFloat((float) (rng.nextDouble() * 2 - 1));
+        }
+        for (int i = 0; i < warmups; i++) {
+            cpu.backward(batch, params, cpu.forward(batch, params), dout);
+        }
+        double[] both = new double[runs];
+        double[] backward = new double[runs];
+        PhaseTimings[] phases = new PhaseTimings[runs];
+        for (int i = 0; i < runs; i++) {
+            long start = System.nanoTime();
+            MobaOutput out = cpu.forward(batch, params);
+            long mid = System.nanoTime();
+            MobaGradients grads = cpu.backward(batch, params, out, dout);
+            long end = System.nanoTime();
+            both[i] = (end - start) / 1e6;
+            backward[i] = (end - mid) / 1e6;
+            phases[i] = grads.timings();
+        }
+        double[] sortedBoth = both.clone();
+        Arrays.sort(sortedBoth);
+        double[] sortedBackward = backward.clone();
+        Arrays.sort(sortedBackward);
+        double medianBackward = percentile(sortedBackward, 0.5);
+        System.out.println(row(shape, "cpu (fp32) backward", threads, medianBackward,
+                percentile(sortedBackward, 0.1), percentile(sortedBackward, 0.9), pairs, 10));
+        System.out.println(row(shape, "cpu (fp32) forward+backward", threads, percentile(sortedBoth, 0.5),
+                percentile(sortedBoth, 0.1), percentile(sortedBoth, 0.9), pairs, 14));
+        System.out.printf(Locale.ROOT, "%nbackward phases of the median backward run: %s%n",
+                phases[indexOf(backward, medianBackward)]);
     }
 
     /**
@@ -135,7 +179,13 @@ public final class CpuBench {
 
     private static String row(String shape, String impl, int threads, double median, double p10, double p90,
                               long pairs) {
-        double gflops = 4.0 * HEAD_DIM * pairs / (median * 1e6);
+        return row(shape, impl, threads, median, p10, p90, pairs, 4);
+    }
+
+    /** {@code flopsPerDim}: useful FLOPs per attended pair and head dimension (4 forward, 10 backward). */
+    private static String row(String shape, String impl, int threads, double median, double p10, double p90,
+                              long pairs, int flopsPerDim) {
+        double gflops = (double) flopsPerDim * HEAD_DIM * pairs / (median * 1e6);
         return String.format(Locale.ROOT, "| %s | %s | %d | %.1f | %.1f | %.1f | %.0f | %.2f |", shape, impl, threads,
                 median, p10, p90, TOKENS / (median / 1e3), gflops);
     }

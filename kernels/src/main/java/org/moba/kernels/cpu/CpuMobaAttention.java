@@ -8,11 +8,12 @@ import java.util.Arrays;
 import java.util.stream.Stream;
 
 import org.moba.kernels.DType;
-import org.moba.kernels.MobaAttention;
+import org.moba.kernels.MobaGradients;
 import org.moba.kernels.MobaInputException;
 import org.moba.kernels.MobaOutput;
 import org.moba.kernels.MobaParams;
 import org.moba.kernels.PackedBatch;
+import org.moba.kernels.MobaTraining;
 import org.moba.kernels.PhaseTimings;
 
 /**
@@ -21,8 +22,15 @@ import org.moba.kernels.PhaseTimings;
  * {@code gate_topk}, {@code attention} and, in {@link #forward}, {@code round_output}. No {@code [chunks x tokens]}
  * score matrix is ever formed: the gate keeps a per-row top-k and attention is an online softmax per row.
  * Thread-safe: concurrent calls share the pool.
+ *
+ * <p>Backward ({@link #backward}, {@link #backwardFloat}): phases {@code backward_prep} (inputs to fp32, transposed
+ * tiles, per-row {@code delta} and {@code lse}, the inverted selection), {@code backward_dq} (query-block-stationary,
+ * parallel over (sequence, head, row block)), {@code backward_dkdv} (key-chunk-stationary, parallel over (kv head,
+ * key segment), the group's query heads summed inside one task) and, in {@link #backward}, {@code round_gradients}.
+ * Every output element is written by one task with a fixed summation order: results are bit-identical across runs
+ * and thread counts.
  */
-public final class CpuMobaAttention implements MobaAttention {
+public final class CpuMobaAttention implements MobaTraining {
     /** Largest Java array length that is safe on every JVM. */
     private static final long MAX_ARRAY = Integer.MAX_VALUE - 8;
 
@@ -115,6 +123,117 @@ public final class CpuMobaAttention implements MobaAttention {
         loop.forEach(blocks.tasks(), () -> new BlockAttention(plan, scale, selection, out, lse));
         timings.put("attention", millisSince(start));
         return new CpuForward(out, lse, selected, plan.width(), timings);
+    }
+
+    @Override
+    public MobaGradients backward(PackedBatch batch, MobaParams params, MobaOutput forward, short[] dout) {
+        validate(batch, params);
+        if (forward == null) {
+            throw new MobaInputException("forward is missing");
+        }
+        long start = System.nanoTime();
+        DType dtype = batch.dtype();
+        checkLength("dout", dout == null ? -1 : dout.length, batch.q().length, "T*H*D");
+        checkLength("forward.out", forward.out() == null ? -1 : forward.out().length, batch.q().length, "T*H*D");
+        float[] out = widen(forward.out(), dtype);
+        float[] doutFloat = widen(dout, dtype);
+        double widenMs = millisSince(start);
+        CpuGradients g = backwardFloat(batch, params, new CpuForward(out, forward.lse(), forward.selected(),
+                forward.selectionWidth(), null), doutFloat);
+        g.timings().put("backward_prep", widenMs);
+        start = System.nanoTime();
+        short[] dq = round(g.dq(), dtype);
+        short[] dk = round(g.dk(), dtype);
+        short[] dv = round(g.dv(), dtype);
+        g.timings().put("round_gradients", millisSince(start));
+        return new MobaGradients(dq, dk, dv, g.timings());
+    }
+
+    /**
+     * The backward pass in fp32 from an fp32 forward (what {@link #backward} runs after widening the forward's output
+     * and {@code dout}, and rounds): {@code forward.out} and {@code dout} are {@code [T, H, D]} fp32.
+     */
+    public CpuGradients backwardFloat(PackedBatch batch, MobaParams params, CpuForward forward, float[] dout) {
+        if (closed) {
+            throw new IllegalStateException("CpuMobaAttention is closed");
+        }
+        validate(batch, params);
+        if (forward == null) {
+            throw new MobaInputException("forward is missing");
+        }
+        int rows = batch.totalTokens() * batch.heads();
+        int width = params.selectionWidth(batch.maxSeqlen());
+        checkLength("dout", dout == null ? -1 : dout.length, batch.q().length, "T*H*D");
+        checkLength("forward.out", forward.out() == null ? -1 : forward.out().length, batch.q().length, "T*H*D");
+        checkLength("forward.lse", forward.lse() == null ? -1 : forward.lse().length, rows, "T*H");
+        if (forward.selectionWidth() != width) {
+            throw new MobaInputException("forward.selectionWidth is " + forward.selectionWidth() + ", expected "
+                    + width + " for " + params + " and max_seqlen = " + batch.maxSeqlen()
+                    + " (was the forward run with other parameters?)");
+        }
+        checkLength("forward.selected", forward.selected() == null ? -1 : forward.selected().length,
+                (long) rows * width, "T*H*selectionWidth");
+
+        PhaseTimings timings = new PhaseTimings();
+        long start = System.nanoTime();
+        FloatTensors x = FloatTensors.convert(batch, params, loop);
+        RowBlocks blocks = new RowBlocks(batch, params.chunkSize(), maxRowsPerBlock);
+        ForwardPlan plan = ForwardPlan.of(x, blocks, batch, params);
+        float scale = params.scale(batch.headDim());
+        BackwardPlan bp = BackwardPlan.prepare(plan, batch, scale, params.denseCausal(), forward.out(),
+                forward.lse(), forward.selected(), dout, loop);
+        timings.put("backward_prep", millisSince(start));
+
+        // Poisoned, so that anything a loop failed to write shows up as NaN.
+        float[] dq = new float[batch.q().length];
+        float[] dk = new float[batch.k().length];
+        float[] dv = new float[batch.v().length];
+        Arrays.fill(dq, Float.NaN);
+        Arrays.fill(dk, Float.NaN);
+        Arrays.fill(dv, Float.NaN);
+        start = System.nanoTime();
+        int[] selection = params.denseCausal() ? null : forward.selected();
+        loop.forEach(blocks.tasks(), () -> new BlockGradQ(bp, selection, dq));
+        timings.put("backward_dq", millisSince(start));
+
+        start = System.nanoTime();
+        int kvHeads = batch.kvHeads();
+        loop.forEach(bp.chunkOfSegment.length * kvHeads, () -> new ChunkGradKV(bp, kvHeads, dk, dv));
+        timings.put("backward_dkdv", millisSince(start));
+        return new CpuGradients(dq, dk, dv, timings);
+    }
+
+    private static void checkLength(String field, long actual, long expected, String formula) {
+        if (actual < 0) {
+            throw new MobaInputException(field + " is missing (expected " + formula + " = " + expected
+                    + " elements)");
+        }
+        if (actual != expected) {
+            throw new MobaInputException(field + " has " + actual + " elements, expected " + formula + " = "
+                    + expected);
+        }
+    }
+
+    private float[] widen(short[] bits, DType dtype) {
+        float[] values = new float[bits.length];
+        int perTask = 1 << 16;
+        loop.forEach((bits.length + perTask - 1) / perTask, () -> task -> {
+            for (int i = task * perTask, end = Math.min(bits.length, i + perTask); i < end; i++) {
+                values[i] = dtype.toFloat(bits[i]);
+            }
+        });
+        return values;
+    }
+
+    private short[] round(float[] values, DType dtype) {
+        short[] bits = new short[values.length];
+        int perTask = 1 << 16;
+        loop.forEach((values.length + perTask - 1) / perTask, () -> task -> {
+            for (int i = task * perTask, end = Math.min(values.length, i + perTask); i < end; i++) {
+                bits[i] = dtype.fromFloat(values[i]);
+            }
+        });
+        return bits;
     }
 
     /** Checks what MobaParams and PackedBatch cannot check alone: their combination and this backend's limits. */

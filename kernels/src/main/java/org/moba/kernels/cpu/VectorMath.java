@@ -128,6 +128,49 @@ final class VectorMath {
         }
     }
 
+    /**
+     * The softmax backward of one row's scores {@code x[off, off + keys)} (base-2 scaled): with
+     * {@code p = 2^(x - lse2)}, writes {@code p} into {@code probs} (when not null) and {@code dS = p (dp - delta)}
+     * into {@code x}; positions {@code [keys, width)} (masked keys) get zero in both.
+     */
+    static void softmaxGrad(float[] x, float[] dp, int off, int keys, int width, float lse2, float delta,
+                            float[] probs) {
+        for (int k = off, end = off + keys; k < end; k++) {
+            float p = exp2(x[k] - lse2);
+            if (probs != null) {
+                probs[k] = p;
+            }
+            x[k] = p * (dp[k] - delta);
+        }
+        Arrays.fill(x, off + keys, off + width, 0f);
+        if (probs != null) {
+            Arrays.fill(probs, off + keys, off + width, 0f);
+        }
+    }
+
+    /**
+     * Rank-4 update of a {@code [n][d]} accumulator: {@code acc[k][i] += w01[k] x0[i] + w01[SEGMENT + k] x1[i]
+     * + w23[k] x2[i] + w23[SEGMENT + k] x3[i]} for {@code k < n}, {@code i < d}. Keys whose four weights are all
+     * zero (masked for every row) are skipped. Four rows per pass over the accumulator: one row at a time would
+     * load and store the accumulator once per multiply-add.
+     */
+    static void quadAddOuter(float[] w01, float[] w23, float[] x0, float[] x1, float[] x2, float[] x3,
+                             float[][] acc, int n, int d) {
+        for (int k = 0; k < n; k++) {
+            float a0 = w01[k];
+            float a1 = w01[SEGMENT + k];
+            float a2 = w23[k];
+            float a3 = w23[SEGMENT + k];
+            if (a0 == 0f && a1 == 0f && a2 == 0f && a3 == 0f) {
+                continue;
+            }
+            float[] row = acc[k];
+            for (int i = 0; i < d; i++) {
+                row[i] += a0 * x0[i] + a1 * x1[i] + a2 * x2[i] + a3 * x3[i];
+            }
+        }
+    }
+
     /** Largest of {@code x[from, to)}; -Inf when empty. */
     static float max(float[] x, int from, int to) {
         float m = Float.NEGATIVE_INFINITY;

@@ -63,19 +63,42 @@ public final class MobaReference {
     }
 
     /**
+     * As {@link #backward(PackedBatch, MobaParams, double[])}, with the forward and backward run on a given selection
+     * ({@code [T, H, selectionWidth]}, ascending, padded with -1; a backend's) instead of the float64 gate's: compares
+     * a backend's gradients without gate near-ties (fp32 vs float64 scores) making the attended sets differ. The
+     * selection is trusted, not checked.
+     */
+    public static Gradients backward(PackedBatch batch, MobaParams params, double[] dout, int[] selected,
+                                     int selectionWidth) {
+        VarlenDoubles x = VarlenDoubles.of(batch);
+        if (params.denseCausal()) {
+            return backward(x, params, dout);
+        }
+        long expected = (long) x.totalTokens() * x.heads() * selectionWidth;
+        if (selected.length != expected) {
+            throw new MobaInputException("selected has " + selected.length + " elements, expected T*H*width = "
+                    + expected);
+        }
+        return backward(x, params, dout, new QueryPlanner(x, params, selected, selectionWidth));
+    }
+
+    /**
      * Gradients of {@code sum(out * dout)} with the selection held fixed (no gradient through the gate). Work is split
      * by (sequence, query head), each unit adding into dk/dv rows of its own query head; those are then summed over
      * each kv head's group in head order, so the result is deterministic.
      */
     public static Gradients backward(VarlenDoubles x, MobaParams params, double[] dout) {
+        return backward(x, params, dout, new QueryPlanner(x, params));
+    }
+
+    private static Gradients backward(VarlenDoubles x, MobaParams params, double[] dout, QueryPlanner planner) {
         int heads = x.heads();
         int d = x.headDim();
         long expected = (long) x.totalTokens() * heads * d;
         if (dout.length != expected) {
             throw new MobaInputException("dout has " + dout.length + " elements, expected T*H*D = " + expected);
         }
-        Forward forward = forward(x, params);
-        QueryPlanner planner = new QueryPlanner(x, params);
+        Forward forward = forwardRows(x, params, x.maxSeqlen(), allTokens(x.totalTokens()), planner);
         double scale = params.scale(d);
         double[] dq = poisoned(dout.length);
         double[] dkPerQueryHead = new double[dout.length];
@@ -108,6 +131,11 @@ public final class MobaReference {
     }
 
     private static Forward forwardRows(VarlenDoubles x, MobaParams params, int maxSeqlen, int[] tokens) {
+        return forwardRows(x, params, maxSeqlen, tokens, new QueryPlanner(x, params));
+    }
+
+    private static Forward forwardRows(VarlenDoubles x, MobaParams params, int maxSeqlen, int[] tokens,
+                                       QueryPlanner planner) {
         int heads = x.heads();
         int d = x.headDim();
         int width = params.selectionWidth(maxSeqlen);
@@ -117,7 +145,6 @@ public final class MobaReference {
         double[] margin = poisoned(rows);
         int[] selected = new int[rows * width];
         Arrays.fill(selected, UNWRITTEN);
-        QueryPlanner planner = new QueryPlanner(x, params);
         // The float scale MobaParams gives, widened: every backend multiplies by this same number.
         double scale = params.scale(d);
         IntStream.range(0, rows).parallel().forEach(row -> {

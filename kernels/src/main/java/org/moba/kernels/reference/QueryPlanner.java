@@ -21,9 +21,18 @@ final class QueryPlanner {
     private final boolean dense;
     private final ChunkGate gate;
     private final int[] sequenceOfToken;
+    /** A given selection {@code [T, H, width]} (padded with -1) used instead of the gate; null to run the gate. */
+    private final int[] given;
+    private final int givenWidth;
 
     QueryPlanner(VarlenDoubles x, MobaParams params) {
+        this(x, params, null, 0);
+    }
+
+    QueryPlanner(VarlenDoubles x, MobaParams params, int[] given, int givenWidth) {
         this.x = x;
+        this.given = given;
+        this.givenWidth = givenWidth;
         this.chunkSize = params.chunkSize();
         this.dense = params.denseCausal();
         this.gate = dense ? null : new ChunkGate(x, params);
@@ -44,7 +53,7 @@ final class QueryPlanner {
             return new QueryPlan(DENSE, keys);
         }
         int ownChunk = (token - start) / chunkSize;
-        ChunkGate.Choice choice = gate.choose(b, ownChunk, token, h);
+        ChunkGate.Choice choice = given == null ? gate.choose(b, ownChunk, token, h) : givenChoice(token, h);
         int ownChunkStart = start + ownChunk * chunkSize;
         int[] keys = new int[choice.chunks().length * chunkSize + token + 1 - ownChunkStart];
         int filled = 0;
@@ -54,6 +63,16 @@ final class QueryPlanner {
         }
         appendRange(ownChunkStart, token + 1, keys, filled);
         return new QueryPlan(choice, keys);
+    }
+
+    /** The given selection of (token, h) with margin NaN (not known). */
+    private ChunkGate.Choice givenChoice(int token, int h) {
+        int base = (token * x.heads() + h) * givenWidth;
+        int count = 0;
+        while (count < givenWidth && given[base + count] >= 0) {
+            count++;
+        }
+        return new ChunkGate.Choice(java.util.Arrays.copyOfRange(given, base, base + count), Double.NaN);
     }
 
     /** Writes {@code from .. to-1} into {@code into} at {@code offset}; returns the offset after them. */

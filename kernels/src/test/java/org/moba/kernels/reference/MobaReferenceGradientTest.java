@@ -6,11 +6,13 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.util.SplittableRandom;
 import java.util.stream.Stream;
+import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.Arguments;
 import org.junit.jupiter.params.provider.MethodSource;
 import org.moba.kernels.ErrorMetrics;
 import org.moba.kernels.MobaParams;
+import org.moba.kernels.PackedBatch;
 
 /**
  * The oracle's backward against central finite differences of {@code L = sum(out * G)} for a fixed random G.
@@ -86,5 +88,30 @@ class MobaReferenceGradientTest {
             sum += f.out()[i] * g[i];
         }
         return sum;
+    }
+
+    @Test
+    void givenSelectionIsUsedAsGiven() {
+        PackedBatch batch = ReferenceFixtures.randomBatch(11, ReferenceFixtures.layout(4, 2), 70, 0, 33);
+        MobaParams params = MobaParams.of(8, 3);
+        double[] g = ReferenceFixtures.gaussians(new SplittableRandom(5), batch.q().length);
+        MobaReference.Forward forward = MobaReference.forward(batch, params);
+        MobaReference.Gradients own = MobaReference.backward(batch, params, g);
+        MobaReference.Gradients given = MobaReference.backward(batch, params, g, forward.selected(),
+                forward.selectionWidth());
+        assertArrayEquals(own.dq(), given.dq(), "dq with the gate's own selection given");
+        assertArrayEquals(own.dk(), given.dk(), "dk with the gate's own selection given");
+        assertArrayEquals(own.dv(), given.dv(), "dv with the gate's own selection given");
+        // Another selection changes the result: every query of a later chunk takes chunks 0 and 1.
+        int[] other = forward.selected().clone();
+        int w = forward.selectionWidth();
+        for (int row = 0; row < other.length / w; row++) {
+            if (other[row * w + 1] >= 0) {
+                other[row * w] = 0;
+                other[row * w + 1] = 1;
+            }
+        }
+        MobaReference.Gradients changed = MobaReference.backward(batch, params, g, other, w);
+        assertTrue(ErrorMetrics.relativeL2(own.dk(), changed.dk()) > 1e-3, "a different selection is used");
     }
 }
