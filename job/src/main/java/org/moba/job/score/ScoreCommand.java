@@ -72,9 +72,14 @@ public final class ScoreCommand implements Callable<Integer> {
                     + " to the rejects (outcome=rejected) (default: ${DEFAULT-VALUE})")
     String badRecords;
 
-    @Option(names = "--check-finite", negatable = true, defaultValue = "true",
-            description = "reject records holding NaN or infinity (default: ${DEFAULT-VALUE})")
-    boolean checkFinite;
+    @Option(names = "--no-check-finite",
+            description = "accept records holding NaN or infinity (by default they are bad records)")
+    boolean noFiniteCheck;
+
+    @Option(names = "--no-write-outputs",
+            description = "keep only the quality metrics: out and lse are left empty, which spares writing"
+                    + " T x H x D x 2 bytes")
+    boolean metricsOnly;
 
     @Option(names = "--measure-bound", defaultValue = "false",
             description = "first time a decode-only pass over the input, to report throughput against the bound set"
@@ -88,7 +93,8 @@ public final class ScoreCommand implements Callable<Integer> {
     @Override
     public Integer call() throws Exception {
         ScoreRunner.BadRecords mode = ScoreRunner.BadRecords.valueOf(badRecords.toUpperCase(Locale.ROOT));
-        ScoreRunner runner = new ScoreRunner(MobaParams.of(chunk, topk), tokensPerBatch, mode, checkFinite);
+        ScoreRunner runner = new ScoreRunner(MobaParams.of(chunk, topk), tokensPerBatch, mode, !noFiniteCheck,
+                !metricsOnly);
         try (SparkSession spark = SparkSessions.create("moba score", new SparkConf(false))) {
             JavaRDD<TensorRecord> records = read(spark);
             if (partitions > 0) {

@@ -34,7 +34,12 @@ public final class ScoreRunner implements Serializable {
     private final BadRecords badRecords;
     private final boolean checkFinite;
 
-    public ScoreRunner(MobaParams params, int tokenBudget, BadRecords badRecords, boolean checkFinite) {
+    private final boolean writeOutputs;
+
+    /** {@code writeOutputs = false} keeps only the metrics: {@code out} and {@code lse} are left null. */
+    public ScoreRunner(MobaParams params, int tokenBudget, BadRecords badRecords, boolean checkFinite,
+                       boolean writeOutputs) {
+        this.writeOutputs = writeOutputs;
         this.params = params;
         this.tokenBudget = tokenBudget;
         this.badRecords = badRecords;
@@ -115,7 +120,8 @@ public final class ScoreRunner implements Serializable {
                     QualityMetrics q = QualityMetrics.of(layout.dtype(), m.length(), layout.heads(),
                             layout.headDim(), m.out(), m.lse(), d.out(), d.lse());
                     ready.add(RowFactory.create(m.id(), m.length(), layout.dtype().label(), layout.heads(),
-                            layout.headDim(), TensorRecord.bytes(m.out()), TensorRecord.bytes(m.lse()),
+                            layout.headDim(), writeOutputs ? TensorRecord.bytes(m.out()) : null,
+                            writeOutputs ? TensorRecord.bytes(m.lse()) : null,
                             q.recall(), q.cosine(), q.relError(), host, backend.device(),
                             assignment.ordinal(), null, ScoreSchema.SCORED));
                 }

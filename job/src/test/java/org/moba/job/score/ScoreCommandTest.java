@@ -190,6 +190,26 @@ class ScoreCommandTest {
     }
 
     @Test
+    void finiteCheckCanBeTurnedOff(@TempDir Path dir) {
+        Row nan = (Row) badRecords().filter(a -> a.get()[0].equals("NaN in k")).findFirst().orElseThrow().get()[1];
+        spark().createDataFrame(List.of(nan), ScoreSchema.INPUT).write().parquet(dir.resolve("in").toString());
+        assertEquals(0, score(dir.resolve("in"), dir.resolve("out"), "--no-check-finite"));
+        Row r = results(dir.resolve("out")).get("bad");
+        assertEquals(ScoreSchema.SCORED, r.getString(r.fieldIndex("outcome")), "NaN accepted when asked to");
+    }
+
+    @Test
+    void metricsOnlyRunsLeaveOutputsEmpty(@TempDir Path dir) {
+        spark().createDataFrame(sequences(90, 200).stream().map(ScoreCommandTest::row).toList(), ScoreSchema.INPUT)
+                .write().parquet(dir.resolve("in").toString());
+        assertEquals(0, score(dir.resolve("in"), dir.resolve("out"), "--no-write-outputs"));
+        for (Row r : results(dir.resolve("out")).values()) {
+            assertTrue(r.isNullAt(r.fieldIndex("out")) && r.isNullAt(r.fieldIndex("lse")));
+            assertEquals(LAYOUT.heads(), r.getList(r.fieldIndex("recall")).size());
+        }
+    }
+
+    @Test
     void genThenScoreRoundTrip(@TempDir Path dir) throws Exception {
         assertEquals(0, new CommandLine(new MobaCli()).execute("gen", "--out", dir.resolve("in").toString(),
                 "--lengths", "uniform:10:20-300", "--heads", "4/2", "--head-dim", "32", "--partitions", "2"));
