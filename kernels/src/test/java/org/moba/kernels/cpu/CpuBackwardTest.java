@@ -4,12 +4,15 @@ import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.moba.kernels.cpu.CpuCases.SMALL_BLOCK_ROWS;
+import static org.moba.kernels.cpu.CpuCases.lengthKinds;
+import static org.moba.kernels.cpu.CpuCases.mk;
+import static org.moba.kernels.cpu.CpuCases.mkDense;
+import static org.moba.kernels.cpu.CpuCases.pack;
 
-import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Locale;
-import java.util.SplittableRandom;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
@@ -26,20 +29,17 @@ import org.moba.kernels.MobaParams;
 import org.moba.kernels.MobaTraining;
 import org.moba.kernels.PackedBatch;
 import org.moba.kernels.Sequence;
-import org.moba.kernels.SequencePacker;
-import org.moba.kernels.SyntheticSequences;
+import org.moba.kernels.cpu.CpuCases.Case;
 import org.moba.kernels.reference.MobaReference;
 
 /**
  * The CPU backward against the float64 oracle's backward on fresh inputs (seeds printed in each case's name; pin
- * {@link #RUN_SEED} to replay). The oracle runs on the CPU forward's selection, so gate near-ties (fp32 vs float64
- * scores, checked by {@link CpuMobaAttentionTest}) cannot make the attended sets differ.
+ * {@link CpuCases#RUN_SEED} to replay). The oracle runs on the CPU forward's selection, so gate near-ties (fp32 vs
+ * float64 scores, checked by {@link CpuMobaAttentionTest}) cannot make the attended sets differ.
  */
 class CpuBackwardTest {
-    private static final long RUN_SEED = new SplittableRandom().nextLong();
     /** fp32 accumulation against float64: relative L2 of the fp32 dq, dk, dv. */
     private static final double FP32_TOLERANCE = 1e-5;
-    private static final int SMALL_BLOCK_ROWS = 7;
 
     private static CpuMobaAttention cpu;
     private static CpuMobaAttention oneThread;
@@ -59,107 +59,18 @@ class CpuBackwardTest {
         smallBlocks.close();
     }
 
-    record Case(String what, int chunk, int topk, int headDim, int heads, int kvHeads, DType dtype,
-                boolean structured, boolean dense, int[] lengths, long seed, boolean smallBlocks) {
-
-        Case withSmallBlocks() {
-            return new Case(what + ", " + SMALL_BLOCK_ROWS + " rows per block", chunk, topk, headDim, heads, kvHeads,
-                    dtype, structured, dense, lengths, seed, true);
-        }
-
-        CpuMobaAttention backend() {
-            return smallBlocks ? CpuBackwardTest.smallBlocks : cpu;
-        }
-
-        BatchLayout layout() {
-            return new BatchLayout(dtype, heads, kvHeads, headDim);
-        }
-
-        List<Sequence> sequences() {
-            SplittableRandom rng = new SplittableRandom(seed);
-            SyntheticSequences synthetic = new SyntheticSequences(seed, layout(), chunk);
-            List<Sequence> sequences = new ArrayList<>();
-            for (int i = 0; i < lengths.length; i++) {
-                sequences.add(structured ? synthetic.generate(i, lengths[i])
-                        : SyntheticSequences.random(rng, layout(), "seq" + i, lengths[i]));
-            }
-            return sequences;
-        }
-
-        PackedBatch batch() {
-            return pack(layout(), sequences());
-        }
-
-        MobaParams params() {
-            return dense ? MobaParams.denseCausal(chunk) : MobaParams.of(chunk, topk);
-        }
-
-        /** dout drawn from the seed: standard normal values rounded to the dtype. */
-        short[] dout(PackedBatch batch) {
-            return randomBits(new SplittableRandom(seed ^ 0x5DEECE66DL), batch.q().length, dtype);
-        }
-
-        @Override
-        public String toString() {
-            return what + ": C=" + chunk + " topk=" + (dense ? "dense" : topk) + " D=" + headDim + " H/Hkv=" + heads
-                    + "/" + kvHeads + " " + dtype.label() + " " + (structured ? "structured" : "iid") + " lengths="
-                    + Arrays.toString(lengths) + " seed=" + seed;
-        }
-    }
-
-    private static PackedBatch pack(BatchLayout layout, List<Sequence> sequences) {
-        return new SequencePacker(layout, Integer.MAX_VALUE).concat(sequences).batch();
-    }
-
-    private static short[] randomBits(SplittableRandom rng, int count, DType dtype) {
-        short[] bits = new short[count];
-        for (int i = 0; i < count; i++) {
-            double g = Math.sqrt(-2 * Math.log(1 - rng.nextDouble())) * Math.cos(2 * Math.PI * rng.nextDouble());
-            bits[i] = dtype.fromFloat((float) g);
-        }
-        return bits;
-    }
-
-    private static Case mk(String what, int chunk, int topk, int headDim, int heads, int kvHeads, DType dtype,
-                           boolean structured, int... lengths) {
-        return mkCase(what, chunk, topk, headDim, heads, kvHeads, dtype, structured, false, lengths);
-    }
-
-    private static Case mkDense(String what, int chunk, int headDim, int heads, int kvHeads, DType dtype,
-                                boolean structured, int... lengths) {
-        return mkCase(what, chunk, 1, headDim, heads, kvHeads, dtype, structured, true, lengths);
-    }
-
-    private static Case mkCase(String what, int chunk, int topk, int headDim, int heads, int kvHeads, DType dtype,
-                               boolean structured, boolean dense, int[] lengths) {
-        long seed = RUN_SEED ^ (what.hashCode() * 0x9E3779B97F4A7C15L);
-        return new Case(what, chunk, topk, headDim, heads, kvHeads, dtype, structured, dense, lengths, seed, false);
-    }
-
-    /** Every length kind, D 32/64/128, H/Hkv 4/4 and 8/2, C 16/64/128, topk 1/2/3/8, both dtypes, dense. */
+    /** {@link CpuCases#lengthKinds}, chunks longer than a key segment, dense, and work units that split chunks. */
     static Stream<Case> cases() {
         DType bf = DType.BF16;
         DType fp = DType.FP16;
-        return Stream.of(
-                mk("length 1", 16, 3, 32, 4, 4, bf, false, 1),
-                mk("length C-1", 16, 2, 64, 8, 2, fp, true, 15),
-                mk("length C, topk 1", 16, 1, 128, 4, 4, bf, true, 16),
-                mk("length C+1", 16, 8, 32, 8, 2, fp, false, 17),
-                mk("length 3C+5", 16, 2, 64, 4, 4, bf, false, 53),
-                mk("length 3C+5, GQA, C 64", 64, 3, 128, 8, 2, bf, true, 197),
-                mk("C-1, C, C+1 packed", 64, 2, 32, 4, 4, fp, true, 63, 64, 65),
-                mk("short and long with empty", 64, 3, 64, 8, 2, bf, true, 0, 1, 300, 0, 65, 129),
-                mk("length 3C+5, topk 8, C 128", 128, 8, 128, 4, 4, fp, false, 389),
-                mk("long among short, C 128", 128, 3, 64, 8, 2, fp, true, 5, 600, 0, 127, 257),
-                mk("many chunks, topk 8", 16, 8, 32, 8, 2, bf, true, 400, 3, 0),
-                mk("topk 1, two chunks", 64, 1, 64, 8, 2, fp, false, 129),
+        return Stream.concat(lengthKinds(300, 600, 400), Stream.of(
                 mk("chunk longer than a key segment", 600, 3, 32, 2, 1, fp, false, 1300, 3),
                 mkDense("dense packed", 64, 64, 8, 2, bf, true, 0, 1, 200, 65, 0),
                 mkDense("dense long", 16, 128, 4, 4, fp, false, 333, 16),
                 mkDense("dense, chunk longer than a key segment", 520, 32, 2, 2, bf, false, 1100),
                 mk("blocks split chunks, packed", 64, 3, 64, 8, 2, fp, true, 0, 200, 1, 70).withSmallBlocks(),
                 mk("blocks split chunks, long", 16, 8, 32, 4, 4, bf, false, 301).withSmallBlocks(),
-                mkDense("blocks split chunks, dense", 16, 32, 4, 4, bf, false, 120, 9).withSmallBlocks());
+                mkDense("blocks split chunks, dense", 16, 32, 4, 4, bf, false, 120, 9).withSmallBlocks()));
     }
 
     @ParameterizedTest(name = "{0}")
@@ -170,7 +81,7 @@ class CpuBackwardTest {
         short[] dout = c.dout(batch);
         DType dtype = batch.dtype();
 
-        CpuMobaAttention backend = c.backend();
+        CpuMobaAttention backend = c.smallBlocks() ? smallBlocks : cpu;
         CpuForward fwdFloat = backend.forwardFloat(batch, params);
         CpuGradients fp32 = backend.backwardFloat(batch, params, fwdFloat, toFloat(dout, dtype));
         MobaTraining training = backend;

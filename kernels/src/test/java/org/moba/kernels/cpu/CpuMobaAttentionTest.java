@@ -4,6 +4,10 @@ import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.moba.kernels.cpu.CpuCases.RUN_SEED;
+import static org.moba.kernels.cpu.CpuCases.SMALL_BLOCK_ROWS;
+import static org.moba.kernels.cpu.CpuCases.lengthKinds;
+import static org.moba.kernels.cpu.CpuCases.mk;
 
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -27,23 +31,19 @@ import org.moba.kernels.MobaOutput;
 import org.moba.kernels.MobaParams;
 import org.moba.kernels.PackedBatch;
 import org.moba.kernels.Sequence;
-import org.moba.kernels.SequencePacker;
 import org.moba.kernels.SyntheticSequences;
+import org.moba.kernels.cpu.CpuCases.Case;
 import org.moba.kernels.reference.MobaReference;
 
 /**
  * The CPU backend against the float64 oracle on fresh inputs: every run draws new seeds (printed in each case's
- * name, so a failure can be replayed by pinning {@link #RUN_SEED}).
+ * name, so a failure can be replayed by pinning {@link CpuCases#RUN_SEED}).
  */
 class CpuMobaAttentionTest {
-    private static final long RUN_SEED = new SplittableRandom().nextLong();
     /** fp32 accumulation against float64: relative L2 of the fp32 output and of lse. */
     private static final double FP32_TOLERANCE = 1e-5;
     /** Gate scores closer than this (relative) may legitimately order differently in fp32 than in float64. */
     private static final double NEAR_TIE = 1e-6;
-
-    /** Work units that split chunks at odd offsets (the default units cover whole chunks of these sizes). */
-    private static final int SMALL_BLOCK_ROWS = 7;
 
     private static CpuMobaAttention cpu;
     private static CpuMobaAttention smallBlocks;
@@ -60,66 +60,16 @@ class CpuMobaAttentionTest {
         smallBlocks.close();
     }
 
-    /** One test input: shape, MoBA parameters and how the tensors are drawn. */
-    record Case(String what, int chunk, int topk, int headDim, int heads, int kvHeads, DType dtype,
-                boolean structured, int[] lengths, long seed) {
-
-        PackedBatch batch() {
-            BatchLayout layout = new BatchLayout(dtype, heads, kvHeads, headDim);
-            SplittableRandom rng = new SplittableRandom(seed);
-            SyntheticSequences synthetic = new SyntheticSequences(seed, layout, chunk);
-            List<Sequence> sequences = new ArrayList<>();
-            for (int i = 0; i < lengths.length; i++) {
-                sequences.add(structured ? synthetic.generate(i, lengths[i])
-                        : SyntheticSequences.random(rng, layout, "seq" + i, lengths[i]));
-            }
-            return new SequencePacker(layout, Integer.MAX_VALUE).concat(sequences).batch();
-        }
-
-        MobaParams params() {
-            return MobaParams.of(chunk, topk);
-        }
-
-        MobaParams dense() {
-            return MobaParams.denseCausal(chunk);
-        }
-
-        @Override
-        public String toString() {
-            return what + ": C=" + chunk + " topk=" + topk + " D=" + headDim + " H/Hkv=" + heads + "/" + kvHeads
-                    + " " + dtype.label() + " " + (structured ? "structured" : "iid") + " lengths="
-                    + Arrays.toString(lengths) + " seed=" + seed;
-        }
-    }
-
-    private static Case mk(String what, int chunk, int topk, int headDim, int heads, int kvHeads, DType dtype,
-                           boolean structured, int... lengths) {
-        long seed = RUN_SEED ^ (what.hashCode() * 0x9E3779B97F4A7C15L);
-        return new Case(what, chunk, topk, headDim, heads, kvHeads, dtype, structured, lengths, seed);
-    }
-
-    /** Covers every length kind, D, H/Hkv, C, topk and dtype at least once, with structured and i.i.d. inputs. */
+    /** {@link CpuCases#lengthKinds}, then head dims 96 and 256, many chunks, chunks longer than a key segment. */
     static Stream<Case> mobaCases() {
         DType bf = DType.BF16;
         DType fp = DType.FP16;
-        return Stream.of(
-                mk("length 1", 16, 3, 32, 4, 4, bf, false, 1),
-                mk("length C-1", 16, 2, 64, 8, 2, fp, true, 15),
-                mk("length C, topk 1", 16, 1, 128, 4, 4, bf, true, 16),
-                mk("length C+1", 16, 8, 32, 8, 2, fp, false, 17),
-                mk("length 3C+5", 16, 2, 64, 4, 4, bf, false, 53),
-                mk("length 3C+5, GQA", 64, 3, 128, 8, 2, bf, true, 197),
-                mk("C-1, C, C+1 packed", 64, 2, 32, 4, 4, fp, true, 63, 64, 65),
-                mk("short and long with empty", 64, 3, 64, 8, 2, bf, true, 0, 1, 700, 0, 65, 129),
-                mk("length 3C+5, topk 8", 128, 8, 128, 4, 4, fp, false, 389),
-                mk("long among short, C 128", 128, 3, 64, 8, 2, fp, true, 5, 1000, 0, 127, 257),
-                mk("many chunks, topk 8", 16, 8, 32, 8, 2, bf, true, 600, 3, 0),
-                mk("topk 1, two chunks", 64, 1, 64, 8, 2, fp, false, 129),
+        return Stream.concat(lengthKinds(700, 1000, 600), Stream.of(
                 mk("length C and 1", 128, 2, 32, 4, 4, bf, false, 128, 1),
                 mk("93 chunks, topk 3", 16, 3, 128, 4, 4, fp, true, 1490),
                 mk("head dim 96", 16, 3, 96, 4, 2, bf, true, 90, 7),
                 mk("head dim 256", 64, 2, 256, 2, 1, fp, false, 150),
-                mk("chunk longer than a key segment", 1030, 3, 64, 2, 1, fp, false, 2100, 3));
+                mk("chunk longer than a key segment", 1030, 3, 64, 2, 1, fp, false, 2100, 3)));
     }
 
     static Stream<Case> denseCases() {
@@ -144,7 +94,7 @@ class CpuMobaAttentionTest {
     @ParameterizedTest(name = "{0}")
     @MethodSource("denseCases")
     void denseMatchesOracleDense(Case c) {
-        assertMatchesOracle(cpu, c.batch(), c.dense(), c + " (dense)");
+        assertMatchesOracle(cpu, c.batch(), c.denseParams(), c + " (dense)");
     }
 
     @ParameterizedTest(name = "{0}")
@@ -152,7 +102,7 @@ class CpuMobaAttentionTest {
     void blocksSplittingChunksMatchOracle(Case c) {
         String label = c + ", " + SMALL_BLOCK_ROWS + " rows per block";
         assertMatchesOracle(smallBlocks, c.batch(), c.params(), label);
-        assertMatchesOracle(smallBlocks, c.batch(), c.dense(), label + " (dense)");
+        assertMatchesOracle(smallBlocks, c.batch(), c.denseParams(), label + " (dense)");
     }
 
     @Test

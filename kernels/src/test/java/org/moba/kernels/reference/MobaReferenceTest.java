@@ -54,12 +54,7 @@ class MobaReferenceTest {
         PackedBatch batch = ReferenceFixtures.randomBatch(lengths.length * 31L + chunk, ReferenceFixtures.layout(4, 2),
                 lengths);
         MobaParams params = MobaParams.of(chunk, topk);
-        MobaReference.Forward moba = MobaReference.forward(batch, params);
-        ReferenceFixtures.Attention dense = ReferenceFixtures.bruteForce(VarlenDoubles.of(batch),
-                params.scale(batch.headDim()), ReferenceFixtures.causal());
-        assertFullyWritten(moba);
-        assertClose("out", dense.out(), moba.out());
-        assertClose("lse", dense.lse(), moba.lse());
+        MobaReference.Forward moba = assertForwardEquals(batch, params, ReferenceFixtures.causal());
         assertEquals(0, moba.selectionWidth(), "one chunk leaves no candidates");
     }
 
@@ -77,12 +72,7 @@ class MobaReferenceTest {
                 lengths);
         int chunks = MobaParams.of(chunk, 1).chunksOf(batch.maxSeqlen());
         MobaParams params = MobaParams.of(chunk, chunks);
-        MobaReference.Forward moba = MobaReference.forward(batch, params);
-        ReferenceFixtures.Attention dense = ReferenceFixtures.bruteForce(VarlenDoubles.of(batch),
-                params.scale(batch.headDim()), ReferenceFixtures.causal());
-        assertFullyWritten(moba);
-        assertClose("out", dense.out(), moba.out());
-        assertClose("lse", dense.lse(), moba.lse());
+        MobaReference.Forward moba = assertForwardEquals(batch, params, ReferenceFixtures.causal());
         int width = moba.selectionWidth();
         assertEquals(chunks - 1, width);
         for (int t = 0; t < batch.totalTokens(); t++) {
@@ -103,12 +93,7 @@ class MobaReferenceTest {
         PackedBatch batch = ReferenceFixtures.randomBatch(chunk * 11L + lengths.length, ReferenceFixtures.layout(4, 1),
                 lengths);
         MobaParams params = MobaParams.of(chunk, 1);
-        MobaReference.Forward moba = MobaReference.forward(batch, params);
-        ReferenceFixtures.Attention own = ReferenceFixtures.bruteForce(VarlenDoubles.of(batch),
-                params.scale(batch.headDim()), ReferenceFixtures.ownChunkOnly(chunk));
-        assertFullyWritten(moba);
-        assertClose("out", own.out(), moba.out());
-        assertClose("lse", own.lse(), moba.lse());
+        MobaReference.Forward moba = assertForwardEquals(batch, params, ReferenceFixtures.ownChunkOnly(chunk));
         assertEquals(0, moba.selectionWidth());
     }
 
@@ -118,14 +103,24 @@ class MobaReferenceTest {
         PackedBatch batch = ReferenceFixtures.randomBatch(chunk * 13L + lengths.length, ReferenceFixtures.layout(2, 1),
                 lengths);
         MobaParams params = MobaParams.denseCausal(chunk);
-        MobaReference.Forward dense = MobaReference.forward(batch, params);
-        ReferenceFixtures.Attention expected = ReferenceFixtures.bruteForce(VarlenDoubles.of(batch),
-                params.scale(batch.headDim()), ReferenceFixtures.causal());
-        assertFullyWritten(dense);
-        assertClose("out", expected.out(), dense.out());
-        assertClose("lse", expected.lse(), dense.lse());
+        MobaReference.Forward dense = assertForwardEquals(batch, params, ReferenceFixtures.causal());
         assertEquals(0, dense.selectionWidth());
         assertEquals(0, dense.selected().length);
+    }
+
+    /**
+     * The oracle's forward of {@code batch}, checked to write every output and to equal brute-force attention over
+     * the keys {@code mask} admits.
+     */
+    private static MobaReference.Forward assertForwardEquals(PackedBatch batch, MobaParams params,
+                                                             ReferenceFixtures.KeyMask mask) {
+        MobaReference.Forward forward = MobaReference.forward(batch, params);
+        ReferenceFixtures.Attention expected = ReferenceFixtures.bruteForce(VarlenDoubles.of(batch),
+                params.scale(batch.headDim()), mask);
+        assertFullyWritten(forward);
+        assertClose("out", expected.out(), forward.out());
+        assertClose("lse", expected.lse(), forward.lse());
+        return forward;
     }
 
     static Stream<Arguments> mobaCases() {
