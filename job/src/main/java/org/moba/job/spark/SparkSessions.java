@@ -25,6 +25,8 @@ public final class SparkSessions {
         }
         conf.setIfMissing("spark.app.name", appName);
         conf.setIfMissing("spark.ui.showConsoleProgress", "true");
+        // The result beans have ~20 fields; Spark's default of 25 printable fields warns about them on every plan.
+        conf.setIfMissing("spark.sql.debug.maxToStringFields", "100");
         checkGpuSettings(conf);
         return SparkSession.builder().config(conf).getOrCreate();
     }
