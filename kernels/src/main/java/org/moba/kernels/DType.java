@@ -27,6 +27,17 @@ public enum DType {
         return (this == FP16 ? Widening.FP16 : Widening.BF16)[bits & 0xFFFF];
     }
 
+    /** Index of the first NaN or infinity in {@code data} (raw bits of this type), or -1 when all are finite. */
+    public int firstNonFinite(short[] data) {
+        int exponentMask = this == FP16 ? 0x7C00 : 0x7F80;
+        for (int i = 0; i < data.length; i++) {
+            if ((data[i] & exponentMask) == exponentMask) {
+                return i;
+            }
+        }
+        return -1;
+    }
+
     /** Rounds to nearest, ties to even. */
     public short fromFloat(float value) {
         return this == FP16 ? HalfFloat.floatToFp16(value) : HalfFloat.floatToBf16(value);

@@ -99,16 +99,14 @@ public final class PackedBatch {
     }
 
     private void checkFinite(String field, short[] data, int fieldHeads) {
-        int exponentMask = dtype == DType.FP16 ? 0x7C00 : 0x7F80;
-        int rowElems = fieldHeads * headDim;
-        for (int i = 0; i < data.length; i++) {
-            if ((data[i] & exponentMask) == exponentMask) {
-                int token = i / rowElems;
-                int b = sequenceOf(token);
-                float value = dtype.toFloat(data[i]);
-                throw new MobaInputException("sequence " + b + ": " + field + " holds " + value + " at token "
-                        + (token - cuSeqlens[b]) + ", head " + (i % rowElems) / headDim + ", dim " + i % headDim);
-            }
+        int i = dtype.firstNonFinite(data);
+        if (i >= 0) {
+            int rowElems = fieldHeads * headDim;
+            int token = i / rowElems;
+            int b = sequenceOf(token);
+            throw new MobaInputException("sequence " + b + ": " + field + " holds " + dtype.toFloat(data[i])
+                    + " at token " + (token - cuSeqlens[b]) + ", head " + (i % rowElems) / headDim + ", dim "
+                    + i % headDim);
         }
     }
 

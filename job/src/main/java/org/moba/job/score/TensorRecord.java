@@ -71,12 +71,10 @@ public record TensorRecord(String id, int length, String dtype, int heads, int k
     }
 
     private void checkFinite(DType dt, String field, short[] data, int fieldHeads) {
-        int exponentMask = dt == DType.FP16 ? 0x7C00 : 0x7F80;
-        for (int i = 0; i < data.length; i++) {
-            if ((data[i] & exponentMask) == exponentMask) {
-                throw new MobaInputException(field + " holds " + dt.toFloat(data[i]) + " at token "
-                        + i / (fieldHeads * headDim) + ", head " + (i / headDim) % fieldHeads + ", dim " + i % headDim);
-            }
+        int i = dt.firstNonFinite(data);
+        if (i >= 0) {
+            throw new MobaInputException(field + " holds " + dt.toFloat(data[i]) + " at token "
+                    + i / (fieldHeads * headDim) + ", head " + (i / headDim) % fieldHeads + ", dim " + i % headDim);
         }
     }
 
