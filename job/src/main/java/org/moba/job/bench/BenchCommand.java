@@ -16,6 +16,7 @@ import org.apache.spark.sql.Encoders;
 import org.apache.spark.sql.Row;
 import org.apache.spark.sql.SaveMode;
 import org.apache.spark.sql.SparkSession;
+import org.moba.kernels.bench.Percentiles;
 import org.moba.job.JobOutput;
 import org.moba.job.BackendOption;
 import org.moba.job.LengthMix;
@@ -157,7 +158,7 @@ public final class BenchCommand implements Callable<Integer> {
         Map<String, List<BenchMeasurement>> byShape = rows.stream()
                 .collect(Collectors.groupingBy(BenchMeasurement::getShape));
         for (List<BenchMeasurement> group : byShape.values()) {
-            double median = BenchRunner.percentile(group.stream().mapToDouble(BenchMeasurement::getMobaMedianMs)
+            double median = Percentiles.of(group.stream().mapToDouble(BenchMeasurement::getMobaMedianMs)
                     .toArray(), 0.5);
             group.forEach(r -> r.setStraggler(r.getMobaMedianMs() > (1 + margin) * median));
         }

@@ -18,6 +18,7 @@ import org.jfree.chart.renderer.xy.XYLineAndShapeRenderer;
 import org.jfree.data.category.DefaultCategoryDataset;
 import org.jfree.data.xy.XYSeries;
 import org.jfree.data.xy.XYSeriesCollection;
+import org.moba.kernels.bench.Percentiles;
 import org.moba.job.HtmlReport;
 
 /**
@@ -67,7 +68,7 @@ final class BenchReport {
         Map<String, List<BenchMeasurement>> byShape = sorted.stream().collect(Collectors.groupingBy(
                 BenchMeasurement::getShape, java.util.LinkedHashMap::new, Collectors.toList()));
         byShape.forEach((shape, group) -> {
-            double median = BenchRunner.percentile(group.stream().mapToDouble(BenchMeasurement::getMobaMedianMs)
+            double median = Percentiles.of(group.stream().mapToDouble(BenchMeasurement::getMobaMedianMs)
                     .toArray(), 0.5);
             group.forEach(r -> relative.addValue(r.getMobaMedianMs() / median, device(r), shape));
         });
@@ -78,7 +79,7 @@ final class BenchReport {
         limit.setLabel("straggler margin " + stragglerMargin);
         stragglers.getCategoryPlot().addRangeMarker(limit);
         double top = sorted.stream().filter(r -> r.getMobaMedianMs() > 0).mapToDouble(r -> r.getMobaMedianMs()
-                / BenchRunner.percentile(byShape.get(r.getShape()).stream()
+                / Percentiles.of(byShape.get(r.getShape()).stream()
                         .mapToDouble(BenchMeasurement::getMobaMedianMs).toArray(), 0.5)).max().orElse(1);
         stragglers.getCategoryPlot().getRangeAxis().setRange(0, 1.1 * Math.max(top, 1 + stragglerMargin));
         report.heading("Stragglers across hosts").paragraph(rows.stream().filter(BenchMeasurement::isStraggler)

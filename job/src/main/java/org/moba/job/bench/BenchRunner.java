@@ -6,6 +6,7 @@ import java.util.List;
 import org.moba.job.spark.DeviceAssignment;
 import org.moba.job.spark.Hosts;
 import org.moba.kernels.AttendedPairs;
+import org.moba.kernels.bench.Percentiles;
 import org.moba.kernels.MobaAttention;
 import org.moba.kernels.MobaOutput;
 import org.moba.kernels.MobaParams;
@@ -83,13 +84,13 @@ public final class BenchRunner implements java.io.Serializable {
         m.setTokens(tokens);
         m.setBatches(batches.size());
         m.setAttendedPairs(pairs);
-        m.setMobaMedianMs(percentile(mobaTimes.compute, 0.5));
-        m.setMobaP10Ms(percentile(mobaTimes.compute, 0.1));
-        m.setMobaP90Ms(percentile(mobaTimes.compute, 0.9));
-        m.setGateMedianMs(percentile(mobaTimes.gate, 0.5));
-        m.setAttentionMedianMs(percentile(mobaTimes.attention, 0.5));
-        m.setCopyMedianMs(percentile(mobaTimes.copies, 0.5));
-        m.setDenseMedianMs(percentile(denseTimes.compute, 0.5));
+        m.setMobaMedianMs(Percentiles.of(mobaTimes.compute, 0.5));
+        m.setMobaP10Ms(Percentiles.of(mobaTimes.compute, 0.1));
+        m.setMobaP90Ms(Percentiles.of(mobaTimes.compute, 0.9));
+        m.setGateMedianMs(Percentiles.of(mobaTimes.gate, 0.5));
+        m.setAttentionMedianMs(Percentiles.of(mobaTimes.attention, 0.5));
+        m.setCopyMedianMs(Percentiles.of(mobaTimes.copies, 0.5));
+        m.setDenseMedianMs(Percentiles.of(denseTimes.compute, 0.5));
         m.setUsefulTflops(AttendedPairs.teraflops(pairs, shape.shape().headDim(), m.getMobaMedianMs()));
         m.setTokensPerSecond(tokens / (m.getMobaMedianMs() * 1e-3));
         m.setSpeedupOverDense(m.getDenseMedianMs() / m.getMobaMedianMs());
@@ -121,13 +122,5 @@ public final class BenchRunner implements java.io.Serializable {
         return t;
     }
 
-    static double percentile(double[] values, double q) {
-        double[] sorted = values.clone();
-        Arrays.sort(sorted);
-        double pos = q * (sorted.length - 1);
-        int lo = (int) Math.floor(pos);
-        int hi = Math.min(sorted.length - 1, lo + 1);
-        return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
-    }
 
 }

@@ -4,6 +4,7 @@ import java.lang.management.ManagementFactory;
 import java.util.Arrays;
 import java.util.Locale;
 import java.util.stream.IntStream;
+import org.moba.kernels.AttendedPairs;
 import org.moba.kernels.BatchLayout;
 import org.moba.kernels.DType;
 import org.moba.kernels.MobaGradients;
@@ -66,7 +67,7 @@ public final class CpuBench {
                 phases[i] = last.timings();
             }
             double cpuSecondsPerRun = (processCpuNanos() - cpuStart) / 1e9 / runs;
-            long pairs = attendedPairs(batch, params, last);
+            long pairs = AttendedPairs.count(batch, params, last);
             double[] sorted = millis.clone();
             Arrays.sort(sorted);
             double median = percentile(sorted, 0.5);
@@ -157,25 +158,6 @@ public final class CpuBench {
         return Runtime.getRuntime().availableProcessors();
     }
 
-    /** Attended (query, key) pairs over all heads: own-chunk causal prefix plus every selected chunk. */
-    private static long attendedPairs(PackedBatch batch, MobaParams params, MobaOutput out) {
-        int w = out.selectionWidth();
-        int c = params.chunkSize();
-        long pairs = 0;
-        for (int t = 0; t < batch.totalTokens(); t++) {
-            int p = t - batch.seqStart(batch.sequenceOf(t));
-            for (int h = 0; h < batch.heads(); h++) {
-                pairs += p % c + 1;
-                for (int i = 0; i < w; i++) {
-                    int j = out.selected()[(t * batch.heads() + h) * w + i];
-                    if (j >= 0) {
-                        pairs += c; // only full chunks are ever selected
-                    }
-                }
-            }
-        }
-        return pairs;
-    }
 
     private static String row(String shape, String impl, int threads, double median, double p10, double p90,
                               long pairs) {

@@ -8,6 +8,7 @@ import java.util.Set;
 import java.util.TreeSet;
 import java.util.SplittableRandom;
 
+import org.moba.kernels.AttendedPairs;
 import org.moba.kernels.BatchLayout;
 import org.moba.kernels.DType;
 import org.moba.kernels.MobaOutput;
@@ -160,11 +161,11 @@ public final class KernelBench {
                         denseAttention[r * sets + s] = dense.get(s).run().get("attention");
                     }
                 }
-                totals.gateMs += median(gate);
-                totals.attentionMs += median(attention);
-                totals.denseMs += median(denseAttention);
+                totals.gateMs += Percentiles.of(gate, 0.5);
+                totals.attentionMs += Percentiles.of(attention, 0.5);
+                totals.denseMs += Percentiles.of(denseAttention, 0.5);
                 MobaOutput out = moba.get(0).download();
-                totals.mobaPairs += attendedPairs(moba.get(0).batch(), shape.params(), out);
+                totals.mobaPairs += AttendedPairs.count(moba.get(0).batch(), shape.params(), out);
                 totals.densePairs += causalPairs(lengths) * shape.heads();
                 totals.tokens += tokens;
                 totals.extraBytes = Math.max(totals.extraBytes, moba.get(0).extraDeviceBytes());
@@ -192,31 +193,6 @@ public final class KernelBench {
         }
     }
 
-    /**
-     * (query, key) pairs attended, summed over heads: each query's own-chunk causal prefix plus the full chunks it
-     * selected (candidates are always full chunks).
-     */
-    static long attendedPairs(PackedBatch batch, MobaParams params, MobaOutput out) {
-        int h = batch.heads();
-        int w = out.selectionWidth();
-        int c = params.chunkSize();
-        long pairs = 0;
-        for (int b = 0; b < batch.numSequences(); b++) {
-            int start = batch.seqStart(b);
-            for (int p = 0; p < batch.seqLength(b); p++) {
-                long own = p % c + 1;
-                for (int head = 0; head < h; head++) {
-                    int base = ((start + p) * h + head) * w;
-                    int selected = 0;
-                    while (selected < w && out.selected()[base + selected] >= 0) {
-                        selected++;
-                    }
-                    pairs += own + (long) selected * c;
-                }
-            }
-        }
-        return pairs;
-    }
 
     /** Causal (query, key) pairs of one head: L(L+1)/2 per sequence. */
     static long causalPairs(int[] lengths) {
@@ -227,10 +203,4 @@ public final class KernelBench {
         return pairs;
     }
 
-    private static double median(double[] values) {
-        double[] sorted = values.clone();
-        Arrays.sort(sorted);
-        int n = sorted.length;
-        return n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
-    }
 }
