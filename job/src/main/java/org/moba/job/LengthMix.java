@@ -4,6 +4,7 @@ import java.io.Serializable;
 import java.util.Arrays;
 import java.util.Locale;
 import java.util.SplittableRandom;
+import org.moba.kernels.SyntheticSequences;
 
 /**
  * A recipe for a list of sequence lengths, written as a short spec on command lines and in spec files:
@@ -50,7 +51,7 @@ public record LengthMix(String spec) implements Serializable {
                     double sigma = Double.parseDouble(p[3]);
                     int[] out = new int[count(spec, p[1])];
                     for (int i = 0; i < out.length; i++) {
-                        double z = Math.sqrt(-2 * Math.log(1 - rng.nextDouble())) * Math.cos(2 * Math.PI * rng.nextDouble());
+                        double z = SyntheticSequences.gaussian(rng);
                         out[i] = (int) Math.max(1, Math.min(1 << 20, Math.round(median * Math.exp(sigma * z))));
                     }
                     return out;

@@ -29,6 +29,17 @@ public record Shape(DType dtype, int heads, int kvHeads, int headDim, int chunk,
         return dtype.label() + " H" + heads + "/" + kvHeads + " D" + headDim + " C" + chunk + " k" + topk;
     }
 
+    /** {@code H/Hkv} (or {@code H} for plain multi-head attention) as {@code {H, Hkv}}. */
+    public static int[] parseHeads(String heads) {
+        String[] parts = heads.split("/");
+        try {
+            int h = Integer.parseInt(parts[0].trim());
+            return new int[] {h, parts.length > 1 ? Integer.parseInt(parts[1].trim()) : h};
+        } catch (NumberFormatException e) {
+            throw new MobaInputException("--heads '" + heads + "' is not H/Hkv, e.g. 16/4");
+        }
+    }
+
     /**
      * The cross product of the grid options of {@code bench} and {@code sweep}; heads are written {@code H/Hkv}
      * (or {@code H} for plain multi-head attention). Every shape is validated before anything runs.
@@ -38,19 +49,11 @@ public record Shape(DType dtype, int heads, int kvHeads, int headDim, int chunk,
         List<Shape> shapes = new ArrayList<>();
         for (String dt : dtypes) {
             for (String hh : heads) {
-                String[] parts = hh.split("/");
-                int h;
-                int hkv;
-                try {
-                    h = Integer.parseInt(parts[0].trim());
-                    hkv = parts.length > 1 ? Integer.parseInt(parts[1].trim()) : h;
-                } catch (NumberFormatException e) {
-                    throw new MobaInputException("--heads '" + hh + "' is not H/Hkv, e.g. 16/4");
-                }
+                int[] hk = parseHeads(hh);
                 for (int d : headDims) {
                     for (int c : chunks) {
                         for (int k : topks) {
-                            shapes.add(new Shape(DType.parse(dt), h, hkv, d, c, k));
+                            shapes.add(new Shape(DType.parse(dt), hk[0], hk[1], d, c, k));
                         }
                     }
                 }

@@ -111,7 +111,8 @@ public final class SyntheticSequences {
         return h ^ (h >>> 32);
     }
 
-    private static double gaussian(SplittableRandom rng) {
+    /** One standard normal draw. */
+    public static double gaussian(SplittableRandom rng) {
         // Box-Muller; SplittableRandom has no nextGaussian on Java 17.
         double u1 = 1.0 - rng.nextDouble();
         double u2 = rng.nextDouble();

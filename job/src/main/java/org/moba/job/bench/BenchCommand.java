@@ -9,12 +9,9 @@ import java.util.Map;
 import java.util.concurrent.Callable;
 import java.util.stream.Collectors;
 import java.util.stream.IntStream;
-import org.apache.spark.SparkConf;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.apache.spark.sql.Dataset;
-import org.apache.spark.sql.Encoders;
 import org.apache.spark.sql.Row;
-import org.apache.spark.sql.SaveMode;
 import org.apache.spark.sql.SparkSession;
 import org.moba.kernels.bench.Percentiles;
 import org.moba.job.JobOutput;
@@ -99,7 +96,7 @@ public final class BenchCommand implements Callable<Integer> {
     @Override
     public Integer call() throws IOException {
         List<BenchShape> shapes = spec != null ? BenchSpec.read(spec) : grid();
-        try (SparkSession spark = SparkSessions.create("moba bench", new SparkConf(false))) {
+        try (SparkSession spark = SparkSessions.create("moba bench")) {
             JavaSparkContext jsc = JavaSparkContext.fromSparkContext(spark.sparkContext());
             int n = slots > 0 ? slots : DeviceSlots.count(jsc, backend.name());
             LOG.info("bench: {} shape(s) x {} device slot(s), backend {}", shapes.size(), n, backend.name());

@@ -9,7 +9,6 @@ import java.util.stream.IntStream;
 import org.apache.hadoop.fs.FSDataOutputStream;
 import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
-import org.apache.spark.SparkConf;
 import org.apache.spark.TaskContext;
 import org.apache.spark.api.java.JavaRDD;
 import org.apache.spark.api.java.JavaSparkContext;
@@ -18,6 +17,7 @@ import org.apache.spark.sql.RowFactory;
 import org.apache.spark.sql.SaveMode;
 import org.apache.spark.sql.SparkSession;
 import org.moba.job.LengthMix;
+import org.moba.job.Shape;
 import org.moba.job.spark.SparkSessions;
 import org.moba.kernels.BatchLayout;
 import org.moba.kernels.DType;
@@ -59,13 +59,11 @@ public final class GenCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws IOException {
-        String[] hh = heads.split("/");
-        int h = Integer.parseInt(hh[0].trim());
-        BatchLayout layout = new BatchLayout(DType.parse(dtype), h, hh.length > 1 ? Integer.parseInt(hh[1].trim()) : h,
-                headDim);
+        int[] hk = Shape.parseHeads(heads);
+        BatchLayout layout = new BatchLayout(DType.parse(dtype), hk[0], hk[1], headDim);
         int[] lens = new LengthMix(lengths).lengths(seed, 64);
         long s = seed;
-        try (SparkSession spark = SparkSessions.create("moba gen", new SparkConf(false))) {
+        try (SparkSession spark = SparkSessions.create("moba gen")) {
             JavaSparkContext jsc = JavaSparkContext.fromSparkContext(spark.sparkContext());
             JavaRDD<Integer> ids = jsc.parallelize(IntStream.range(0, lens.length).boxed().toList(),
                     Math.max(1, partitions));

@@ -7,7 +7,6 @@ import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.concurrent.Callable;
-import org.apache.spark.SparkConf;
 import org.apache.spark.TaskContext;
 import org.apache.spark.api.java.JavaRDD;
 import org.apache.spark.api.java.JavaSparkContext;
@@ -95,7 +94,7 @@ public final class ScoreCommand implements Callable<Integer> {
         ScoreRunner.BadRecords mode = ScoreRunner.BadRecords.valueOf(badRecords.toUpperCase(Locale.ROOT));
         ScoreRunner runner = new ScoreRunner(MobaParams.of(chunk, topk), tokensPerBatch, mode, !noFiniteCheck,
                 !metricsOnly);
-        try (SparkSession spark = SparkSessions.create("moba score", new SparkConf(false))) {
+        try (SparkSession spark = SparkSessions.create("moba score")) {
             JavaRDD<TensorRecord> records = read(spark);
             if (partitions > 0) {
                 records = records.repartition(partitions);

@@ -15,13 +15,10 @@ public final class SparkSessions {
     private SparkSessions() {
     }
 
-    public static SparkSession create(String appName, SparkConf overrides) {
+    public static SparkSession create(String appName) {
         SparkConf conf = new SparkConf(true);
         if (!conf.contains("spark.master")) {
             conf.setMaster("local[*]");
-        }
-        for (scala.Tuple2<String, String> kv : overrides.getAll()) {
-            conf.set(kv._1(), kv._2());
         }
         conf.setIfMissing("spark.app.name", appName);
         conf.setIfMissing("spark.ui.showConsoleProgress", "true");

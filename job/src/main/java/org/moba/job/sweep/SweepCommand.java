@@ -8,7 +8,6 @@ import java.util.List;
 import java.util.Map;
 import java.util.concurrent.Callable;
 import java.util.stream.Collectors;
-import org.apache.spark.SparkConf;
 import org.apache.spark.TaskContext;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.apache.spark.sql.SparkSession;
@@ -79,7 +78,7 @@ public final class SweepCommand implements Callable<Integer> {
     @Override
     public Integer call() throws IOException {
         List<SweepConfig> configs = grid();
-        try (SparkSession spark = SparkSessions.create("moba sweep", new SparkConf(false))) {
+        try (SparkSession spark = SparkSessions.create("moba sweep")) {
             JavaSparkContext jsc = JavaSparkContext.fromSparkContext(spark.sparkContext());
             LOG.info("sweep: {} configuration(s), backend {}, oracle on up to {} tokens per batch", configs.size(),
                     backend.name(), oracleRows);
