@@ -1,5 +1,6 @@
 // The exported MoBA kernels: one extern "C" entry point per (kernel family, dtype, head dim).
 // Launch rules and parameter lists: ABI.md beside this file.
+#include "moba_attn_bwd.cuh"
 #include "moba_attn_fwd.cuh"
 #include "moba_attn_selected.cuh"
 #include "moba_chunk_mean.cuh"
@@ -96,3 +97,83 @@ MOBA_ATTN_OWN_COMBINE(moba_attn_own_combine_fp16_d64, moba::Fp16, 64)
 MOBA_ATTN_OWN_COMBINE(moba_attn_own_combine_fp16_d128, moba::Fp16, 128)
 MOBA_ATTN_OWN_COMBINE(moba_attn_own_combine_bf16_d64, moba::Bf16, 64)
 MOBA_ATTN_OWN_COMBINE(moba_attn_own_combine_bf16_d128, moba::Bf16, 128)
+
+// ------------------------------------------------------------------------------------------ backward
+#define MOBA_BWD_DELTA(NAME, DT)                                                                         \
+    extern "C" __global__ void __launch_bounds__(128)                                                    \
+        NAME(const uint16_t* out, const uint16_t* dout, float* delta, int rows, int head_dim) {          \
+        moba::bwd_delta<DT>(out, dout, delta, rows, head_dim);                                           \
+    }
+
+#define MOBA_BWD_DQ_SELECTED(NAME, DT, HD)                                                               \
+    extern "C" __global__ void __launch_bounds__(moba::BwdConfig<HD>::kThreads, 2)                       \
+        NAME(const uint16_t* q, const uint16_t* k, const uint16_t* v, const uint16_t* dout, const float* lse, \
+             const float* delta, const int* cu_seqlens, const int* chunk_base, int num_sequences,        \
+             const int* bucket_row0, const int* bucket_group0, const int* rows, int rows_per_group,      \
+             uint16_t* partial_dq, int heads, int kv_heads, int width, int chunk_size, int num_full_chunks, \
+             float scale) {                                                                              \
+        moba::bwd_dq_selected<DT, HD>(q, k, v, dout, lse, delta, cu_seqlens, chunk_base, num_sequences,  \
+                                      bucket_row0, bucket_group0, rows, rows_per_group, partial_dq, heads, \
+                                      kv_heads, width, chunk_size, num_full_chunks, scale);              \
+    }
+
+#define MOBA_BWD_DQ(NAME, DT, HD)                                                                        \
+    extern "C" __global__ void __launch_bounds__(moba::BwdConfig<HD>::kThreads, 2)                       \
+        NAME(const uint16_t* q, const uint16_t* k, const uint16_t* v, const uint16_t* dout, const float* lse, \
+             const float* delta, uint16_t* dq, const int* cu_seqlens, const int* sel, int width,         \
+             const int2* tiles, int heads, int kv_heads, int chunk_size, float scale, int dense,         \
+             const uint16_t* partial_dq) {                                                               \
+        moba::bwd_dq<DT, HD>(q, k, v, dout, lse, delta, dq, cu_seqlens, sel, width, tiles, heads, kv_heads, \
+                             chunk_size, scale, dense, partial_dq);                                      \
+    }
+
+#define MOBA_BWD_DKDV(NAME, DT, HD)                                                                      \
+    extern "C" __global__ void __launch_bounds__(moba::BwdConfig<HD>::kThreads, 2)                       \
+        NAME(const uint16_t* q, const uint16_t* k, const uint16_t* v, const uint16_t* dout, const float* lse, \
+             const float* delta, uint16_t* dk, uint16_t* dv, const int* cu_seqlens, const int* chunk_base, \
+             const int2* tiles, const int* bucket_row0, const int* rows, int heads, int kv_heads, int width, \
+             int chunk_size, int num_full_chunks, float scale, int dense) {                              \
+        moba::bwd_dkdv<DT, HD>(q, k, v, dout, lse, delta, dk, dv, cu_seqlens, chunk_base, tiles, bucket_row0, \
+                               rows, heads, kv_heads, width, chunk_size, num_full_chunks, scale, dense); \
+    }
+
+MOBA_BWD_DELTA(moba_bwd_delta_fp16, moba::Fp16)
+MOBA_BWD_DELTA(moba_bwd_delta_bf16, moba::Bf16)
+
+extern "C" __global__ void __launch_bounds__(moba::RouteConfig::kThreads)
+    moba_bwd_route_count(const int* sel, const int* cu_seqlens, const int* chunk_base, int num_sequences, int heads,
+                         int width, int num_full_chunks, int entries, int group_tokens, int num_groups,
+                         int* group_count) {
+    moba::bwd_route_count(sel, cu_seqlens, chunk_base, num_sequences, heads, width, num_full_chunks, entries,
+                          group_tokens, num_groups, group_count);
+}
+extern "C" __global__ void __launch_bounds__(moba::BwdRouteConfig::kThreads)
+    moba_bwd_route_totals(const int* group_count, int num_buckets, int num_groups, int* bucket_count) {
+    moba::bwd_route_totals(group_count, num_buckets, num_groups, bucket_count);
+}
+extern "C" __global__ void __launch_bounds__(moba::BwdRouteConfig::kThreads)
+    moba_bwd_route_place(int* group_count, const int* bucket_row0, int num_buckets, int num_groups) {
+    moba::bwd_route_place(group_count, bucket_row0, num_buckets, num_groups);
+}
+extern "C" __global__ void __launch_bounds__(moba::BwdRouteConfig::kThreads)
+    moba_bwd_route_fill(const int* sel, const int* cu_seqlens, const int* chunk_base, int num_sequences, int heads,
+                        int width, int num_full_chunks, int num_tokens, int group_tokens, int num_groups,
+                        int* group_count, int* rows) {
+    moba::bwd_route_fill(sel, cu_seqlens, chunk_base, num_sequences, heads, width, num_full_chunks, num_tokens,
+                         group_tokens, num_groups, group_count, rows);
+}
+
+MOBA_BWD_DQ_SELECTED(moba_bwd_dq_selected_fp16_d64, moba::Fp16, 64)
+MOBA_BWD_DQ_SELECTED(moba_bwd_dq_selected_fp16_d128, moba::Fp16, 128)
+MOBA_BWD_DQ_SELECTED(moba_bwd_dq_selected_bf16_d64, moba::Bf16, 64)
+MOBA_BWD_DQ_SELECTED(moba_bwd_dq_selected_bf16_d128, moba::Bf16, 128)
+
+MOBA_BWD_DQ(moba_bwd_dq_fp16_d64, moba::Fp16, 64)
+MOBA_BWD_DQ(moba_bwd_dq_fp16_d128, moba::Fp16, 128)
+MOBA_BWD_DQ(moba_bwd_dq_bf16_d64, moba::Bf16, 64)
+MOBA_BWD_DQ(moba_bwd_dq_bf16_d128, moba::Bf16, 128)
+
+MOBA_BWD_DKDV(moba_bwd_dkdv_fp16_d64, moba::Fp16, 64)
+MOBA_BWD_DKDV(moba_bwd_dkdv_fp16_d128, moba::Fp16, 128)
+MOBA_BWD_DKDV(moba_bwd_dkdv_bf16_d64, moba::Bf16, 64)
+MOBA_BWD_DKDV(moba_bwd_dkdv_bf16_d128, moba::Bf16, 128)

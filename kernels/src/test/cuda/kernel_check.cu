@@ -83,6 +83,10 @@ struct Kernels {
     cudaLibrary_t lib;
     cudaKernel_t chunk_mean[2], gate[2][2], attn[2][2], selected[2][2], combine[2][2], sel_sort;
     cudaKernel_t route_count, route_scan, route_fill;
+    cudaKernel_t bwd_delta[2], bwd_dq_selected[2][2], bwd_dq[2][2], bwd_dkdv[2][2];
+    cudaKernel_t bwd_route_count, bwd_route_totals, bwd_route_place, bwd_route_fill;
+    static int bwd_dq_smem(int d) { return 2 * 64 * d * 2 + 2 * 2 * 64 * d * 2; }
+    static int bwd_dkdv_smem(int d) { return bwd_dq_smem(d) + 2 * 2 * 64 * 4; }
     static int hd_index(int d) { return d == 64 ? 0 : 1; }
     static int gate_smem(int d) { return std::max(64 * d * 2, 64 * 32 * 8) + 64 * 12 + 2 * (3 * 32 * d * 2 + 128); }
     static int selected_smem(int d) { return 2 * 64 * d * 2 + 2 * 2 * 64 * d * 2; }
@@ -107,9 +111,23 @@ struct Kernels {
                                            cudaFuncAttributeMaxDynamicSharedMemorySize, gate_smem(d)));
                 CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(attn[dt][hd_index(d)]),
                                            cudaFuncAttributeMaxDynamicSharedMemorySize, attn_smem(d)));
+                get(bwd_dq_selected[dt][hd_index(d)], "moba_bwd_dq_selected_" + suffix);
+                get(bwd_dq[dt][hd_index(d)], "moba_bwd_dq_" + suffix);
+                get(bwd_dkdv[dt][hd_index(d)], "moba_bwd_dkdv_" + suffix);
+                CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(bwd_dq_selected[dt][hd_index(d)]),
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, bwd_dq_smem(d)));
+                CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(bwd_dq[dt][hd_index(d)]),
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, bwd_dq_smem(d)));
+                CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(bwd_dkdv[dt][hd_index(d)]),
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, bwd_dkdv_smem(d)));
             }
         }
         get(sel_sort, "moba_sel_sort");
+        for (int dt = 0; dt < 2; ++dt) get(bwd_delta[dt], std::string("moba_bwd_delta_") + dtype_name(dt));
+        get(bwd_route_count, "moba_bwd_route_count");
+        get(bwd_route_totals, "moba_bwd_route_totals");
+        get(bwd_route_place, "moba_bwd_route_place");
+        get(bwd_route_fill, "moba_bwd_route_fill");
         get(route_count, "moba_route_count");
         get(route_scan, "moba_route_scan");
         get(route_fill, "moba_route_fill");
@@ -559,6 +577,298 @@ static void time_case(const Kernels& K, const Case& c) {
     for (auto& d : r) d.free_all();
 }
 
+// ------------------------------------------------------------------------------------------ backward
+struct BwdRun {  // backward state of one (case, input set), on top of a DeviceRun's forward
+    DevBuf<uint16_t> dout, dq, dk, dv, partial_dq;
+    DevBuf<float> delta;
+    DevBuf<int> group_count, bucket_count, bucket_row0, bucket_group0, bucket_cursor, rows;
+    int group_tokens = 64, num_groups = 0;
+    void setup(const Case& c, const Layout& L) {
+        dq.alloc(static_cast<size_t>(L.T) * c.H * c.D);
+        dk.alloc(static_cast<size_t>(L.T) * c.Hkv * c.D);
+        dv.alloc(dk.n);
+        delta.alloc(static_cast<size_t>(L.T) * c.H);
+        if (!c.dense && L.W > 0 && L.nfc > 0) {
+            const size_t buckets = static_cast<size_t>(c.H) * L.nfc, entries = static_cast<size_t>(L.T) * c.H * L.W;
+            while (buckets * ((L.T + group_tokens - 1) / group_tokens) > (1u << 24)) group_tokens *= 2;
+            num_groups = (L.T + group_tokens - 1) / group_tokens;
+            group_count.alloc(buckets * num_groups);
+            bucket_count.alloc(buckets);
+            bucket_row0.alloc(buckets + 1);
+            bucket_group0.alloc(buckets + 1);
+            bucket_cursor.alloc(buckets);
+            rows.alloc(entries);
+            partial_dq.alloc(entries * c.D);
+        }
+    }
+    void poison() {
+        for (auto* b : {&dq, &dk, &dv}) if (b->n) CHECK(cudaMemset(b->p, 0xff, b->n * 2));
+        if (partial_dq.n) CHECK(cudaMemset(partial_dq.p, 0xff, partial_dq.n * 2));
+        if (rows.n) CHECK(cudaMemset(rows.p, 0xff, rows.n * 4));
+    }
+    void free_all() {
+        dout.free_(); dq.free_(); dk.free_(); dv.free_(); partial_dq.free_(); delta.free_(); group_count.free_();
+        bucket_count.free_(); bucket_row0.free_(); bucket_group0.free_(); bucket_cursor.free_(); rows.free_();
+    }
+};
+
+// Phases recorded between events: ev[0] delta ev[1] route ev[2] dq ev[3] dkdv ev[4].
+static void run_backward(const Kernels& K, const Case& c, const Layout& L, DeviceRun& f, BwdRun& r, cudaStream_t st,
+                         cudaEvent_t* ev) {
+    int B = L.B, H = c.H, Hkv = c.Hkv, C = c.C, D = c.D, nfc = L.nfc, nt = L.num_tiles();
+    int W = c.dense ? 0 : L.W, dense = c.dense ? 1 : 0, rows_hd = L.T * H;
+    float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.D)));
+    const int hd = Kernels::hd_index(D);
+    if (ev) CHECK(cudaEventRecord(ev[0], st));
+    launch(K.bwd_delta[c.dt], dim3((rows_hd + 3) / 4), dim3(128), 0, st, {&f.out.p, &r.dout.p, &r.delta.p, &rows_hd, &D});
+    if (ev) CHECK(cudaEventRecord(ev[1], st));
+    const bool routed = r.rows.n > 0;
+    int rows_per_group = C <= 128 ? 8 * 64 : 64;
+    if (routed) {
+        int entries = L.T * H * W, buckets = H * nfc, gt = r.group_tokens, ng = r.num_groups, T = L.T;
+        CHECK(cudaMemsetAsync(r.group_count.p, 0, r.group_count.n * 4, st));
+        launch(K.bwd_route_count, dim3((entries + 255) / 256), dim3(256), 0, st,
+               {&f.sel.p, &f.cu.p, &f.chunk_base.p, &B, &H, &W, &nfc, &entries, &gt, &ng, &r.group_count.p});
+        launch(K.bwd_route_totals, dim3((buckets + 3) / 4), dim3(128), 0, st, {&r.group_count.p, &buckets, &ng, &r.bucket_count.p});
+        launch(K.route_scan, dim3(1), dim3(1024), 0, st,
+               {&r.bucket_count.p, &buckets, &rows_per_group, &r.bucket_row0.p, &r.bucket_group0.p, &r.bucket_cursor.p});
+        launch(K.bwd_route_place, dim3((buckets + 3) / 4), dim3(128), 0, st, {&r.group_count.p, &r.bucket_row0.p, &buckets, &ng});
+        launch(K.bwd_route_fill, dim3((ng + 3) / 4), dim3(128), 0, st,
+               {&f.sel.p, &f.cu.p, &f.chunk_base.p, &B, &H, &W, &nfc, &T, &gt, &ng, &r.group_count.p, &r.rows.p});
+    }
+    if (ev) CHECK(cudaEventRecord(ev[2], st));
+    if (routed) {
+        int entries = L.T * H * W, buckets = H * nfc;
+        const unsigned max_groups = (entries + rows_per_group - 1) / rows_per_group + buckets;
+        launch(K.bwd_dq_selected[c.dt][hd], dim3(max_groups), dim3(128), Kernels::bwd_dq_smem(D), st,
+               {&f.q.p, &f.k.p, &f.v.p, &r.dout.p, &f.lse.p, &r.delta.p, &f.cu.p, &f.chunk_base.p, &B, &r.bucket_row0.p,
+                &r.bucket_group0.p, &r.rows.p, &rows_per_group, &r.partial_dq.p, &H, &Hkv, &W, &C, &nfc, &scale});
+    }
+    launch(K.bwd_dq[c.dt][hd], dim3(nt, H), dim3(128), Kernels::bwd_dq_smem(D), st,
+           {&f.q.p, &f.k.p, &f.v.p, &r.dout.p, &f.lse.p, &r.delta.p, &r.dq.p, &f.cu.p, &f.sel.p, &W, &f.tiles.p, &H, &Hkv,
+            &C, &scale, &dense, &r.partial_dq.p});
+    if (ev) CHECK(cudaEventRecord(ev[3], st));
+    launch(K.bwd_dkdv[c.dt][hd], dim3(nt, Hkv), dim3(128), Kernels::bwd_dkdv_smem(D), st,
+           {&f.q.p, &f.k.p, &f.v.p, &r.dout.p, &f.lse.p, &r.delta.p, &r.dk.p, &r.dv.p, &f.cu.p, &f.chunk_base.p,
+            &f.tiles.p, &r.bucket_row0.p, &r.rows.p, &H, &Hkv, &W, &C, &nfc, &scale, &dense});
+    if (ev) CHECK(cudaEventRecord(ev[4], st));
+}
+
+// Float64 backward of MOBA.md following the GPU's selection; delta from the GPU's (16-bit) out.
+struct BwdReference {
+    std::vector<double> dq, dk, dv;
+};
+
+static BwdReference reference_backward(const Case& c, const Layout& L, const Reference& ref, const Outputs& fwd,
+                                       const std::vector<uint16_t>& dout) {
+    const int threads = std::max(1u, std::thread::hardware_concurrency());
+    const size_t kv_size = static_cast<size_t>(L.T) * c.Hkv * c.D;
+    std::vector<std::vector<double>> dk_part(threads, std::vector<double>()), dv_part(threads, std::vector<double>());
+    BwdReference out;
+    out.dq.assign(static_cast<size_t>(L.T) * c.H * c.D, 0.0);
+    std::atomic<int> next_thread{0};
+    const double scale = 1.0 / std::sqrt(static_cast<double>(c.D));
+    parallel_for(static_cast<long>(L.T) * c.H, [&](long lo, long hi) {
+        const int me = next_thread++;
+        std::vector<double>& dk = dk_part[me];
+        std::vector<double>& dv = dv_part[me];
+        dk.assign(kv_size, 0.0);
+        dv.assign(kv_size, 0.0);
+        for (long row = lo; row < hi; ++row) {
+            const int t = static_cast<int>(row / c.H), h = static_cast<int>(row % c.H), hk = h / (c.H / c.Hkv);
+            const int b = L.seq_of(t), p = t - L.cu[b], own = p / c.C;
+            std::vector<int> keys;
+            if (c.dense) {
+                for (int key = 0; key <= p; ++key) keys.push_back(key);
+            } else {
+                for (int s = 0; s < L.W; ++s) {
+                    const int j = fwd.sel[row * L.W + s];
+                    if (j >= 0) for (int key = j * c.C; key < (j + 1) * c.C; ++key) keys.push_back(key);
+                }
+                for (int key = own * c.C; key <= p; ++key) keys.push_back(key);
+            }
+            const double* qr = &ref.q[row * c.D];
+            std::vector<double> g(c.D);
+            double delta = 0, mx = -INFINITY;
+            for (int d = 0; d < c.D; ++d) {
+                g[d] = to_float(dout[row * c.D + d], c.dt);
+                delta += g[d] * to_float(fwd.out[row * c.D + d], c.dt);
+            }
+            std::vector<double> s(keys.size());
+            for (size_t i = 0; i < keys.size(); ++i) {
+                const double* kr = &ref.k[((static_cast<long>(L.cu[b]) + keys[i]) * c.Hkv + hk) * c.D];
+                double dot = 0;
+                for (int d = 0; d < c.D; ++d) dot += qr[d] * kr[d];
+                s[i] = dot * scale;
+                mx = std::max(mx, s[i]);
+            }
+            double den = 0;
+            for (double x : s) den += std::exp(x - mx);
+            const double lse = mx + std::log(den);
+            double* dqr = &out.dq[row * c.D];
+            for (size_t i = 0; i < keys.size(); ++i) {
+                const long kv = ((static_cast<long>(L.cu[b]) + keys[i]) * c.Hkv + hk) * c.D;
+                const double pr = std::exp(s[i] - lse);
+                double dp = 0;
+                for (int d = 0; d < c.D; ++d) dp += g[d] * ref.v[kv + d];
+                const double ds = pr * (dp - delta);
+                for (int d = 0; d < c.D; ++d) {
+                    dqr[d] += scale * ds * ref.k[kv + d];
+                    dk[kv + d] += scale * ds * qr[d];
+                    dv[kv + d] += pr * g[d];
+                }
+            }
+        }
+    });
+    out.dk.assign(kv_size, 0.0);
+    out.dv.assign(kv_size, 0.0);
+    for (int i = 0; i < threads; ++i)
+        for (size_t j = 0; j < dk_part[i].size(); ++j) { out.dk[j] += dk_part[i][j]; out.dv[j] += dv_part[i][j]; }
+    return out;
+}
+
+struct Grads {
+    std::vector<uint16_t> dq, dk, dv;
+    bool operator==(const Grads& o) const { return dq == o.dq && dk == o.dk && dv == o.dv; }
+};
+
+static Grads backward_once(const Kernels& K, const Case& c, const Layout& L, DeviceRun& f, BwdRun& r) {
+    r.poison();
+    run_backward(K, c, L, f, r, nullptr, nullptr);
+    CHECK(cudaDeviceSynchronize());
+    return {r.dq.download(), r.dk.download(), r.dv.download()};
+}
+
+static double rel_l2(const std::vector<uint16_t>& x, const std::vector<double>& ref, int dt, long* non_finite) {
+    double e = 0, n = 0;
+    for (size_t i = 0; i < ref.size(); ++i) {
+        const double g = to_float(x[i], dt);
+        if (!std::isfinite(g)) ++*non_finite;
+        e += (g - ref[i]) * (g - ref[i]);
+        n += ref[i] * ref[i];
+    }
+    return std::sqrt(e / n);
+}
+
+static void check_bwd_case(const Kernels& K, const Case& c, uint64_t seed) {
+    const Layout L(c);
+    HostInputs in;
+    in.q.resize(static_cast<size_t>(L.T) * c.H * c.D);
+    in.k.resize(static_cast<size_t>(L.T) * c.Hkv * c.D);
+    in.v.resize(in.k.size());
+    std::vector<uint16_t> dout(in.q.size());
+    fill_normal(in.q, seed * 5 + 1, c.dt);
+    fill_normal(in.k, seed * 5 + 2, c.dt);
+    fill_normal(in.v, seed * 5 + 3, c.dt);
+    fill_normal(dout, seed * 5 + 4, c.dt);
+    DeviceRun f;
+    f.setup(c, L);
+    f.q.upload(in.q); f.k.upload(in.k); f.v.upload(in.v);
+    const Outputs fwd = run_forward(K, c, L, f);
+    BwdRun r;
+    r.setup(c, L);
+    r.dout.upload(dout);
+    const Grads g1 = backward_once(K, c, L, f, r), g2 = backward_once(K, c, L, f, r);
+    const Reference ref(c, L, in);
+    const BwdReference want = reference_backward(c, L, ref, fwd, dout);
+    long non_finite = 0;
+    const double e_dq = rel_l2(g1.dq, want.dq, c.dt, &non_finite), e_dk = rel_l2(g1.dk, want.dk, c.dt, &non_finite),
+                 e_dv = rel_l2(g1.dv, want.dv, c.dt, &non_finite);
+    const double tol = c.dt == FP16 ? 5e-3 : 2e-2;
+    const bool deterministic = g1 == g2;
+    const bool pass = e_dq < tol && e_dk < tol && e_dv < tol && non_finite == 0 && deterministic;
+    failures += !pass;
+    std::printf("%-4s BWD %-44s T=%6d W=%2d groups=%d dq=%.2e dk=%.2e dv=%.2e non_finite=%ld deterministic=%s\n",
+                pass ? "PASS" : "FAIL", c.name.c_str(), L.T, L.W, r.num_groups, e_dq, e_dk, e_dv, non_finite,
+                deterministic ? "yes" : "NO");
+    if (L.B > 1) {  // packing: the longest sequence alone gives bit-identical gradients
+        const int b = static_cast<int>(std::max_element(c.lengths.begin(), c.lengths.end()) - c.lengths.begin());
+        Case solo = c;
+        solo.lengths = {c.lengths[b]};
+        const Layout LS(solo);
+        auto slice = [&](const std::vector<uint16_t>& x, int heads) {
+            return std::vector<uint16_t>(x.begin() + static_cast<long>(L.cu[b]) * heads * c.D, x.begin() + static_cast<long>(L.cu[b + 1]) * heads * c.D);
+        };
+        DeviceRun fs;
+        fs.setup(solo, LS);
+        fs.q.upload(slice(in.q, c.H)); fs.k.upload(slice(in.k, c.Hkv)); fs.v.upload(slice(in.v, c.Hkv));
+        run_forward(K, solo, LS, fs);
+        BwdRun rs;
+        rs.setup(solo, LS);
+        rs.dout.upload(slice(dout, c.H));
+        const Grads gs = backward_once(K, solo, LS, fs, rs);
+        auto same = [&](const std::vector<uint16_t>& alone, const std::vector<uint16_t>& packed, int heads) {
+            return std::memcmp(alone.data(), packed.data() + static_cast<long>(L.cu[b]) * heads * c.D, alone.size() * 2) == 0;
+        };
+        const bool ok = same(gs.dq, g1.dq, c.H) && same(gs.dk, g1.dk, c.Hkv) && same(gs.dv, g1.dv, c.Hkv);
+        failures += !ok;
+        std::printf("%-4s BWD   packing: sequence %d (L=%d) alone vs packed bit-identical: %s\n", ok ? "PASS" : "FAIL", b,
+                    c.lengths[b], ok ? "yes" : "NO");
+        rs.free_all();
+        fs.free_all();
+    }
+    r.free_all();
+    f.free_all();
+}
+
+static void time_bwd_case(const Kernels& K, const Case& c) {
+    const Layout L(c);
+    constexpr int kSets = 2, kWarm = 3, kIters = 15;
+    DeviceRun f[kSets];
+    BwdRun r[kSets];
+    for (int s = 0; s < kSets; ++s) {
+        f[s].setup(c, L);
+        f[s].q.alloc(static_cast<size_t>(L.T) * c.H * c.D);
+        f[s].k.alloc(static_cast<size_t>(L.T) * c.Hkv * c.D);
+        f[s].v.alloc(f[s].k.n);
+        r[s].setup(c, L);
+        r[s].dout.alloc(f[s].q.n);
+        fill_normal_device<<<1024, 256>>>(f[s].q.p, f[s].q.n, 11 + 7 * s, c.dt);
+        fill_normal_device<<<1024, 256>>>(f[s].k.p, f[s].k.n, 12 + 7 * s, c.dt);
+        fill_normal_device<<<1024, 256>>>(f[s].v.p, f[s].v.n, 13 + 7 * s, c.dt);
+        fill_normal_device<<<1024, 256>>>(r[s].dout.p, r[s].dout.n, 14 + 7 * s, c.dt);
+        CHECK(cudaGetLastError());
+    }
+    cudaEvent_t ev[7];
+    for (auto& e : ev) CHECK(cudaEventCreate(&e));
+    std::vector<float> ph[6];
+    for (int it = 0; it < kWarm + kIters; ++it) {
+        const int s = it % kSets;
+        CHECK(cudaEventRecord(ev[5]));
+        run_gate(K, c, L, f[s], nullptr);
+        run_attn(K, c, L, f[s], nullptr);
+        run_backward(K, c, L, f[s], r[s], nullptr, ev);
+        CHECK(cudaEventSynchronize(ev[4]));
+        float x;
+        if (it < kWarm) continue;
+        CHECK(cudaEventElapsedTime(&x, ev[5], ev[0])); ph[0].push_back(x);
+        for (int p = 0; p < 4; ++p) { CHECK(cudaEventElapsedTime(&x, ev[p], ev[p + 1])); ph[p + 1].push_back(x); }
+        CHECK(cudaEventElapsedTime(&x, ev[0], ev[4])); ph[5].push_back(x);
+    }
+    auto median = [](std::vector<float> x) { std::sort(x.begin(), x.end()); return x[x.size() / 2]; };
+    double pairs = 0;
+    if (c.dense) {
+        for (int len : c.lengths) pairs += 0.5 * len * (len + 1.0) * c.H;
+    } else {
+        const std::vector<int> sel = f[(kWarm + kIters - 1) % kSets].sel.download();
+        for (long t = 0; t < L.T; ++t) {
+            const int b = L.seq_of(static_cast<int>(t)), p = static_cast<int>(t) - L.cu[b];
+            for (int h = 0; h < c.H; ++h) {
+                pairs += p - (p / c.C) * c.C + 1;
+                for (int s = 0; s < L.W; ++s) pairs += sel[(t * c.H + h) * L.W + s] >= 0 ? c.C : 0;
+            }
+        }
+    }
+    const double fwd = median(ph[0]), bwd = median(ph[5]);
+    std::printf("BWDTIME %-44s fwd %8.3f  bwd %8.3f (delta %.3f route %.3f dq %.3f dkdv %.3f) ms  fwd+bwd %8.3f ms  "
+                "bwd useful TFLOP/s %6.1f\n",
+                c.name.c_str(), fwd, bwd, median(ph[1]), median(ph[2]), median(ph[3]), median(ph[4]), fwd + bwd,
+                10.0 * c.D * pairs / (bwd * 1e9));
+    std::fflush(stdout);
+    for (auto& e : ev) CHECK(cudaEventDestroy(e));
+    for (int s = 0; s < kSets; ++s) { f[s].free_all(); r[s].free_all(); }
+}
+
 // ------------------------------------------------------------------------------------------ main
 int main(int argc, char** argv) {
     if (argc < 3) {
@@ -613,6 +923,40 @@ int main(int argc, char** argv) {
         cases.push_back({"union kernel: FlashMoBA 2x8K", FP16, 128, 16, 16, 128, 8, false, false, {8192, 8192}});
         for (const Case& c : cases)
             if (filter.empty() || c.name.find(filter) != std::string::npos) time_case(K, c);
+        return 0;
+    }
+    if (mode == "bwd-check") {
+        const uint64_t seed = argc > 3 ? std::strtoull(argv[3], nullptr, 10)
+                                       : static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+        std::printf("seed %llu\n", static_cast<unsigned long long>(seed));
+        const std::vector<Case> cases = {
+            {"fp16 d128 H4/4 C64 topk3 packed odd", FP16, 128, 4, 4, 64, 3, false, true, {1000, 0, 1, 63, 64, 65, 4097}},
+            {"bf16 d128 H32/8 C128 topk8 packed", BF16, 128, 32, 8, 128, 8, false, true, {3001, 1, 0, 257}},
+            {"fp16 d64 H32/8 C64 topk16", FP16, 64, 32, 8, 64, 16, false, true, {5000, 129}},
+            {"bf16 d64 H4/4 C512 topk2", BF16, 64, 4, 4, 512, 2, false, true, {8191, 513, 1}},
+            {"fp16 d128 H4/1 C256 topk3", FP16, 128, 4, 1, 256, 3, false, true, {6000, 700}},
+            {"bf16 d128 H4/4 C64 topk1 (own chunk only)", BF16, 128, 4, 4, 64, 1, false, true, {1500, 77}},
+            {"fp16 d128 H8/2 C64 topk20 (W>16)", FP16, 128, 8, 2, 64, 20, false, true, {4000, 300, 0}},
+            {"fp16 d128 H16/16 C128 topk8 FlashMoBA-like", FP16, 128, 16, 16, 128, 8, false, true, {4096, 4095}},
+            {"bf16 d128 H1/1 C512 topk3", BF16, 128, 1, 1, 512, 3, false, true, {8192}},
+            {"fp16 d128 H4/4 dense packed", FP16, 128, 4, 4, 64, 1, true, false, {3000, 1, 700, 0}},
+            {"bf16 d64 H32/8 dense packed", BF16, 64, 32, 8, 64, 1, true, false, {2049, 0, 130}},
+            {"bf16 d128 H4/4 C4096 topk8 L<C (= dense)", BF16, 128, 4, 4, 4096, 8, false, true, {3001}},
+        };
+        for (const Case& c : cases) check_bwd_case(K, c, seed);
+        std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "ALL PASSED", failures);
+        return failures ? 1 : 0;
+    }
+    if (mode == "bwd-time") {
+        const std::string filter = argc > 3 ? argv[3] : "";
+        std::vector<Case> cases;
+        for (int len : {8192, 32768, 65536})
+            cases.push_back({"FlashMoBA 2x" + std::to_string(len / 1024) + "K H16 d128 C128 topk8 fp16", FP16, 128, 16, 16, 128, 8, false, true, {len, len}});
+        cases.push_back({"1x32K H1 d128 C512 topk3 bf16", BF16, 128, 1, 1, 512, 3, false, true, {32768}});
+        cases.push_back({"dense 2x32K H16 d128 fp16", FP16, 128, 16, 16, 64, 1, true, false, {32768, 32768}});
+        cases.push_back({"dense 2x64K H16 d128 fp16", FP16, 128, 16, 16, 64, 1, true, false, {65536, 65536}});
+        for (const Case& c : cases)
+            if (filter.empty() || c.name.find(filter) != std::string::npos) time_bwd_case(K, c);
         return 0;
     }
     std::fprintf(stderr, "unknown mode %s\n", mode.c_str());

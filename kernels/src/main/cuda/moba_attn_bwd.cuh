@@ -1,0 +1,533 @@
+// MoBA backward (MOBA.md "Backward"), FlashAttention-2 style recomputation from q, k, v, lse:
+//   P = exp(scale*qk - lse), dv = P^T dout, dP = dout v^T, dS = P * (dP - delta),
+//   dq = scale * dS k, dk = scale * dS^T q,  delta = rowsum(dout * out).
+// Deterministic by construction (no floating-point atomics), in three kernels:
+// - dkdv (key-stationary): one block = one 64-key tile x one kv head; each warp keeps its 16 keys'
+//   dk/dv in registers while query tiles stream past: the own chunk's causal queries, then the rows
+//   of the chunk's (head, chunk) buckets (moba_bwd_route.cuh, ascending), head by head of the group.
+// - dq_selected (gathered, like moba_attn_selected.cuh): the rows of one bucket as dense 64-row
+//   tiles against that chunk; writes each entry's `scale * dS K` over that chunk as a 16-bit partial.
+// - dq (query-tile-stationary): the own chunk's causal prefix (dense: the whole prefix), then adds
+//   the row's partials in slot order.
+// dq thus costs one extra S and dP recomputation per attended pair (7 MMAs per pair instead of 5)
+// and no [T, H, D] fp32 buffer.
+#pragma once
+
+#include "moba_bwd_route.cuh"
+#include "moba_flash.cuh"
+
+namespace moba {
+
+template <int HD>
+struct BwdConfig {
+    static constexpr int kThreads = 128;
+    static constexpr int kBlockM = 64;  // query rows per tile
+    static constexpr int kBlockN = 64;  // keys per key block / key tile
+    static constexpr int kTileBytes = 64 * HD * 2;
+    // dq kernels: Q and dO of one query tile, K and V double-buffered.
+    static constexpr int kDqSmemBytes = 2 * kTileBytes + 2 * 2 * kTileBytes;
+    // dkdv: K and V of the block's key tile, Q and dO double-buffered, lse (log2 units) and delta per stage.
+    static constexpr int kDkdvSmemBytes = 2 * kTileBytes + 2 * 2 * kTileBytes + 2 * 2 * kBlockM * 4;
+};
+
+// delta = rowsum(dout * out) in fp32, one warp per (token, head) row.
+template <class DT>
+__device__ __forceinline__ void bwd_delta(const uint16_t* __restrict__ out, const uint16_t* __restrict__ dout,
+                                          float* __restrict__ delta, int rows, int head_dim) {
+    const int row = blockIdx.x * 4 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (row >= rows) return;
+    const uint32_t* o = reinterpret_cast<const uint32_t*>(out + static_cast<long>(row) * head_dim);
+    const uint32_t* d = reinterpret_cast<const uint32_t*>(dout + static_cast<long>(row) * head_dim);
+    float sum = 0.f;
+    for (int i = lane; i < head_dim / 2; i += 32) {
+        const uint32_t a = o[i], b = d[i];
+        sum = fmaf(DT::to_float(static_cast<uint16_t>(a & 0xffffu)), DT::to_float(static_cast<uint16_t>(b & 0xffffu)), sum);
+        sum = fmaf(DT::to_float(static_cast<uint16_t>(a >> 16)), DT::to_float(static_cast<uint16_t>(b >> 16)), sum);
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    if (lane == 0) delta[row] = sum;
+}
+
+// A warp's 16 query rows accumulating dQ (unscaled: sum of dS K) over 64-key blocks.
+template <class DT, int HD>
+struct DqRows {
+    static constexpr int kNT = 64 / 8;  // n8 tiles of S over the key block
+    static constexpr int kDT = HD / 8;  // n8 tiles of dQ
+    float acc[kDT][4] = {};
+
+    // One key block. qf/dof: the warp's Q and dO rows as A fragments; lse2 (log2 units) and delta
+    // of this thread's two rows; row i sees key columns 0..key_limit[i] when `masked`.
+    __device__ __forceinline__ void step(const uint32_t (&qf)[HD / 16][4], const uint32_t (&dof)[HD / 16][4],
+                                         uint32_t k_tile, uint32_t v_tile, float scale_log2, const float (&lse2)[2],
+                                         const float (&delta)[2], bool masked, const int (&key_limit)[2]) {
+        const int lane = threadIdx.x & 31;
+        float s[kNT][4] = {}, dp[kNT][4] = {};
+#pragma unroll
+        for (int ks = 0; ks < HD / 16; ++ks) {
+#pragma unroll
+            for (int np = 0; np < kNT / 2; ++np) {
+                uint32_t b[4];
+                load_b_fragments_nk<HD>(b, k_tile, np * 16, ks * 16);
+                DT::mma(s[2 * np], qf[ks], b[0], b[1]);
+                DT::mma(s[2 * np + 1], qf[ks], b[2], b[3]);
+                load_b_fragments_nk<HD>(b, v_tile, np * 16, ks * 16);
+                DT::mma(dp[2 * np], dof[ks], b[0], b[1]);
+                DT::mma(dp[2 * np + 1], dof[ks], b[2], b[3]);
+            }
+        }
+        // P from the forward's lse (no running max needed), then dS = P * (dP - delta) in place of s.
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int i = e >> 1;
+                const bool hidden = masked && nt * 8 + (lane & 3) * 2 + (e & 1) > key_limit[i];
+                const float p = hidden ? 0.f : fast_exp2(fmaf(s[nt][e], scale_log2, -lse2[i]));
+                s[nt][e] = p * (dp[nt][e] - delta[i]);
+            }
+        // dQ += dS K, dS re-packed as A fragments (16 keys per k-step), K read transposed.
+#pragma unroll
+        for (int kt = 0; kt < kNT / 2; ++kt) {
+            const uint32_t a[4] = {DT::pack(s[2 * kt][0], s[2 * kt][1]), DT::pack(s[2 * kt][2], s[2 * kt][3]),
+                                   DT::pack(s[2 * kt + 1][0], s[2 * kt + 1][1]), DT::pack(s[2 * kt + 1][2], s[2 * kt + 1][3])};
+#pragma unroll
+            for (int dp2 = 0; dp2 < kDT / 2; ++dp2) {
+                uint32_t b[4];
+                load_b_fragments_kn<HD>(b, k_tile, kt * 16, dp2 * 16);
+                DT::mma(acc[2 * dp2], a, b[0], b[1]);
+                DT::mma(acc[2 * dp2 + 1], a, b[2], b[3]);
+            }
+        }
+    }
+
+    __device__ __forceinline__ static int column(int dt) { return dt * 8 + (threadIdx.x & 3) * 2; }
+};
+
+// Loads a warp's 16 rows of a Q or dO tile as A fragments.
+template <int HD>
+__device__ __forceinline__ void load_row_fragments(uint32_t (&f)[HD / 16][4], uint32_t tile, int row0) {
+#pragma unroll
+    for (int ks = 0; ks < HD / 16; ++ks) load_a_fragment<HD>(f[ks], tile, row0, ks * 16);
+}
+
+// ---------------------------------------------------------------------------------------------
+// dq_selected: one block = up to rows_per_group rows of one (head, chunk) bucket.
+// ---------------------------------------------------------------------------------------------
+template <class DT, int HD>
+__device__ __forceinline__ void bwd_dq_selected(const uint16_t* __restrict__ q, const uint16_t* __restrict__ k,
+                                                const uint16_t* __restrict__ v, const uint16_t* __restrict__ dout,
+                                                const float* __restrict__ lse, const float* __restrict__ delta,
+                                                const int* __restrict__ cu_seqlens, const int* __restrict__ chunk_base,
+                                                int num_sequences, const int* __restrict__ bucket_row0,
+                                                const int* __restrict__ bucket_group0,
+                                                const int* __restrict__ rows_of_buckets, int rows_per_group,
+                                                uint16_t* __restrict__ partial_dq, int heads, int kv_heads, int width,
+                                                int chunk_size, int num_full_chunks, float scale) {
+    using Cfg = BwdConfig<HD>;
+    using Rows = DqRows<DT, HD>;
+    extern __shared__ __align__(128) unsigned char smem[];
+
+    const int buckets = heads * num_full_chunks;
+    if (static_cast<int>(blockIdx.x) >= bucket_group0[buckets]) return;  // the grid is an upper bound
+    const int bucket = segment_of(bucket_group0, buckets, blockIdx.x);
+    const int h = bucket / num_full_chunks, g = bucket % num_full_chunks, hk = h / (heads / kv_heads);
+    const int b = segment_of(chunk_base, num_sequences, g);
+    const long key0 = cu_seqlens[b] + static_cast<long>(g - chunk_base[b]) * chunk_size;
+    const int first = bucket_row0[bucket] + (blockIdx.x - bucket_group0[bucket]) * rows_per_group;
+    const int group_rows = min(rows_per_group, bucket_row0[bucket + 1] - first);
+    const int* entries = rows_of_buckets + first;  // entry e = (t * H + h) * W + slot
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const long kv_stride = static_cast<long>(kv_heads) * HD;
+    const uint16_t* k_chunk = k + (key0 * kv_heads + hk) * HD;
+    const uint16_t* v_chunk = v + (key0 * kv_heads + hk) * HD;
+
+    const uint32_t q_tile = smem_address(smem), do_tile = q_tile + Cfg::kTileBytes;
+    const uint32_t kv_tiles = do_tile + Cfg::kTileBytes;  // stage s: K at kv_tiles + 2s*kTileBytes, V after it
+    auto load_query_tile = [&](int tile) {
+        constexpr int kVectors = HD / 8;
+        const int valid_rows = min(Cfg::kBlockM, group_rows - tile * Cfg::kBlockM);
+        for (int i = threadIdx.x; i < Cfg::kBlockM * kVectors; i += Cfg::kThreads) {
+            const int r = i / kVectors, vec = i % kVectors;
+            const bool valid = r < valid_rows;
+            const long row = valid ? entries[tile * Cfg::kBlockM + r] / width : 0;  // t * H + h
+            const uint32_t at = swizzled_offset<HD>(r, vec * 8);
+            cp_async_16(q_tile + at, q + row * HD + vec * 8, valid);
+            cp_async_16(do_tile + at, dout + row * HD + vec * 8, valid);
+        }
+    };
+    auto load_key_block = [&](int block, int stage) {
+        const uint32_t kt = kv_tiles + stage * 2 * Cfg::kTileBytes;
+        const long offset = block * Cfg::kBlockN * kv_stride;
+        load_tile_async<Cfg::kBlockN, HD, Cfg::kThreads>(kt, k_chunk + offset, kv_stride, Cfg::kBlockN);
+        load_tile_async<Cfg::kBlockN, HD, Cfg::kThreads>(kt + Cfg::kTileBytes, v_chunk + offset, kv_stride, Cfg::kBlockN);
+    };
+
+    const int blocks = chunk_size / Cfg::kBlockN;
+    const bool resident = blocks <= 2;  // the chunk fits both K/V stages: load it once per group
+    const int tiles = (group_rows + Cfg::kBlockM - 1) / Cfg::kBlockM, steps = tiles * blocks;
+    load_query_tile(0);
+    load_key_block(0, 0);
+    cp_async_commit();
+
+    Rows rows;
+    uint32_t qf[HD / 16][4], dof[HD / 16][4];
+    float lse2[2], row_delta[2];
+    const float scale_log2 = scale * kLog2e;
+    const int all_keys[2] = {Cfg::kBlockN, Cfg::kBlockN};
+    for (int step = 0; step < steps; ++step) {
+        const int tile = step / blocks, block = step % blocks;
+        if (block == 0) {
+            // This tile's Q/dO (and K/V block) have landed; take the fragments, then reuse the
+            // Q/dO buffer for the next tile while this one runs through the chunk.
+            cp_async_wait<0>();
+            __syncthreads();
+            load_row_fragments<HD>(qf, q_tile, warp * 16);
+            load_row_fragments<HD>(dof, do_tile, warp * 16);
+#pragma unroll
+            for (int i = 0; i < 2; ++i) {
+                const int r = tile * Cfg::kBlockM + warp * 16 + (lane >> 2) + 8 * i;
+                const long row = r < group_rows ? entries[r] / width : -1;
+                lse2[i] = row >= 0 ? lse[row] * kLog2e : 0.f;
+                row_delta[i] = row >= 0 ? delta[row] : 0.f;
+            }
+            __syncthreads();
+            if (tile + 1 < tiles) load_query_tile(tile + 1);
+            cp_async_commit();
+        }
+        const int next = step + 1, next_tile = next / blocks, next_block = next % blocks;
+        if (next < steps && (!resident || next_tile == 0)) load_key_block(next_block, resident ? next_block : next & 1);
+        cp_async_commit();
+        if (block != 0) {
+            cp_async_wait<1>();  // everything but the block just requested: this step's K/V
+            __syncthreads();
+        }
+        const uint32_t k_tile = kv_tiles + (resident ? block : step & 1) * 2 * Cfg::kTileBytes;
+        rows.step(qf, dof, k_tile, k_tile + Cfg::kTileBytes, scale_log2, lse2, row_delta, false, all_keys);
+
+        if (block == blocks - 1) {  // tile done: write each row's partial for this chunk
+#pragma unroll
+            for (int i = 0; i < 2; ++i) {
+                const int r = tile * Cfg::kBlockM + warp * 16 + (lane >> 2) + 8 * i;
+                if (r >= group_rows) continue;
+                uint16_t* part = partial_dq + static_cast<long>(entries[r]) * HD;
+#pragma unroll
+                for (int dt = 0; dt < Rows::kDT; ++dt)
+                    *reinterpret_cast<uint32_t*>(part + Rows::column(dt)) =
+                        DT::pack(rows.acc[dt][2 * i] * scale, rows.acc[dt][2 * i + 1] * scale);
+            }
+            rows = Rows();
+        }
+        __syncthreads();  // this K/V stage is refilled next step
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// dq: one block = one 64-row query tile x one head; own chunk (dense: whole causal prefix), then
+// the row's partials from dq_selected, in slot order.
+// ---------------------------------------------------------------------------------------------
+template <class DT, int HD>
+__device__ __forceinline__ void bwd_dq(const uint16_t* __restrict__ q, const uint16_t* __restrict__ k,
+                                       const uint16_t* __restrict__ v, const uint16_t* __restrict__ dout,
+                                       const float* __restrict__ lse, const float* __restrict__ delta,
+                                       uint16_t* __restrict__ dq, const int* __restrict__ cu_seqlens,
+                                       const int* __restrict__ sel, int width, const int2* __restrict__ tiles, int heads,
+                                       int kv_heads, int chunk_size, float scale, int dense,
+                                       const uint16_t* __restrict__ partial_dq) {
+    using Cfg = BwdConfig<HD>;
+    using Rows = DqRows<DT, HD>;
+    extern __shared__ __align__(128) unsigned char smem[];
+
+    const int2 tile = tiles[blockIdx.x];
+    const int h = blockIdx.y, hk = h / (heads / kv_heads);
+    const int seq0 = cu_seqlens[tile.x], start = tile.y;
+    const int seq_len = cu_seqlens[tile.x + 1] - seq0;
+    const int rows_valid = min(Cfg::kBlockM, seq_len - start);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const long q_stride = static_cast<long>(heads) * HD, kv_stride = static_cast<long>(kv_heads) * HD;
+    const uint16_t* k_head = k + (static_cast<long>(seq0) * kv_heads + hk) * HD;
+    const uint16_t* v_head = v + (static_cast<long>(seq0) * kv_heads + hk) * HD;
+
+    const uint32_t q_tile = smem_address(smem), do_tile = q_tile + Cfg::kTileBytes;
+    const uint32_t kv_tiles = do_tile + Cfg::kTileBytes;
+    auto load_key_block = [&](int key0, int stage) {
+        const uint32_t kt = kv_tiles + stage * 2 * Cfg::kTileBytes;
+        const int valid = seq_len - key0;  // only the diagonal block can run past the sequence end
+        load_tile_async<Cfg::kBlockN, HD, Cfg::kThreads>(kt, k_head + key0 * kv_stride, kv_stride, valid);
+        load_tile_async<Cfg::kBlockN, HD, Cfg::kThreads>(kt + Cfg::kTileBytes, v_head + key0 * kv_stride, kv_stride, valid);
+    };
+
+    const long row0 = static_cast<long>(seq0 + start) * heads + h;
+    load_tile_async<Cfg::kBlockM, HD, Cfg::kThreads>(q_tile, q + row0 * HD, q_stride, rows_valid);
+    load_tile_async<Cfg::kBlockM, HD, Cfg::kThreads>(do_tile, dout + row0 * HD, q_stride, rows_valid);
+    const int own_start = dense ? 0 : (start / chunk_size) * chunk_size;
+    const int blocks = (start - own_start) / Cfg::kBlockN + 1;  // the last one is the diagonal block
+    load_key_block(own_start, 0);
+    cp_async_commit();
+
+    const int row_in_tile[2] = {warp * 16 + (lane >> 2), warp * 16 + (lane >> 2) + 8};
+    float lse2[2], row_delta[2];
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+        const bool valid = row_in_tile[i] < rows_valid;
+        lse2[i] = valid ? lse[row0 + static_cast<long>(row_in_tile[i]) * heads] * kLog2e : 0.f;
+        row_delta[i] = valid ? delta[row0 + static_cast<long>(row_in_tile[i]) * heads] : 0.f;
+    }
+    Rows rows;
+    uint32_t qf[HD / 16][4], dof[HD / 16][4];
+    const float scale_log2 = scale * kLog2e;
+    for (int block = 0; block < blocks; ++block) {
+        if (block + 1 < blocks) load_key_block(own_start + (block + 1) * Cfg::kBlockN, (block + 1) & 1);
+        cp_async_commit();
+        cp_async_wait<1>();
+        __syncthreads();
+        if (block == 0) {
+            load_row_fragments<HD>(qf, q_tile, warp * 16);
+            load_row_fragments<HD>(dof, do_tile, warp * 16);
+        }
+        const uint32_t k_tile = kv_tiles + (block & 1) * 2 * Cfg::kTileBytes;
+        const bool diagonal = block == blocks - 1;
+        rows.step(qf, dof, k_tile, k_tile + Cfg::kTileBytes, scale_log2, lse2, row_delta, diagonal, row_in_tile);
+        __syncthreads();
+    }
+
+    // Epilogue: dq = scale * (own chunk's dS K) + the selected chunks' partials, in slot order.
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+        if (row_in_tile[i] >= rows_valid) continue;
+        const long row = row0 + static_cast<long>(row_in_tile[i]) * heads;
+        float g[Rows::kDT][2];
+#pragma unroll
+        for (int dt = 0; dt < Rows::kDT; ++dt) { g[dt][0] = rows.acc[dt][2 * i] * scale; g[dt][1] = rows.acc[dt][2 * i + 1] * scale; }
+        if (!dense) {
+            for (int slot = 0; slot < width && sel[row * width + slot] >= 0; ++slot) {
+                const uint16_t* part = partial_dq + (row * width + slot) * HD;
+#pragma unroll
+                for (int dt = 0; dt < Rows::kDT; ++dt) {
+                    const uint32_t pair = *reinterpret_cast<const uint32_t*>(part + Rows::column(dt));
+                    g[dt][0] += DT::to_float(static_cast<uint16_t>(pair & 0xffffu));
+                    g[dt][1] += DT::to_float(static_cast<uint16_t>(pair >> 16));
+                }
+            }
+        }
+        uint16_t* dq_row = dq + row * HD;
+#pragma unroll
+        for (int dt = 0; dt < Rows::kDT; ++dt)
+            *reinterpret_cast<uint32_t*>(dq_row + Rows::column(dt)) = DT::pack(g[dt][0], g[dt][1]);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// dkdv: one block = one 64-key tile x one kv head; warp w owns keys 16w..16w+15 of the tile.
+// ---------------------------------------------------------------------------------------------
+
+// The query tiles a key tile meets, in a fixed order: for each query head of the kv head's group,
+// the own chunk's tiles from the diagonal on, then the (head, chunk) bucket's rows in tiles of 64.
+struct KeyTileWork {
+    int group_heads, first_head, own_tiles;
+    int bucket_base;  // h * NFC + g offset for the first head, or -1 when the chunk has no bucket
+    int num_full_chunks;
+    const int* bucket_row0;
+    // cursor
+    int head_index, index, sel_rows;
+
+    struct QueryTile {
+        int h;
+        bool own;   // own chunk: rows start .. of the sequence; else bucket rows
+        int first;  // own: first local query row; selected: first position in `rows`
+        int count;  // valid rows (<= 64)
+    };
+
+    __device__ __forceinline__ int bucket_rows(int hi) const {
+        if (bucket_base < 0) return 0;
+        const int bucket = bucket_base + hi * num_full_chunks;
+        return bucket_row0[bucket + 1] - bucket_row0[bucket];
+    }
+
+    // Fills `t` with the current tile and advances; false when every tile has been handed out.
+    __device__ __forceinline__ bool next(QueryTile& t, int start, int own_end) {
+        while (head_index < group_heads) {
+            if (index < own_tiles) {
+                t.h = first_head + head_index;
+                t.own = true;
+                t.first = start + index * 64;
+                t.count = min(64, own_end - t.first);
+                ++index;
+                return true;
+            }
+            const int j = index - own_tiles;
+            if (j * 64 < sel_rows) {
+                t.h = first_head + head_index;
+                t.own = false;
+                t.first = bucket_row0[bucket_base + head_index * num_full_chunks] + j * 64;
+                t.count = min(64, sel_rows - j * 64);
+                ++index;
+                return true;
+            }
+            ++head_index;
+            index = 0;
+            sel_rows = head_index < group_heads ? bucket_rows(head_index) : 0;
+        }
+        return false;
+    }
+};
+
+template <class DT, int HD>
+__device__ __forceinline__ void bwd_dkdv(const uint16_t* __restrict__ q, const uint16_t* __restrict__ k,
+                                         const uint16_t* __restrict__ v, const uint16_t* __restrict__ dout,
+                                         const float* __restrict__ lse, const float* __restrict__ delta,
+                                         uint16_t* __restrict__ dk, uint16_t* __restrict__ dv,
+                                         const int* __restrict__ cu_seqlens, const int* __restrict__ chunk_base,
+                                         const int2* __restrict__ tiles, const int* __restrict__ bucket_row0,
+                                         const int* __restrict__ rows_of_buckets, int heads, int kv_heads, int width,
+                                         int chunk_size, int num_full_chunks, float scale, int dense) {
+    using Cfg = BwdConfig<HD>;
+    constexpr int kDT = HD / 8;
+    extern __shared__ __align__(128) unsigned char smem[];
+
+    const int2 tile = tiles[blockIdx.x];
+    const int hk = blockIdx.y, group_heads = heads / kv_heads;
+    const int seq0 = cu_seqlens[tile.x], start = tile.y;
+    const int seq_len = cu_seqlens[tile.x + 1] - seq0;
+    const int keys_valid = min(Cfg::kBlockN, seq_len - start);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const long kv_stride = static_cast<long>(kv_heads) * HD;
+
+    // Which queries see these keys: the own chunk's rows from `start` on, and, for a full chunk, the
+    // rows that selected it.
+    const int chunk = start / chunk_size;
+    const int own_end = dense ? seq_len : min((chunk + 1) * chunk_size, seq_len);
+    const bool full_chunk = !dense && width > 0 && (chunk + 1) * chunk_size <= seq_len;
+    KeyTileWork work;
+    work.group_heads = group_heads;
+    work.first_head = hk * group_heads;
+    work.own_tiles = (own_end - start + 63) / 64;
+    work.num_full_chunks = num_full_chunks;
+    work.bucket_base = full_chunk ? work.first_head * num_full_chunks + chunk_base[tile.x] + chunk : -1;
+    work.bucket_row0 = bucket_row0;
+    work.head_index = 0;
+    work.index = 0;
+    work.sel_rows = work.bucket_rows(0);
+
+    const uint32_t k_tile = smem_address(smem), v_tile = k_tile + Cfg::kTileBytes;
+    const uint32_t qdo_tiles = v_tile + Cfg::kTileBytes;  // stage s: Q at qdo_tiles + 2s*kTileBytes, dO after it
+    float* const row_stats = reinterpret_cast<float*>(smem + 6 * Cfg::kTileBytes);  // [stage][lse2 | delta][64]
+
+    auto load_query_tile = [&](const KeyTileWork::QueryTile& t, int stage) {
+        constexpr int kVectors = HD / 8;
+        const uint32_t qt = qdo_tiles + stage * 2 * Cfg::kTileBytes;
+        for (int i = threadIdx.x; i < Cfg::kBlockM * kVectors; i += Cfg::kThreads) {
+            const int r = i / kVectors, vec = i % kVectors;
+            const bool valid = r < t.count;
+            long row = 0;  // t * H + h
+            if (valid) row = t.own ? static_cast<long>(seq0 + t.first + r) * heads + t.h : rows_of_buckets[t.first + r] / width;
+            const uint32_t at = swizzled_offset<HD>(r, vec * 8);
+            cp_async_16(qt + at, q + row * HD + vec * 8, valid);
+            cp_async_16(qt + Cfg::kTileBytes + at, dout + row * HD + vec * 8, valid);
+        }
+        float* stats = row_stats + stage * 2 * Cfg::kBlockM;
+        for (int r = threadIdx.x; r < Cfg::kBlockM; r += Cfg::kThreads) {
+            long row = -1;
+            if (r < t.count) row = t.own ? static_cast<long>(seq0 + t.first + r) * heads + t.h : rows_of_buckets[t.first + r] / width;
+            stats[r] = row >= 0 ? lse[row] * kLog2e : 0.f;
+            stats[Cfg::kBlockM + r] = row >= 0 ? delta[row] : 0.f;
+        }
+    };
+
+    const long key_row0 = static_cast<long>(seq0 + start) * kv_heads + hk;
+    load_tile_async<Cfg::kBlockN, HD, Cfg::kThreads>(k_tile, k + key_row0 * HD, kv_stride, keys_valid);
+    load_tile_async<Cfg::kBlockN, HD, Cfg::kThreads>(v_tile, v + key_row0 * HD, kv_stride, keys_valid);
+    KeyTileWork::QueryTile current, upcoming;
+    work.next(current, start, own_end);  // never empty: the diagonal tile always exists
+    load_query_tile(current, 0);
+    cp_async_commit();
+
+    float acc_dk[kDT][4] = {}, acc_dv[kDT][4] = {};
+    const float scale_log2 = scale * kLog2e;
+    const int key_row[2] = {warp * 16 + (lane >> 2), warp * 16 + (lane >> 2) + 8};
+    for (int step = 0;; ++step) {
+        const bool more = work.next(upcoming, start, own_end);
+        if (more) load_query_tile(upcoming, (step + 1) & 1);
+        cp_async_commit();
+        cp_async_wait<1>();
+        __syncthreads();
+
+        const uint32_t q_tile = qdo_tiles + (step & 1) * 2 * Cfg::kTileBytes, do_tile = q_tile + Cfg::kTileBytes;
+        const float* lse2 = row_stats + (step & 1) * 2 * Cfg::kBlockM;
+        const float* row_delta = lse2 + Cfg::kBlockM;
+        const bool diagonal = current.own && current.first == start;  // query j sees key i iff j >= i
+        // Two halves of 32 query columns keep S^T and dP^T at 16 registers each.
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            const int col0 = half * 32;
+            float st[4][4] = {}, dpt[4][4] = {};
+            // S^T = K Q^T and dP^T = V dO^T for the warp's 16 keys x 32 queries.
+#pragma unroll
+            for (int ks = 0; ks < HD / 16; ++ks) {
+                uint32_t ka[4], va[4];
+                load_a_fragment<HD>(ka, k_tile, warp * 16, ks * 16);
+                load_a_fragment<HD>(va, v_tile, warp * 16, ks * 16);
+#pragma unroll
+                for (int np = 0; np < 2; ++np) {
+                    uint32_t b[4];
+                    load_b_fragments_nk<HD>(b, q_tile, col0 + np * 16, ks * 16);
+                    DT::mma(st[2 * np], ka, b[0], b[1]);
+                    DT::mma(st[2 * np + 1], ka, b[2], b[3]);
+                    load_b_fragments_nk<HD>(b, do_tile, col0 + np * 16, ks * 16);
+                    DT::mma(dpt[2 * np], va, b[0], b[1]);
+                    DT::mma(dpt[2 * np + 1], va, b[2], b[3]);
+                }
+            }
+            // P^T from each query's lse; dS^T = P^T * (dP^T - delta) kept in dpt.
+#pragma unroll
+            for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int col = col0 + nt * 8 + (lane & 3) * 2 + (e & 1);
+                    const bool hidden = diagonal && col < key_row[e >> 1];
+                    const float p = hidden ? 0.f : fast_exp2(fmaf(st[nt][e], scale_log2, -lse2[col]));
+                    st[nt][e] = p;
+                    dpt[nt][e] = p * (dpt[nt][e] - row_delta[col]);
+                }
+            // dV += P^T dO and dK += dS^T Q over these 32 queries (two k-steps of 16).
+#pragma unroll
+            for (int kt = 0; kt < 2; ++kt) {
+                const uint32_t pa[4] = {DT::pack(st[2 * kt][0], st[2 * kt][1]), DT::pack(st[2 * kt][2], st[2 * kt][3]),
+                                        DT::pack(st[2 * kt + 1][0], st[2 * kt + 1][1]),
+                                        DT::pack(st[2 * kt + 1][2], st[2 * kt + 1][3])};
+                const uint32_t da[4] = {DT::pack(dpt[2 * kt][0], dpt[2 * kt][1]), DT::pack(dpt[2 * kt][2], dpt[2 * kt][3]),
+                                        DT::pack(dpt[2 * kt + 1][0], dpt[2 * kt + 1][1]),
+                                        DT::pack(dpt[2 * kt + 1][2], dpt[2 * kt + 1][3])};
+#pragma unroll
+                for (int dp2 = 0; dp2 < kDT / 2; ++dp2) {
+                    uint32_t b[4];
+                    load_b_fragments_kn<HD>(b, do_tile, col0 + kt * 16, dp2 * 16);
+                    DT::mma(acc_dv[2 * dp2], pa, b[0], b[1]);
+                    DT::mma(acc_dv[2 * dp2 + 1], pa, b[2], b[3]);
+                    load_b_fragments_kn<HD>(b, q_tile, col0 + kt * 16, dp2 * 16);
+                    DT::mma(acc_dk[2 * dp2], da, b[0], b[1]);
+                    DT::mma(acc_dk[2 * dp2 + 1], da, b[2], b[3]);
+                }
+            }
+        }
+        __syncthreads();  // this Q/dO stage is refilled next step
+        if (!more) break;
+        current = upcoming;
+    }
+
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+        if (key_row[i] >= keys_valid) continue;
+        const long row = key_row0 + static_cast<long>(key_row[i]) * kv_heads;
+        uint16_t* dk_row = dk + row * HD;
+        uint16_t* dv_row = dv + row * HD;
+#pragma unroll
+        for (int dt = 0; dt < kDT; ++dt) {
+            const int col = dt * 8 + (lane & 3) * 2;
+            *reinterpret_cast<uint32_t*>(dk_row + col) = DT::pack(acc_dk[dt][2 * i] * scale, acc_dk[dt][2 * i + 1] * scale);
+            *reinterpret_cast<uint32_t*>(dv_row + col) = DT::pack(acc_dv[dt][2 * i], acc_dv[dt][2 * i + 1]);
+        }
+    }
+}
+
+}  // namespace moba

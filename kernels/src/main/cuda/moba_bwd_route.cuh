@@ -1,0 +1,95 @@
+// Deterministic routing for the backward. The key-stationary dk/dv kernel accumulates the rows of a
+// (head, chunk) bucket in registers, so their order decides the rounding: the forward's routing
+// (atomic cursors, moba_route.cuh) would make dk/dv differ run to run. Here every bucket's rows come
+// out ascending by entry index, built without any order-dependent step:
+//   count  (bucket, token group) counts, integer atomics (order-free)
+//   totals per bucket, then moba_route_scan for bucket_row0 / bucket_group0
+//   place  per (bucket, token group): first position = bucket_row0 + earlier groups' counts
+//   fill   one warp per token group walks its entries in ascending order; lanes that hit the same
+//          bucket rank themselves with __match_any_sync, the lowest lane advances the cursor.
+// A token group is `group_tokens` consecutive tokens of the batch; only one warp ever writes a
+// (bucket, group) cursor, so the fill needs no atomics.
+#pragma once
+
+#include "moba_route.cuh"
+
+namespace moba {
+
+struct BwdRouteConfig {
+    static constexpr int kThreads = 128;  // totals / place / fill: one warp per bucket or token group
+    static constexpr int kWarps = kThreads / 32;
+};
+
+__device__ __forceinline__ void bwd_route_count(const int* __restrict__ sel, const int* __restrict__ cu_seqlens,
+                                                const int* __restrict__ chunk_base, int num_sequences, int heads,
+                                                int width, int num_full_chunks, int entries, int group_tokens,
+                                                int num_groups, int* __restrict__ group_count) {
+    const long e = blockIdx.x * static_cast<long>(RouteConfig::kThreads) + threadIdx.x;
+    if (e >= entries) return;
+    const int bucket = bucket_of(sel, cu_seqlens, chunk_base, num_sequences, heads, width, num_full_chunks, e);
+    if (bucket < 0) return;
+    const int token = static_cast<int>(e / (static_cast<long>(heads) * width));
+    atomicAdd(&group_count[static_cast<long>(bucket) * num_groups + token / group_tokens], 1);
+}
+
+__device__ __forceinline__ void bwd_route_totals(const int* __restrict__ group_count, int num_buckets, int num_groups,
+                                                 int* __restrict__ bucket_count) {
+    const int bucket = blockIdx.x * BwdRouteConfig::kWarps + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (bucket >= num_buckets) return;
+    const int* counts = group_count + static_cast<long>(bucket) * num_groups;
+    int sum = 0;
+    for (int g = lane; g < num_groups; g += 32) sum += counts[g];
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    if (lane == 0) bucket_count[bucket] = sum;
+}
+
+// Exclusive scan of one bucket's group counts, in place, offset by the bucket's first row.
+__device__ __forceinline__ void bwd_route_place(int* __restrict__ group_count, const int* __restrict__ bucket_row0,
+                                                int num_buckets, int num_groups) {
+    const int bucket = blockIdx.x * BwdRouteConfig::kWarps + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (bucket >= num_buckets) return;
+    int* counts = group_count + static_cast<long>(bucket) * num_groups;
+    int run = bucket_row0[bucket];
+    for (int g0 = 0; g0 < num_groups; g0 += 32) {
+        const int g = g0 + lane;
+        const int c = g < num_groups ? counts[g] : 0;
+        int inclusive = c;
+#pragma unroll
+        for (int off = 1; off < 32; off <<= 1) {
+            const int up = __shfl_up_sync(0xffffffffu, inclusive, off);
+            if (lane >= off) inclusive += up;
+        }
+        if (g < num_groups) counts[g] = run + inclusive - c;
+        run += __shfl_sync(0xffffffffu, inclusive, 31);
+    }
+}
+
+__device__ __forceinline__ void bwd_route_fill(const int* __restrict__ sel, const int* __restrict__ cu_seqlens,
+                                               const int* __restrict__ chunk_base, int num_sequences, int heads,
+                                               int width, int num_full_chunks, int num_tokens, int group_tokens,
+                                               int num_groups, int* __restrict__ group_cursor, int* __restrict__ rows) {
+    const int group = blockIdx.x * BwdRouteConfig::kWarps + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (group >= num_groups) return;
+    const long per_token = static_cast<long>(heads) * width;
+    const long e_begin = static_cast<long>(group) * group_tokens * per_token;
+    const long e_end = min(static_cast<long>(num_tokens), static_cast<long>(group + 1) * group_tokens) * per_token;
+    const unsigned lower_lanes = (1u << lane) - 1u;
+    for (long e0 = e_begin; e0 < e_end; e0 += 32) {
+        const long e = e0 + lane;
+        const int bucket = e < e_end ? bucket_of(sel, cu_seqlens, chunk_base, num_sequences, heads, width,
+                                                 num_full_chunks, e)
+                                     : -1;
+        const unsigned peers = __match_any_sync(0xffffffffu, bucket);
+        volatile int* cursor = bucket >= 0 ? group_cursor + static_cast<long>(bucket) * num_groups + group : nullptr;
+        const int base = bucket >= 0 ? *cursor : 0;
+        __syncwarp();  // every lane has read its cursor before the leaders advance them
+        if (bucket >= 0) {
+            rows[base + __popc(peers & lower_lanes)] = static_cast<int>(e);
+            if ((peers & lower_lanes) == 0) *cursor = base + __popc(peers);
+        }
+        __syncwarp();
+    }
+}
+
+}  // namespace moba
