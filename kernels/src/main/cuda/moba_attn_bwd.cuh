@@ -11,6 +11,9 @@
 //   the row's partials in slot order.
 // dq thus costs one extra S and dP recomputation per attended pair (7 MMAs per pair instead of 5)
 // and no [T, H, D] fp32 buffer.
+// Gathered tiles are fetched in two hops, each one tile ahead of its use, so that no dependent
+// global load sits between two tiles: the tile's entry indices (cp.async into shared memory), then
+// its Q/dO rows and lse/delta from those indices.
 #pragma once
 
 #include "moba_bwd_route.cuh"
@@ -24,10 +27,14 @@ struct BwdConfig {
     static constexpr int kBlockM = 64;  // query rows per tile
     static constexpr int kBlockN = 64;  // keys per key block / key tile
     static constexpr int kTileBytes = 64 * HD * 2;
-    // dq kernels: Q and dO of one query tile, K and V double-buffered.
+    static constexpr int kStatsBytes = 2 * kBlockM * 4;  // lse and delta of one query tile
+    static constexpr int kIndexBytes = kBlockM * 4;      // entry indices of one gathered query tile
+    // dq: Q and dO of one query tile, K and V double-buffered.
     static constexpr int kDqSmemBytes = 2 * kTileBytes + 2 * 2 * kTileBytes;
-    // dkdv: K and V of the block's key tile, Q and dO double-buffered, lse (log2 units) and delta per stage.
-    static constexpr int kDkdvSmemBytes = 2 * kTileBytes + 2 * 2 * kTileBytes + 2 * 2 * kBlockM * 4;
+    // dq_selected: as dq, plus the tile's lse/delta and two stages of entry indices.
+    static constexpr int kDqSelectedSmemBytes = kDqSmemBytes + kStatsBytes + 2 * kIndexBytes;
+    // dkdv: K and V of the block's key tile; Q, dO, lse/delta and entry indices double-buffered.
+    static constexpr int kDkdvSmemBytes = 2 * kTileBytes + 2 * 2 * kTileBytes + 2 * kStatsBytes + 2 * kIndexBytes;
 };
 
 // delta = rowsum(dout * out) in fp32, one warp per (token, head) row.
@@ -144,16 +151,33 @@ __device__ __forceinline__ void bwd_dq_selected(const uint16_t* __restrict__ q, 
 
     const uint32_t q_tile = smem_address(smem), do_tile = q_tile + Cfg::kTileBytes;
     const uint32_t kv_tiles = do_tile + Cfg::kTileBytes;  // stage s: K at kv_tiles + 2s*kTileBytes, V after it
-    auto load_query_tile = [&](int tile) {
+    const uint32_t stats = kv_tiles + 4 * Cfg::kTileBytes;  // lse[64] then delta[64]
+    const uint32_t indices = stats + Cfg::kStatsBytes;      // stage s: entries of tiles s, s+2, ...
+    const float* const stats_ptr = reinterpret_cast<const float*>(smem + 6 * Cfg::kTileBytes);
+    const int* const index_ptr = reinterpret_cast<const int*>(smem + 6 * Cfg::kTileBytes + Cfg::kStatsBytes);
+    auto tile_rows = [&](int tile) { return min(Cfg::kBlockM, group_rows - tile * Cfg::kBlockM); };
+    auto fetch_indices = [&](int tile) {
+        const int valid_rows = tile_rows(tile);
+        for (int r = threadIdx.x; r < Cfg::kBlockM; r += Cfg::kThreads)
+            cp_async_4(indices + ((tile & 1) * Cfg::kBlockM + r) * 4, entries + tile * Cfg::kBlockM + r, r < valid_rows);
+    };
+    auto load_query_tile = [&](int tile) {  // its indices have landed
         constexpr int kVectors = HD / 8;
-        const int valid_rows = min(Cfg::kBlockM, group_rows - tile * Cfg::kBlockM);
+        const int valid_rows = tile_rows(tile);
+        const int* idx = index_ptr + (tile & 1) * Cfg::kBlockM;
         for (int i = threadIdx.x; i < Cfg::kBlockM * kVectors; i += Cfg::kThreads) {
             const int r = i / kVectors, vec = i % kVectors;
             const bool valid = r < valid_rows;
-            const long row = valid ? entries[tile * Cfg::kBlockM + r] / width : 0;  // t * H + h
+            const long row = valid ? idx[r] / width : 0;  // t * H + h
             const uint32_t at = swizzled_offset<HD>(r, vec * 8);
             cp_async_16(q_tile + at, q + row * HD + vec * 8, valid);
             cp_async_16(do_tile + at, dout + row * HD + vec * 8, valid);
+        }
+        for (int r = threadIdx.x; r < Cfg::kBlockM; r += Cfg::kThreads) {
+            const bool valid = r < valid_rows;
+            const long row = valid ? idx[r] / width : 0;
+            cp_async_4(stats + r * 4, lse + row, valid);
+            cp_async_4(stats + (Cfg::kBlockM + r) * 4, delta + row, valid);
         }
     };
     auto load_key_block = [&](int block, int stage) {
@@ -166,33 +190,41 @@ __device__ __forceinline__ void bwd_dq_selected(const uint16_t* __restrict__ q, 
     const int blocks = chunk_size / Cfg::kBlockN;
     const bool resident = blocks <= 2;  // the chunk fits both K/V stages: load it once per group
     const int tiles = (group_rows + Cfg::kBlockM - 1) / Cfg::kBlockM, steps = tiles * blocks;
+    fetch_indices(0);
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
     load_query_tile(0);
     load_key_block(0, 0);
+    if (tiles > 1) fetch_indices(1);
     cp_async_commit();
 
     Rows rows;
     uint32_t qf[HD / 16][4], dof[HD / 16][4];
     float lse2[2], row_delta[2];
+    int entry[2];
     const float scale_log2 = scale * kLog2e;
     const int all_keys[2] = {Cfg::kBlockN, Cfg::kBlockN};
     for (int step = 0; step < steps; ++step) {
         const int tile = step / blocks, block = step % blocks;
         if (block == 0) {
-            // This tile's Q/dO (and K/V block) have landed; take the fragments, then reuse the
-            // Q/dO buffer for the next tile while this one runs through the chunk.
+            // This tile's Q/dO/lse/delta, its first K/V block and the next tile's indices have landed;
+            // take what the tile needs into registers, then refill the buffers for the next tiles
+            // while this one runs through the chunk.
             cp_async_wait<0>();
             __syncthreads();
             load_row_fragments<HD>(qf, q_tile, warp * 16);
             load_row_fragments<HD>(dof, do_tile, warp * 16);
 #pragma unroll
             for (int i = 0; i < 2; ++i) {
-                const int r = tile * Cfg::kBlockM + warp * 16 + (lane >> 2) + 8 * i;
-                const long row = r < group_rows ? entries[r] / width : -1;
-                lse2[i] = row >= 0 ? lse[row] * kLog2e : 0.f;
-                row_delta[i] = row >= 0 ? delta[row] : 0.f;
+                const int r = warp * 16 + (lane >> 2) + 8 * i;
+                lse2[i] = stats_ptr[r] * kLog2e;
+                row_delta[i] = stats_ptr[Cfg::kBlockM + r];
+                entry[i] = r < tile_rows(tile) ? index_ptr[(tile & 1) * Cfg::kBlockM + r] : -1;
             }
             __syncthreads();
             if (tile + 1 < tiles) load_query_tile(tile + 1);
+            if (tile + 2 < tiles) fetch_indices(tile + 2);
             cp_async_commit();
         }
         const int next = step + 1, next_tile = next / blocks, next_block = next % blocks;
@@ -208,9 +240,8 @@ __device__ __forceinline__ void bwd_dq_selected(const uint16_t* __restrict__ q, 
         if (block == blocks - 1) {  // tile done: write each row's partial for this chunk
 #pragma unroll
             for (int i = 0; i < 2; ++i) {
-                const int r = tile * Cfg::kBlockM + warp * 16 + (lane >> 2) + 8 * i;
-                if (r >= group_rows) continue;
-                uint16_t* part = partial_dq + static_cast<long>(entries[r]) * HD;
+                if (entry[i] < 0) continue;
+                uint16_t* part = partial_dq + static_cast<long>(entry[i]) * HD;
 #pragma unroll
                 for (int dt = 0; dt < Rows::kDT; ++dt)
                     *reinterpret_cast<uint32_t*>(part + Rows::column(dt)) =
@@ -328,8 +359,8 @@ struct KeyTileWork {
     int bucket_base;  // h * NFC + g offset for the first head, or -1 when the chunk has no bucket
     int num_full_chunks;
     const int* bucket_row0;
-    // cursor
-    int head_index, index, sel_rows;
+    // cursor: head of the group, tile within it, and that head's bucket (first row, row count)
+    int head_index, index, sel_row0, sel_rows;
 
     struct QueryTile {
         int h;
@@ -338,10 +369,15 @@ struct KeyTileWork {
         int count;  // valid rows (<= 64)
     };
 
-    __device__ __forceinline__ int bucket_rows(int hi) const {
-        if (bucket_base < 0) return 0;
-        const int bucket = bucket_base + hi * num_full_chunks;
-        return bucket_row0[bucket + 1] - bucket_row0[bucket];
+    __device__ __forceinline__ void enter_head(int hi) {
+        head_index = hi;
+        index = 0;
+        sel_row0 = sel_rows = 0;
+        if (bucket_base >= 0 && hi < group_heads) {
+            const int bucket = bucket_base + hi * num_full_chunks;
+            sel_row0 = bucket_row0[bucket];
+            sel_rows = bucket_row0[bucket + 1] - sel_row0;
+        }
     }
 
     // Fills `t` with the current tile and advances; false when every tile has been handed out.
@@ -359,14 +395,12 @@ struct KeyTileWork {
             if (j * 64 < sel_rows) {
                 t.h = first_head + head_index;
                 t.own = false;
-                t.first = bucket_row0[bucket_base + head_index * num_full_chunks] + j * 64;
+                t.first = sel_row0 + j * 64;
                 t.count = min(64, sel_rows - j * 64);
                 ++index;
                 return true;
             }
-            ++head_index;
-            index = 0;
-            sel_rows = head_index < group_heads ? bucket_rows(head_index) : 0;
+            enter_head(head_index + 1);
         }
         return false;
     }
@@ -405,56 +439,78 @@ __device__ __forceinline__ void bwd_dkdv(const uint16_t* __restrict__ q, const u
     work.num_full_chunks = num_full_chunks;
     work.bucket_base = full_chunk ? work.first_head * num_full_chunks + chunk_base[tile.x] + chunk : -1;
     work.bucket_row0 = bucket_row0;
-    work.head_index = 0;
-    work.index = 0;
-    work.sel_rows = work.bucket_rows(0);
+    work.enter_head(0);
 
     const uint32_t k_tile = smem_address(smem), v_tile = k_tile + Cfg::kTileBytes;
     const uint32_t qdo_tiles = v_tile + Cfg::kTileBytes;  // stage s: Q at qdo_tiles + 2s*kTileBytes, dO after it
-    float* const row_stats = reinterpret_cast<float*>(smem + 6 * Cfg::kTileBytes);  // [stage][lse2 | delta][64]
+    const uint32_t stats = qdo_tiles + 4 * Cfg::kTileBytes;  // stage s: lse[64], delta[64] at stats + s*kStatsBytes
+    const uint32_t indices = stats + 2 * Cfg::kStatsBytes;   // stage s: entries of a gathered tile
+    const float* const stats_ptr = reinterpret_cast<const float*>(smem + 6 * Cfg::kTileBytes);
+    const int* const index_ptr = reinterpret_cast<const int*>(smem + 6 * Cfg::kTileBytes + 2 * Cfg::kStatsBytes);
+    using QueryTile = KeyTileWork::QueryTile;
 
-    auto load_query_tile = [&](const KeyTileWork::QueryTile& t, int stage) {
+    auto fetch_indices = [&](const QueryTile& t, int stage) {  // own tiles need none
+        if (t.own) return;
+        for (int r = threadIdx.x; r < Cfg::kBlockM; r += Cfg::kThreads)
+            cp_async_4(indices + (stage * Cfg::kBlockM + r) * 4, rows_of_buckets + t.first + r, r < t.count);
+    };
+    auto load_query_tile = [&](const QueryTile& t, int stage) {  // a gathered tile's indices have landed
         constexpr int kVectors = HD / 8;
+        const int* idx = index_ptr + stage * Cfg::kBlockM;
+        auto row_of = [&](int r) -> long {  // t * H + h
+            return t.own ? static_cast<long>(seq0 + t.first + r) * heads + t.h : idx[r] / width;
+        };
         const uint32_t qt = qdo_tiles + stage * 2 * Cfg::kTileBytes;
         for (int i = threadIdx.x; i < Cfg::kBlockM * kVectors; i += Cfg::kThreads) {
             const int r = i / kVectors, vec = i % kVectors;
             const bool valid = r < t.count;
-            long row = 0;  // t * H + h
-            if (valid) row = t.own ? static_cast<long>(seq0 + t.first + r) * heads + t.h : rows_of_buckets[t.first + r] / width;
+            const long row = valid ? row_of(r) : 0;
             const uint32_t at = swizzled_offset<HD>(r, vec * 8);
             cp_async_16(qt + at, q + row * HD + vec * 8, valid);
             cp_async_16(qt + Cfg::kTileBytes + at, dout + row * HD + vec * 8, valid);
         }
-        float* stats = row_stats + stage * 2 * Cfg::kBlockM;
+        const uint32_t st = stats + stage * Cfg::kStatsBytes;
         for (int r = threadIdx.x; r < Cfg::kBlockM; r += Cfg::kThreads) {
-            long row = -1;
-            if (r < t.count) row = t.own ? static_cast<long>(seq0 + t.first + r) * heads + t.h : rows_of_buckets[t.first + r] / width;
-            stats[r] = row >= 0 ? lse[row] * kLog2e : 0.f;
-            stats[Cfg::kBlockM + r] = row >= 0 ? delta[row] : 0.f;
+            const bool valid = r < t.count;
+            const long row = valid ? row_of(r) : 0;
+            cp_async_4(st + r * 4, lse + row, valid);
+            cp_async_4(st + (Cfg::kBlockM + r) * 4, delta + row, valid);
         }
     };
 
     const long key_row0 = static_cast<long>(seq0 + start) * kv_heads + hk;
+    QueryTile current, upcoming, later;
+    work.next(current, start, own_end);  // never empty: the diagonal tile always exists
+    bool has_upcoming = work.next(upcoming, start, own_end);
     load_tile_async<Cfg::kBlockN, HD, Cfg::kThreads>(k_tile, k + key_row0 * HD, kv_stride, keys_valid);
     load_tile_async<Cfg::kBlockN, HD, Cfg::kThreads>(v_tile, v + key_row0 * HD, kv_stride, keys_valid);
-    KeyTileWork::QueryTile current, upcoming;
-    work.next(current, start, own_end);  // never empty: the diagonal tile always exists
+    fetch_indices(current, 0);
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
     load_query_tile(current, 0);
+    if (has_upcoming) fetch_indices(upcoming, 1);
     cp_async_commit();
 
     float acc_dk[kDT][4] = {}, acc_dv[kDT][4] = {};
     const float scale_log2 = scale * kLog2e;
     const int key_row[2] = {warp * 16 + (lane >> 2), warp * 16 + (lane >> 2) + 8};
     for (int step = 0;; ++step) {
-        const bool more = work.next(upcoming, start, own_end);
-        if (more) load_query_tile(upcoming, (step + 1) & 1);
-        cp_async_commit();
-        cp_async_wait<1>();
+        // This tile's Q/dO/lse/delta and the upcoming tile's indices have landed: start the upcoming
+        // tile's rows and the indices of the one after, then compute.
+        cp_async_wait<0>();
         __syncthreads();
+        bool has_later = false;
+        if (has_upcoming) {
+            load_query_tile(upcoming, (step + 1) & 1);
+            has_later = work.next(later, start, own_end);
+            if (has_later) fetch_indices(later, step & 1);
+        }
+        cp_async_commit();
 
         const uint32_t q_tile = qdo_tiles + (step & 1) * 2 * Cfg::kTileBytes, do_tile = q_tile + Cfg::kTileBytes;
-        const float* lse2 = row_stats + (step & 1) * 2 * Cfg::kBlockM;
-        const float* row_delta = lse2 + Cfg::kBlockM;
+        const float* row_lse = stats_ptr + (step & 1) * 2 * Cfg::kBlockM;
+        const float* row_delta = row_lse + Cfg::kBlockM;
         const bool diagonal = current.own && current.first == start;  // query j sees key i iff j >= i
         // Two halves of 32 query columns keep S^T and dP^T at 16 registers each.
 #pragma unroll
@@ -485,7 +541,7 @@ __device__ __forceinline__ void bwd_dkdv(const uint16_t* __restrict__ q, const u
                 for (int e = 0; e < 4; ++e) {
                     const int col = col0 + nt * 8 + (lane & 3) * 2 + (e & 1);
                     const bool hidden = diagonal && col < key_row[e >> 1];
-                    const float p = hidden ? 0.f : fast_exp2(fmaf(st[nt][e], scale_log2, -lse2[col]));
+                    const float p = hidden ? 0.f : fast_exp2(fmaf(st[nt][e], scale_log2, -row_lse[col] * kLog2e));
                     st[nt][e] = p;
                     dpt[nt][e] = p * (dpt[nt][e] - row_delta[col]);
                 }
@@ -510,9 +566,11 @@ __device__ __forceinline__ void bwd_dkdv(const uint16_t* __restrict__ q, const u
                 }
             }
         }
-        __syncthreads();  // this Q/dO stage is refilled next step
-        if (!more) break;
+        __syncthreads();  // this stage is refilled next step
+        if (!has_upcoming) break;
         current = upcoming;
+        upcoming = later;
+        has_upcoming = has_later;
     }
 
 #pragma unroll

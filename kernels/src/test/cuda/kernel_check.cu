@@ -86,7 +86,8 @@ struct Kernels {
     cudaKernel_t bwd_delta[2], bwd_dq_selected[2][2], bwd_dq[2][2], bwd_dkdv[2][2];
     cudaKernel_t bwd_route_count, bwd_route_totals, bwd_route_place, bwd_route_fill;
     static int bwd_dq_smem(int d) { return 2 * 64 * d * 2 + 2 * 2 * 64 * d * 2; }
-    static int bwd_dkdv_smem(int d) { return bwd_dq_smem(d) + 2 * 2 * 64 * 4; }
+    static int bwd_dq_selected_smem(int d) { return bwd_dq_smem(d) + 2 * 64 * 4 + 2 * 64 * 4; }
+    static int bwd_dkdv_smem(int d) { return bwd_dq_smem(d) + 2 * 2 * 64 * 4 + 2 * 64 * 4; }
     static int hd_index(int d) { return d == 64 ? 0 : 1; }
     static int gate_smem(int d) { return std::max(64 * d * 2, 64 * 32 * 8) + 64 * 12 + 2 * (3 * 32 * d * 2 + 128); }
     static int selected_smem(int d) { return 2 * 64 * d * 2 + 2 * 2 * 64 * d * 2; }
@@ -115,7 +116,7 @@ struct Kernels {
                 get(bwd_dq[dt][hd_index(d)], "moba_bwd_dq_" + suffix);
                 get(bwd_dkdv[dt][hd_index(d)], "moba_bwd_dkdv_" + suffix);
                 CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(bwd_dq_selected[dt][hd_index(d)]),
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize, bwd_dq_smem(d)));
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, bwd_dq_selected_smem(d)));
                 CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(bwd_dq[dt][hd_index(d)]),
                                            cudaFuncAttributeMaxDynamicSharedMemorySize, bwd_dq_smem(d)));
                 CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(bwd_dkdv[dt][hd_index(d)]),
@@ -640,7 +641,7 @@ static void run_backward(const Kernels& K, const Case& c, const Layout& L, Devic
     if (routed) {
         int entries = L.T * H * W, buckets = H * nfc;
         const unsigned max_groups = (entries + rows_per_group - 1) / rows_per_group + buckets;
-        launch(K.bwd_dq_selected[c.dt][hd], dim3(max_groups), dim3(128), Kernels::bwd_dq_smem(D), st,
+        launch(K.bwd_dq_selected[c.dt][hd], dim3(max_groups), dim3(128), Kernels::bwd_dq_selected_smem(D), st,
                {&f.q.p, &f.k.p, &f.v.p, &r.dout.p, &f.lse.p, &r.delta.p, &f.cu.p, &f.chunk_base.p, &B, &r.bucket_row0.p,
                 &r.bucket_group0.p, &r.rows.p, &rows_per_group, &r.partial_dq.p, &H, &Hkv, &W, &C, &nfc, &scale});
     }
