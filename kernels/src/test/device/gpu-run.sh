@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Runs the CUDA backend's tests, then KernelBench, on a GPU host prepared with shared/device/pack.sh + stage.sh
-# (see /work/shared/device/README.md). Logs and JUnit XML reports go to $OUT (default ./gpu-out).
+# Runs the CUDA backend's tests (forward and backward: every test class of org.moba.kernels.cuda), then KernelBench
+# (the forward table, then the training table: forward + backward), on a GPU host prepared with
+# shared/device/pack.sh + stage.sh (see /work/shared/device/README.md). Logs and JUnit XML reports go to $OUT
+# (default ./gpu-out); a short summary (test counts, both benchmark tables) is printed last and kept in
+# $OUT/summary.txt.
 #
 # usage (from the project root on the GPU host):  bash kernels/src/test/device/gpu-run.sh [KernelBench options]
 #   e.g. bash kernels/src/test/device/gpu-run.sh --only FlashMoBA
-# Environment: MOBA_TESTS=0 skips the tests, MOBA_BENCH=0 skips the benchmark,
-#              MOBA_TEST_SEED=N reruns the tests with a given seed.
+# Environment: MOBA_TESTS=0 skips the tests, MOBA_BENCH=0 skips the forward benchmark, MOBA_TRAIN_BENCH=0 the
+#              training benchmark, MOBA_TEST_SEED=N reruns the tests with a given seed,
+#              MOBA_TEST_CLASS=CudaBackwardTest runs only that class of org.moba.kernels.cuda.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../../../.." && pwd)
 out=${OUT:-$root/gpu-out}
@@ -16,24 +20,50 @@ fi
 nvidia-smi --query-gpu=name,pci.bus_id,driver_version,memory.total --format=csv > "$out/gpu.txt" 2>&1
 cat "$out/gpu.txt"
 status=0
+summary="$out/summary.txt"
+{ echo "== gpu-run.sh summary =="; tail -n +2 "$out/gpu.txt"; } > "$summary"
 
 if [ "${MOBA_TESTS:-1}" != 0 ]; then
   seed=${MOBA_TEST_SEED:+-Dmoba.test.seed=$MOBA_TEST_SEED}
+  if [ -n "${MOBA_TEST_CLASS:-}" ]; then
+    select="--select-class=org.moba.kernels.cuda.$MOBA_TEST_CLASS"
+  else
+    select="--select-package=org.moba.kernels.cuda"
+  fi
   # From kernels/, so FatbinFreshnessTest finds src/main/cuda.
   (cd "$root/kernels" && java $MOBA_JAVA_OPTS -Xmx32g $seed -cp "$MOBA_CP" \
-      org.junit.platform.console.ConsoleLauncher execute --select-package=org.moba.kernels.cuda \
+      org.junit.platform.console.ConsoleLauncher execute $select \
       --details=tree --disable-banner --disable-ansi-colors --reports-dir="$out/junit") > "$out/tests.log" 2>&1
   rc=$?
   tail -n 60 "$out/tests.log"
   echo "gpu-run.sh: tests exited with $rc (full log: $out/tests.log)"
   [ $rc = 0 ] || status=1
+  {
+    echo "tests ($select, exit $rc):"
+    grep -E '^\[ +[0-9]+ (tests|containers) (successful|failed|skipped|aborted)' "$out/tests.log" | sed 's/^/  /'
+    grep -E '✘' "$out/tests.log" | head -n 20 | sed 's/^/  FAILED /'
+  } >> "$summary"
 fi
 
 if [ "${MOBA_BENCH:-1}" != 0 ]; then
-  java -Xmx64g -cp "$MOBA_CP" org.moba.kernels.bench.KernelBench "$@" > "$out/bench.log" 2>&1
+  java -Xmx64g -cp "$MOBA_CP" org.moba.kernels.bench.KernelBench --mode forward "$@" > "$out/bench.log" 2>&1
   rc=$?
   cat "$out/bench.log"
-  echo "gpu-run.sh: KernelBench exited with $rc (log: $out/bench.log)"
+  echo "gpu-run.sh: KernelBench (forward) exited with $rc (log: $out/bench.log)"
   [ $rc = 0 ] || status=1
+  { echo; echo "forward (KernelBench --mode forward, exit $rc):"; grep -E '^(shape|FlashMoBA|MoBA|1x64K|4096|peak)' "$out/bench.log"; } >> "$summary"
 fi
+
+if [ "${MOBA_TRAIN_BENCH:-1}" != 0 ]; then
+  java -Xmx64g -cp "$MOBA_CP" org.moba.kernels.bench.KernelBench --mode training "$@" > "$out/bench-training.log" 2>&1
+  rc=$?
+  cat "$out/bench-training.log"
+  echo "gpu-run.sh: KernelBench (training) exited with $rc (log: $out/bench-training.log)"
+  [ $rc = 0 ] || status=1
+  { echo; echo "training (KernelBench --mode training, exit $rc):"; sed -n '/^== training summary/,$p' "$out/bench-training.log"
+    grep -E '^peak extra' "$out/bench-training.log"; } >> "$summary"
+fi
+
+echo
+cat "$summary"
 exit $status

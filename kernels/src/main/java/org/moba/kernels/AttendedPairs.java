@@ -2,7 +2,8 @@ package org.moba.kernels;
 
 /**
  * Counts the (query, key) pairs a forward pass attended, over all heads: the basis of "useful TFLOP/s"
- * ({@code 4 * D * pairs / seconds}, the two matrix products of attention).
+ * ({@code 4 * D * pairs / seconds}, the two matrix products of attention; the backward's five products count
+ * {@code 10 * D * pairs}, 2.5 times the forward's).
  */
 public final class AttendedPairs {
     private AttendedPairs() {
@@ -34,8 +35,18 @@ public final class AttendedPairs {
         return pairs;
     }
 
+    /** Useful floating-point operations per attended pair and head dimension: forward (QK^T, PV). */
+    public static final double FORWARD_FLOPS_PER_PAIR_DIM = 4.0;
+    /** Backward (recomputed QK^T, dP = dO V^T, dV = P^T dO, dQ = dS K, dK = dS^T Q): 2.5 times the forward. */
+    public static final double BACKWARD_FLOPS_PER_PAIR_DIM = 10.0;
+
     /** Useful TFLOP/s of {@code pairs} attended pairs at head dim {@code d} in {@code millis}. */
     public static double teraflops(long pairs, int d, double millis) {
-        return 4.0 * d * pairs / (millis * 1e-3) / 1e12;
+        return FORWARD_FLOPS_PER_PAIR_DIM * d * pairs / (millis * 1e-3) / 1e12;
+    }
+
+    /** Useful TFLOP/s of a backward pass over {@code pairs} attended pairs at head dim {@code d} in {@code millis}. */
+    public static double backwardTeraflops(long pairs, int d, double millis) {
+        return BACKWARD_FLOPS_PER_PAIR_DIM * d * pairs / (millis * 1e-3) / 1e12;
     }
 }

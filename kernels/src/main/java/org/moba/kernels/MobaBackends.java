@@ -8,7 +8,8 @@ import org.slf4j.LoggerFactory;
 
 /**
  * Opens a backend by name: {@code cpu}, {@code cuda}, or {@code auto} (cuda when the device is usable, else cpu with
- * the reason logged). The one place where that choice is made.
+ * the reason logged). The one place where that choice is made. Every backend also computes gradients
+ * ({@link MobaTraining}); callers that only run the forward may hold it as a {@link MobaAttention}.
  */
 public final class MobaBackends {
     private static final Logger LOG = LoggerFactory.getLogger(MobaBackends.class);
@@ -24,7 +25,7 @@ public final class MobaBackends {
      * @param deviceOrdinal the CUDA device to bind (ignored by {@code cpu})
      * @param cpuThreads    worker threads of the CPU backend
      */
-    public static MobaAttention open(String name, int deviceOrdinal, int cpuThreads) {
+    public static MobaTraining open(String name, int deviceOrdinal, int cpuThreads) {
         switch (name.trim().toLowerCase(Locale.ROOT)) {
             case "cpu":
                 return new CpuMobaAttention(cpuThreads);

@@ -42,6 +42,11 @@ final class BenchInputs {
                 fill(tokens * layout.kvElementsPerToken()), fill(tokens * layout.kvElementsPerToken()));
     }
 
+    /** A random normal tensor of {@code elements} values (e.g. {@code dout} of a batch). */
+    short[] tensor(long elements) {
+        return fill(elements);
+    }
+
     private short[] fill(long elements) {
         short[] a = new short[Math.toIntExact(elements)];
         for (int at = 0; at < a.length; at += BLOCK) {

@@ -17,6 +17,7 @@ import org.moba.kernels.PackedBatch;
 import org.moba.kernels.PhaseTimings;
 import org.moba.kernels.cuda.AttentionPath;
 import org.moba.kernels.cuda.CudaMobaAttention;
+import org.moba.kernels.cuda.DeviceBackward;
 import org.moba.kernels.cuda.DeviceBatch;
 
 /**
@@ -28,9 +29,17 @@ import org.moba.kernels.cuda.DeviceBatch;
  * memory, the MoBA attention path each shape ran ({@code UNION} or {@code GATHERED}; both when its batches
  * differed) and, at the end, the peak extra device memory of one call (the gathered scratch included).
  *
- * <p>Usage: {@code KernelBench [--device N] [--reps 20] [--warmup 3] [--seed S] [--only SUBSTRING]}.
- * Small shapes rotate several input sets so that the GPU's L2 cache does not flatter them; shapes with more
- * tokens than one batch holds run batch by batch and add up the per-batch medians.
+ * <p>Training mode ({@code --mode training}, or {@code both}): forward + backward on the training shapes
+ * ({@link #trainingShapes}), the backward on the forward's device state ({@link CudaMobaAttention#prepareBackward},
+ * uploading only {@code dout}). Per shape: medians of the forward, the backward and their sum (a training step's
+ * attention), the backward's useful TFLOP/s ({@code 10 * D * pairs}, 2.5 times the forward's, over the backward's
+ * time) and the step's ({@code 14 * D * pairs}), the dense causal forward and backward on the same inputs and the
+ * speedups over them, the extra device memory of the forward and of the backward (beyond inputs and outputs), and a
+ * line of backward phase medians ({@code delta, route, dq_selected, dq, dkdv}). A short summary table ends it.
+ *
+ * <p>Usage: {@code KernelBench [--mode forward|training|both] [--device N] [--reps 20] [--warmup 3] [--seed S]
+ * [--only SUBSTRING]}. Small shapes rotate several input sets so that the GPU's L2 cache does not flatter them;
+ * shapes with more tokens than one batch holds run batch by batch and add up the per-batch medians.
  */
 public final class KernelBench {
     /** Below this many bytes per input set, more sets are rotated (H100 L2: 50 MB). */
@@ -62,6 +71,27 @@ public final class KernelBench {
         String unionReason;
     }
 
+    /** Training medians and counts accumulated over the batches of a shape. */
+    private static final class TrainingTotals {
+        double forwardMs;
+        double backwardMs;
+        double denseForwardMs;
+        double denseBackwardMs;
+        final PhaseTimings backwardPhases = new PhaseTimings();
+        long mobaPairs;
+        long densePairs;
+        long tokens;
+        long forwardExtraBytes;
+        long backwardExtraBytes;
+        long denseBackwardExtraBytes;
+        int batches;
+        final Set<String> paths = new TreeSet<>();
+    }
+
+    private static final List<String> BACKWARD_PHASES = List.of("delta", "route", "dq_selected", "dq", "dkdv");
+    private static final String USAGE = "usage: KernelBench [--mode forward|training|both] [--device N] [--reps 20] "
+            + "[--warmup 3] [--seed S] [--only SUBSTRING]";
+
     private KernelBench() {
     }
 
@@ -82,12 +112,27 @@ public final class KernelBench {
         return shapes;
     }
 
+    /**
+     * Forward + backward shapes: FlashMoBA's (B=2, H=16, D=128, chunk 128, topk 8, fp16) at 8K, 32K and 64K tokens
+     * per sequence, and the MoBA / Triton-MoBA speed test (1 x 32K, H=1, D=128, chunk 512, topk 3, bf16).
+     */
+    static List<Shape> trainingShapes() {
+        List<Shape> shapes = new ArrayList<>();
+        for (int k : new int[] {8, 32, 64}) {
+            shapes.add(new Shape("FlashMoBA 2x" + k + "K", DType.FP16, 16, 16, 128, 128, 8,
+                    new int[] {k * 1024, k * 1024}));
+        }
+        shapes.add(new Shape("MoBA speed test 1x32K", DType.BF16, 1, 1, 128, 512, 3, new int[] {32768}));
+        return shapes;
+    }
+
     public static void main(String[] args) {
         int device = 0;
         int reps = 20;
         int warmup = 3;
         long seed = 20260101L;
         String only = "";
+        String mode = "forward";
         for (int i = 0; i < args.length; i++) {
             switch (args[i]) {
                 case "--device" -> device = Integer.parseInt(args[++i]);
@@ -95,9 +140,13 @@ public final class KernelBench {
                 case "--warmup" -> warmup = Integer.parseInt(args[++i]);
                 case "--seed" -> seed = Long.parseLong(args[++i]);
                 case "--only" -> only = args[++i];
-                default -> throw new IllegalArgumentException("unknown option " + args[i]
-                        + " (usage: KernelBench [--device N] [--reps 20] [--warmup 3] [--seed S] [--only SUBSTRING])");
+                case "--mode" -> mode = args[++i];
+                default -> throw new IllegalArgumentException("unknown option " + args[i] + " (" + USAGE + ")");
             }
+        }
+        if (!List.of("forward", "training", "both").contains(mode)) {
+            throw new IllegalArgumentException("--mode must be forward, training or both, got '" + mode + "' ("
+                    + USAGE + ")");
         }
         if (reps < 20) {
             throw new IllegalArgumentException("--reps must be >= 20 for a meaningful median, got " + reps);
@@ -108,19 +157,52 @@ public final class KernelBench {
             System.exit(2);
         }
         try (CudaMobaAttention cuda = CudaMobaAttention.open(device)) {
-            System.out.println("KernelBench on " + cuda.device() + ", reps " + reps + ", warm-up " + warmup
-                    + ", seed " + seed);
-            System.out.println(String.format(Locale.ROOT, "%-26s %9s %8s %8s %8s %8s %8s %7s %9s %8s %7s %9s %s",
-                    "shape", "tokens", "gate ms", "attn ms", "fwd ms", "TFLOP/s", "attn TF", "%causal",
-                    "dense ms", "dense TF", "speedup", "extra MiB", "path"));
-            for (Shape shape : shapes(seed)) {
-                if (shape.name().contains(only)) {
-                    report(shape, measure(cuda, shape, reps, warmup, new SplittableRandom(seed)));
-                }
+            System.out.println("KernelBench on " + cuda.device() + ", mode " + mode + ", reps " + reps + ", warm-up "
+                    + warmup + ", seed " + seed);
+            if (!mode.equals("training")) {
+                runForward(cuda, only, reps, warmup, seed);
             }
-            System.out.println(String.format(Locale.ROOT, "peak extra device memory of one call: %.1f MiB",
-                    cuda.peakExtraDeviceBytes() / 1048576.0));
+            if (!mode.equals("forward")) {
+                runTraining(cuda, only, reps, warmup, seed);
+            }
         }
+    }
+
+    private static void runForward(CudaMobaAttention cuda, String only, int reps, int warmup, long seed) {
+        System.out.println(String.format(Locale.ROOT, "%-26s %9s %8s %8s %8s %8s %8s %7s %9s %8s %7s %9s %s",
+                "shape", "tokens", "gate ms", "attn ms", "fwd ms", "TFLOP/s", "attn TF", "%causal",
+                "dense ms", "dense TF", "speedup", "extra MiB", "path"));
+        for (Shape shape : shapes(seed)) {
+            if (shape.name().contains(only)) {
+                report(shape, measure(cuda, shape, reps, warmup, new SplittableRandom(seed)));
+            }
+        }
+        System.out.println(String.format(Locale.ROOT, "peak extra device memory of one call: %.1f MiB",
+                cuda.peakExtraDeviceBytes() / 1048576.0));
+    }
+
+    private static void runTraining(CudaMobaAttention cuda, String only, int reps, int warmup, long seed) {
+        System.out.println();
+        System.out.println("Training (forward + backward, backward on the forward's device state):");
+        System.out.println(String.format(Locale.ROOT,
+                "%-22s %9s %8s %8s %8s %7s %7s %7s %9s %9s %7s %7s %7s %8s %8s %s",
+                "shape", "tokens", "fwd ms", "bwd ms", "step ms", "bwd TF", "step TF", "%causal", "dfwd ms",
+                "dbwd ms", "dbwd TF", "bwd x", "step x", "fwd MiB", "bwd MiB", "path"));
+        List<String> summary = new ArrayList<>();
+        for (Shape shape : trainingShapes()) {
+            if (shape.name().contains(only)) {
+                TrainingTotals t = measureTraining(cuda, shape, reps, warmup, new SplittableRandom(seed));
+                summary.add(reportTraining(shape, t));
+            }
+        }
+        System.out.println(String.format(Locale.ROOT,
+                "peak extra device memory of one call: forward %.1f MiB, backward %.1f MiB",
+                cuda.peakExtraDeviceBytes() / 1048576.0, cuda.peakExtraBackwardDeviceBytes() / 1048576.0));
+        System.out.println();
+        System.out.println("== training summary (" + cuda.cudaDevice().name() + ", medians) ==");
+        System.out.println(String.format(Locale.ROOT, "%-22s %9s %9s %8s %9s %9s %9s", "shape", "step ms", "bwd ms",
+                "bwd TF", "dense ms", "speedup", "bwd MiB"));
+        summary.forEach(System.out::println);
     }
 
     private static Totals measure(CudaMobaAttention cuda, Shape shape, int reps, int warmup, SplittableRandom rng) {
@@ -193,6 +275,113 @@ public final class KernelBench {
         }
     }
 
+
+    private static TrainingTotals measureTraining(CudaMobaAttention cuda, Shape shape, int reps, int warmup,
+                                                  SplittableRandom rng) {
+        BenchInputs inputs = new BenchInputs(rng, shape.dtype());
+        TrainingTotals totals = new TrainingTotals();
+        MobaParams dense = MobaParams.denseCausal(shape.chunk());
+        for (int[] lengths : BenchInputs.pack(shape.lengths(), TOKEN_BUDGET)) {
+            long tokens = Arrays.stream(lengths).asLongStream().sum();
+            // q, out, dout, dq and k, v, dk, dv
+            long setBytes = tokens * 2L * (4L * shape.heads() + 4L * shape.kvHeads()) * shape.headDim();
+            int sets = shape.lengths().length == lengths.length
+                    ? (int) Math.max(2, Math.min(MAX_SETS, (ROTATION_BYTES + setBytes - 1) / setBytes)) : 1;
+            List<DeviceBatch> forwards = new ArrayList<>();
+            List<DeviceBackward> backwards = new ArrayList<>();
+            List<DeviceBatch> denseForwards = new ArrayList<>();
+            List<DeviceBackward> denseBackwards = new ArrayList<>();
+            try {
+                for (int s = 0; s < sets; s++) {
+                    PackedBatch batch = inputs.batch(shape.layout(), lengths);
+                    short[] dout = inputs.tensor(batch.q().length);
+                    DeviceBatch f = cuda.upload(batch, shape.params());
+                    forwards.add(f);
+                    totals.paths.add(f.attentionPath().name());
+                    backwards.add(cuda.prepareBackward(f, dout));
+                    DeviceBatch df = cuda.upload(batch, dense);
+                    denseForwards.add(df);
+                    denseBackwards.add(cuda.prepareBackward(df, dout));
+                }
+                for (int w = 0; w < warmup; w++) {
+                    for (int s = 0; s < sets; s++) {
+                        forwards.get(s).run();
+                        backwards.get(s).run();
+                        denseForwards.get(s).run();
+                        denseBackwards.get(s).run();
+                    }
+                }
+                int n = reps * sets;
+                double[] forward = new double[n];
+                double[] backward = new double[n];
+                double[] denseForward = new double[n];
+                double[] denseBackward = new double[n];
+                double[][] phases = new double[BACKWARD_PHASES.size()][n];
+                for (int r = 0; r < reps; r++) {
+                    for (int s = 0; s < sets; s++) {
+                        int i = r * sets + s;
+                        PhaseTimings f = forwards.get(s).run();
+                        forward[i] = f.get("chunk_means") + f.get("gate_topk") + f.get("attention");
+                        PhaseTimings b = backwards.get(s).run();
+                        backward[i] = b.total();
+                        for (int p = 0; p < phases.length; p++) {
+                            phases[p][i] = b.get(BACKWARD_PHASES.get(p));
+                        }
+                        denseForward[i] = denseForwards.get(s).run().get("attention");
+                        denseBackward[i] = denseBackwards.get(s).run().total();
+                    }
+                }
+                totals.forwardMs += Percentiles.of(forward, 0.5);
+                totals.backwardMs += Percentiles.of(backward, 0.5);
+                totals.denseForwardMs += Percentiles.of(denseForward, 0.5);
+                totals.denseBackwardMs += Percentiles.of(denseBackward, 0.5);
+                for (int p = 0; p < phases.length; p++) {
+                    totals.backwardPhases.put(BACKWARD_PHASES.get(p), Percentiles.of(phases[p], 0.5));
+                }
+                MobaOutput out = forwards.get(0).download();
+                totals.mobaPairs += AttendedPairs.count(forwards.get(0).batch(), shape.params(), out);
+                totals.densePairs += causalPairs(lengths) * shape.heads();
+                totals.tokens += tokens;
+                totals.forwardExtraBytes = Math.max(totals.forwardExtraBytes, forwards.get(0).extraDeviceBytes());
+                totals.backwardExtraBytes = Math.max(totals.backwardExtraBytes, backwards.get(0).extraDeviceBytes());
+                totals.denseBackwardExtraBytes = Math.max(totals.denseBackwardExtraBytes,
+                        denseBackwards.get(0).extraDeviceBytes());
+                totals.batches++;
+            } finally {
+                // Closing a forward batch closes the backward prepared on it.
+                forwards.forEach(DeviceBatch::close);
+                denseForwards.forEach(DeviceBatch::close);
+            }
+        }
+        return totals;
+    }
+
+    /** Prints the shape's rows and returns its line of the summary table. */
+    private static String reportTraining(Shape shape, TrainingTotals t) {
+        int d = shape.headDim();
+        double stepMs = t.forwardMs + t.backwardMs;
+        double denseStepMs = t.denseForwardMs + t.denseBackwardMs;
+        double stepFlopsPerPair = AttendedPairs.FORWARD_FLOPS_PER_PAIR_DIM + AttendedPairs.BACKWARD_FLOPS_PER_PAIR_DIM;
+        System.out.println(String.format(Locale.ROOT,
+                "%-22s %9d %8.3f %8.3f %8.3f %7.1f %7.1f %6.1f%% %9.3f %9.3f %7.1f %6.2fx %6.2fx %8.1f %8.1f %s%s",
+                shape.name(), t.tokens, t.forwardMs, t.backwardMs, stepMs,
+                AttendedPairs.backwardTeraflops(t.mobaPairs, d, t.backwardMs),
+                stepFlopsPerPair * d * t.mobaPairs / (stepMs * 1e9), 100.0 * t.mobaPairs / t.densePairs,
+                t.denseForwardMs, t.denseBackwardMs,
+                AttendedPairs.backwardTeraflops(t.densePairs, d, t.denseBackwardMs),
+                t.denseBackwardMs / t.backwardMs, denseStepMs / stepMs, t.forwardExtraBytes / 1048576.0,
+                t.backwardExtraBytes / 1048576.0, String.join("+", t.paths),
+                t.batches > 1 ? "  (sum over " + t.batches + " batches)" : ""));
+        StringBuilder phases = new StringBuilder("  " + shape.name() + " backward phases (ms):");
+        for (String p : BACKWARD_PHASES) {
+            phases.append(String.format(Locale.ROOT, " %s %.3f", p, t.backwardPhases.get(p)));
+        }
+        System.out.println(phases.append(String.format(Locale.ROOT, "; dense backward extra %.1f MiB",
+                t.denseBackwardExtraBytes / 1048576.0)));
+        return String.format(Locale.ROOT, "%-22s %9.3f %9.3f %8.1f %9.3f %8.2fx %9.1f", shape.name(), stepMs,
+                t.backwardMs, AttendedPairs.backwardTeraflops(t.mobaPairs, d, t.backwardMs), denseStepMs,
+                denseStepMs / stepMs, t.backwardExtraBytes / 1048576.0);
+    }
 
     /** Causal (query, key) pairs of one head: L(L+1)/2 per sequence. */
     static long causalPairs(int[] lengths) {

@@ -6,9 +6,11 @@ import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLong;
 
 import org.moba.kernels.DType;
-import org.moba.kernels.MobaAttention;
+import org.moba.kernels.MobaGradients;
+import org.moba.kernels.MobaInputException;
 import org.moba.kernels.MobaOutput;
 import org.moba.kernels.MobaParams;
+import org.moba.kernels.MobaTraining;
 import org.moba.kernels.PackedBatch;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -23,15 +25,24 @@ import org.slf4j.LoggerFactory;
  * available device memory, everything else (and MoBA whose scratch does not fit) runs UNION. Device buffers, pinned slabs and streams are pooled, so a steady stream of similar
  * batches allocates nothing. Thread-safe: several threads may call {@link #forward} at once; {@link #close()} only
  * after they are done.
+ *
+ * <p>Backward ({@link #backward}, ABI.md "# Backward"): validates {@code dout} and the forward's arrays
+ * ({@link CudaInputRules#checkBackward}), uploads q, k, v, out, lse, the selection (when routed) and {@code dout}, then on its own
+ * stream runs delta, the deterministic routing (MoBA with a selection), the selected chunks' dq partials, dq and
+ * dk/dv, and downloads; dense and own-chunk-only calls skip the routing. Deterministic: bit-identical gradients run to
+ * run and whatever else shares the batch. Benchmarks that keep the forward's device state use
+ * {@link #prepareBackward} on an uploaded {@link DeviceBatch}.
  */
-public final class CudaMobaAttention implements MobaAttention {
+public final class CudaMobaAttention implements MobaTraining {
     private static final Logger LOG = LoggerFactory.getLogger(CudaMobaAttention.class);
 
     private final CudaDevice device;
     private final DeviceBufferPool pool;
     private final StreamPool streams;
     private final Map<String, MobaKernels> kernels = new ConcurrentHashMap<>();
+    private final Map<String, MobaBackwardKernels> backwardKernels = new ConcurrentHashMap<>();
     private final AtomicLong peakExtraBytes = new AtomicLong();
+    private final AtomicLong peakExtraBackwardBytes = new AtomicLong();
     private final AtomicBoolean loggedFallback = new AtomicBoolean();
     private volatile boolean poisonOutputs;
     private volatile AttentionPath forcedPath;
@@ -40,7 +51,7 @@ public final class CudaMobaAttention implements MobaAttention {
     private CudaMobaAttention(CudaDevice device) {
         this.device = device;
         this.pool = new DeviceBufferPool(device);
-        this.streams = new StreamPool(device, DeviceBatch.EVENTS);
+        this.streams = new StreamPool(device, DeviceBatch.EVENTS + DeviceBackward.EVENTS);
     }
 
     /**
@@ -99,9 +110,7 @@ public final class CudaMobaAttention implements MobaAttention {
      * {@code forced} (null: chosen by the memory budget). Dense and W == 0 calls run UNION regardless.
      */
     DeviceBatch upload(PackedBatch batch, MobaParams params, AttentionPath forced) {
-        if (closed) {
-            throw new IllegalStateException("CudaMobaAttention on " + device.describe() + " is closed");
-        }
+        ensureOpen();
         CudaInputRules.check(batch, params);
         device.makeCurrent();
         BatchPlan plan = BatchPlan.of(batch, params);
@@ -110,6 +119,79 @@ public final class CudaMobaAttention implements MobaAttention {
                 poisonOutputs, batch, params, plan, path);
         peakExtraBytes.accumulateAndGet(resident.extraDeviceBytes(), Math::max);
         return resident;
+    }
+
+    /**
+     * Backward pass (MOBA.md "Backward", ABI.md "# Backward"): dq, dk, dv of {@code sum(out * dout)} with the
+     * forward's selection held fixed, in the batch's dtype, with the phases {@code h2d}, {@code delta},
+     * {@code route}, {@code dq_selected}, {@code dq}, {@code dkdv}, {@code d2h} (CUDA events, ms).
+     *
+     * @throws MobaInputException        when {@code dout} or the forward's arrays do not fit the batch, or the batch
+     *                                   the kernels (see {@link CudaInputRules})
+     * @throws CudaOutOfMemoryException  when the device cannot hold the call: split the batch and retry
+     */
+    @Override
+    public MobaGradients backward(PackedBatch batch, MobaParams params, MobaOutput forward, short[] dout) {
+        try (DeviceBackward call = uploadBackward(batch, params, forward, dout)) {
+            return call.runAndDownload();
+        }
+    }
+
+    /**
+     * Validates and queues the upload of a standalone backward (the batch, the forward's out, lse and selection, and
+     * {@code dout}); the returned object runs its kernels without further transfers. Close it when done.
+     */
+    public DeviceBackward uploadBackward(PackedBatch batch, MobaParams params, MobaOutput forward, short[] dout) {
+        ensureOpen();
+        CudaInputRules.checkBackward(batch, params, forward, dout);
+        device.makeCurrent();
+        BatchPlan plan = BatchPlan.of(batch, params);
+        BackwardScratch scratch = BackwardScratch.of(plan, batch.totalTokens(), batch.heads(), batch.headDim());
+        DeviceBackward b = DeviceBackward.upload(device, pool, streams,
+                backwardKernelsFor(batch.dtype(), batch.headDim()), poisonOutputs, batch, params, plan, scratch,
+                forward, dout);
+        peakExtraBackwardBytes.accumulateAndGet(b.extraDeviceBytes(), Math::max);
+        return b;
+    }
+
+    /**
+     * A backward on the device state of {@code forward} (an uploaded batch of this backend): it reads the q, k, v,
+     * out, lse and selection the forward's latest {@link DeviceBatch#run()} left on the device, runs on that batch's
+     * stream and uploads only {@code dout}, so forward + backward can be timed without transfers. Run the forward
+     * before {@link DeviceBackward#run()}; closing {@code forward} closes the backward too.
+     */
+    public DeviceBackward prepareBackward(DeviceBatch forward, short[] dout) {
+        ensureOpen();
+        if (forward == null) {
+            throw new MobaInputException("forward is missing");
+        }
+        if (!forward.allocatedFrom(pool)) {
+            throw new IllegalArgumentException("the forward batch was uploaded by another backend than "
+                    + device.describe());
+        }
+        PackedBatch batch = forward.batch();
+        if (dout == null || dout.length != batch.q().length) {
+            throw new MobaInputException("dout " + (dout == null ? "is missing" : "has " + dout.length + " elements")
+                    + ", expected T*H*D = " + batch.q().length);
+        }
+        device.makeCurrent();
+        BackwardScratch scratch = BackwardScratch.of(forward.plan(), batch.totalTokens(), batch.heads(),
+                batch.headDim());
+        DeviceBackward b = DeviceBackward.onDevice(forward, pool, backwardKernelsFor(batch.dtype(), batch.headDim()),
+                poisonOutputs, scratch, dout);
+        peakExtraBackwardBytes.accumulateAndGet(b.extraDeviceBytes(), Math::max);
+        return b;
+    }
+
+    private void ensureOpen() {
+        if (closed) {
+            throw new IllegalStateException("CudaMobaAttention on " + device.describe() + " is closed");
+        }
+    }
+
+    private MobaBackwardKernels backwardKernelsFor(DType dtype, int headDim) {
+        return backwardKernels.computeIfAbsent(dtype.label() + "_d" + headDim,
+                key -> new MobaBackwardKernels(device.kernels(), dtype, headDim));
     }
 
     private AttentionPath.Choice choosePath(PackedBatch batch, MobaParams params, BatchPlan plan,
@@ -143,14 +225,24 @@ public final class CudaMobaAttention implements MobaAttention {
         return peakExtraBytes.get();
     }
 
+    /**
+     * The most device memory one backward call has used beyond its inputs (q, k, v, out, lse, selection, dout) and
+     * outputs (dq, dk, dv): delta, the routing buffers, partial dq and the index arrays (see
+     * {@link DeviceBackward#extraDeviceBytes()}).
+     */
+    public long peakExtraBackwardDeviceBytes() {
+        return peakExtraBackwardBytes.get();
+    }
+
     /** Device bytes this backend holds for reuse between calls. */
     public long cachedDeviceBytes() {
         return pool.bytesCached();
     }
 
     /**
-     * Test hook: fill outputs and scratch with NaN (selections with -2) before every kernel run, so an element a
-     * kernel forgets to write cannot pass for a stale correct value from an earlier call.
+     * Test hook: fill outputs and scratch with NaN (selections with -2) before every kernel run, forward and
+     * backward (dq, dk, dv, delta, partial dq), so an element a kernel forgets to write cannot pass for a stale
+     * correct value from an earlier call.
      */
     void poisonOutputs(boolean enabled) {
         poisonOutputs = enabled;

@@ -6,6 +6,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.function.Supplier;
 
+import jcuda.driver.CUdeviceptr;
 import jcuda.driver.CUevent;
 import jcuda.driver.CUstream;
 import jcuda.driver.JCudaDriver;
@@ -22,8 +23,9 @@ import org.moba.kernels.cuda.StreamPool.CallStream;
  * own stream. {@link CudaMobaAttention#upload} creates it and queues the upload; {@link #run()} runs the kernels
  * (and only the kernels) as often as wanted, which is what benchmarks time; {@link #download()} fetches the
  * result of the latest run. Attention runs on the {@link AttentionPath} chosen at upload; its time (routing, selected
- * chunks and own chunk + merge on GATHERED) is the {@code attention} phase either way. Used by one thread at a time;
- * {@link #close()} hands everything back to the pools.
+ * chunks and own chunk + merge on GATHERED) is the {@code attention} phase either way. A backward pass can run on
+ * the state a run leaves on the device ({@link CudaMobaAttention#prepareBackward}); it shares this batch's stream and
+ * is closed with it. Used by one thread at a time; {@link #close()} hands everything back to the pools.
  */
 public final class DeviceBatch implements AutoCloseable {
     // Timing events of the call stream, in the order they are recorded.
@@ -38,9 +40,18 @@ public final class DeviceBatch implements AutoCloseable {
     static final int EVENTS = 8;
 
     /** Bit patterns no kernel writes: NaN for fp16, bf16 and fp32, and -2 for selections (-1 is padding). */
-    private static final short POISON_16 = (short) 0xFFFF;
-    private static final int POISON_32 = 0xFFFFFFFF;
+    static final short POISON_16 = (short) 0xFFFF;
+    static final int POISON_32 = 0xFFFFFFFF;
     private static final int POISON_SELECTION = -2;
+
+    /**
+     * What a backward pass on this batch reads from the device ({@link DeviceBackward}): its stream and the
+     * forward's tensors and index arrays. Valid while the batch is open.
+     */
+    record Resident(CallStream call, CUdeviceptr q, CUdeviceptr k, CUdeviceptr v, CUdeviceptr out, CUdeviceptr lse,
+                    CUdeviceptr sel, CUdeviceptr cuSeqlens, CUdeviceptr chunkBase, CUdeviceptr tiles,
+                    long indexBytes) {
+    }
 
     private final CudaDevice device;
     private final DeviceBufferPool pool;
@@ -77,6 +88,8 @@ public final class DeviceBatch implements AutoCloseable {
     private final DeviceBuffer partialOut;
     private final DeviceBuffer partialLse;
     private final long extraBytes;
+    /** Backward passes prepared on this batch's device state ({@link CudaMobaAttention#prepareBackward}). */
+    private final List<DeviceBackward> backwards = new ArrayList<>();
     private StagedCopies transfers;
     private boolean ran;
     private boolean closed;
@@ -346,6 +359,42 @@ public final class DeviceBatch implements AutoCloseable {
         return params;
     }
 
+    /** The device state a backward pass reads; only for {@link DeviceBackward}. */
+    Resident resident() {
+        ensureOpen();
+        long indexBytes = cuSeqlens.capacity() + chunkBase.capacity() + tiles.capacity();
+        return new Resident(call, q.pointer(), k.pointer(), v.pointer(), out.pointer(), lse.pointer(), sel.pointer(),
+                cuSeqlens.pointer(), chunkBase.pointer(), tiles.pointer(), indexBytes);
+    }
+
+    /** Whether the kernels have run at least once, so that out, lse and the selection on the device are valid. */
+    boolean hasRun() {
+        return ran;
+    }
+
+    /** Whether this batch's buffers come from {@code p} (i.e. it was uploaded by the backend owning {@code p}). */
+    boolean allocatedFrom(DeviceBufferPool p) {
+        return pool == p;
+    }
+
+    BatchPlan plan() {
+        return plan;
+    }
+
+    CudaDevice cudaDevice() {
+        return device;
+    }
+
+    /** Registers a backward pass on this batch's device state: {@link #close()} closes it first. */
+    void attach(DeviceBackward backward) {
+        ensureOpen();
+        backwards.add(backward);
+    }
+
+    void detach(DeviceBackward backward) {
+        backwards.remove(backward);
+    }
+
     private void ensureOpen() {
         if (closed) {
             throw new IllegalStateException("device batch closed: " + context.get());
@@ -357,6 +406,9 @@ public final class DeviceBatch implements AutoCloseable {
     public void close() {
         if (closed) {
             return;
+        }
+        for (DeviceBackward b : new ArrayList<>(backwards)) {
+            b.close();
         }
         closed = true;
         device.makeCurrent();

@@ -86,6 +86,26 @@ final class MobaKernels {
         static int ownCombine(int headDim) {
             return attention(headDim);
         }
+
+        /** moba_bwd_dq_selected (backward step 8): as moba_attn_selected. */
+        static int backwardDqSelected(int headDim) {
+            return selected(headDim);
+        }
+
+        /** moba_bwd_dq (backward step 9): as moba_bwd_dq_selected. */
+        static int backwardDq(int headDim) {
+            return backwardDqSelected(headDim);
+        }
+
+        /**
+         * moba_bwd_dkdv (backward step 10): the formula {@code 2*64*D*2 + 2*2*64*D*2 + 2*2*64*4} of ABI.md. Its
+         * printed totals (49664, 98816) are 512 bytes smaller, i.e. {@code 2*64*4} for the last term; launching
+         * with the formula's larger value is safe either way (unused dynamic shared memory costs nothing but
+         * occupancy, and 2 blocks of 99328 bytes still fit an SM).
+         */
+        static int backwardDkdv(int headDim) {
+            return 2 * 64 * headDim * 2 + 2 * 2 * 64 * headDim * 2 + 2 * 2 * 64 * 4;
+        }
     }
 
     /**
@@ -196,12 +216,22 @@ final class MobaKernels {
         return Math.toIntExact(((long) entries + rowsPerGroup - 1) / rowsPerGroup + (long) heads * numFullChunks);
     }
 
-    private static int blocks(int items, int threads) {
+    static int blocks(int items, int threads) {
         return (int) (((long) items + threads - 1) / threads);
     }
 
     private void launch(Kernel kernel, CUstream stream, Supplier<String> context, int gridX, int gridY, int threads,
                         int dynamicSmem, Object... args) {
+        launch(module, kernel, stream, context, gridX, gridY, threads, dynamicSmem, args);
+    }
+
+    /**
+     * Launches {@code kernel} of {@code module} with {@code args} (CUdeviceptr, Integer or Float, in the kernel's
+     * parameter order), first raising its dynamic shared memory limit when {@code dynamicSmem} exceeds 48 KiB.
+     * Failures name the kernel, grid, shared memory and {@code context}.
+     */
+    static void launch(KernelModule module, Kernel kernel, CUstream stream, Supplier<String> context, int gridX,
+                       int gridY, int threads, int dynamicSmem, Object... args) {
         module.allowDynamicSharedMemory(kernel, dynamicSmem);
         check(JCudaDriver.cuLaunchKernel(kernel.function, gridX, gridY, 1, threads, 1, 1, dynamicSmem, stream,
                 parameters(args), null), () -> "launching " + kernel.name + " (grid " + gridX + "x" + gridY

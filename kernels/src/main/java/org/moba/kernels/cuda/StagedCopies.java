@@ -53,6 +53,10 @@ final class StagedCopies implements AutoCloseable {
         transfer(true, src.length, Integer.BYTES, dst, (slab, from, n) -> slab.asIntBuffer().put(src, from, n));
     }
 
+    void upload(float[] src, CUdeviceptr dst) {
+        transfer(true, src.length, Float.BYTES, dst, (slab, from, n) -> slab.asFloatBuffer().put(src, from, n));
+    }
+
     void download(CUdeviceptr src, short[] dst) {
         transfer(false, dst.length, Short.BYTES, src, (slab, from, n) -> slab.asShortBuffer().get(dst, from, n));
     }
