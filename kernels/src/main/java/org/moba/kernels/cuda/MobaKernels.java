@@ -87,24 +87,19 @@ final class MobaKernels {
             return attention(headDim);
         }
 
-        /** moba_bwd_dq_selected (backward step 8): as moba_attn_selected. */
-        static int backwardDqSelected(int headDim) {
-            return selected(headDim);
-        }
-
-        /** moba_bwd_dq (backward step 9): as moba_bwd_dq_selected. */
+        /** moba_bwd_dq (backward step 9): one q and one dout tile, two double-buffered k/v stages of 64 rows. */
         static int backwardDq(int headDim) {
-            return backwardDqSelected(headDim);
+            return 2 * 64 * headDim * 2 + 2 * 2 * 64 * headDim * 2;
         }
 
-        /**
-         * moba_bwd_dkdv (backward step 10): the formula {@code 2*64*D*2 + 2*2*64*D*2 + 2*2*64*4} of ABI.md. Its
-         * printed totals (49664, 98816) are 512 bytes smaller, i.e. {@code 2*64*4} for the last term; launching
-         * with the formula's larger value is safe either way (unused dynamic shared memory costs nothing but
-         * occupancy, and 2 blocks of 99328 bytes still fit an SM).
-         */
+        /** moba_bwd_dq_selected (backward step 8): as moba_bwd_dq, plus the tile's lse/delta and two index stages. */
+        static int backwardDqSelected(int headDim) {
+            return backwardDq(headDim) + 2 * 64 * 4 + 2 * 64 * 4;
+        }
+
+        /** moba_bwd_dkdv (backward step 10): k/v tile, two q/dout stages, two lse/delta stages, two index stages. */
         static int backwardDkdv(int headDim) {
-            return 2 * 64 * headDim * 2 + 2 * 2 * 64 * headDim * 2 + 2 * 2 * 64 * 4;
+            return backwardDq(headDim) + 2 * 2 * 64 * 4 + 2 * 64 * 4;
         }
     }
 
