@@ -27,7 +27,7 @@ run() {
 }
 nvidia-smi --query-gpu=name,pci.bus_id --format=csv,noheader
 [ "${MOBA_BENCH:-1}" = 0 ] || run bench bench --backend cuda --spec "$root/conf/bench-flashmoba.json" --repeats 10 --out "$work/bench"
-run sweep sweep --backend cuda --out "$work/sweep"
+run sweep sweep --backend cuda --backward --out "$work/sweep"
 run gen gen --out "$work/in" --lengths uniform:256:256-8192 --heads 16/4 --head-dim 128 --partitions 8
 run score score --backend cuda --input "$work/in" --out "$work/score" --chunk 512 --topk 3 --measure-bound
 for f in bench/bench-summary.json sweep/sweep-summary.json score/score-summary.json bench/bench-report.html; do

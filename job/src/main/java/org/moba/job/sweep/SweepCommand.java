@@ -72,6 +72,12 @@ public final class SweepCommand implements Callable<Integer> {
     @Option(names = "--tokens-per-batch", defaultValue = "16384", description = "(default: ${DEFAULT-VALUE})")
     int tokensPerBatch;
 
+    @Option(names = "--backward",
+            description = "also run the backward pass on a random dout and check dq/dk/dv against the oracle's"
+                    + " backward (whole batches of up to " + SweepRunner.BACKWARD_ORACLE_PAIRS + " attended"
+                    + " query-key-head triples; larger batches are left unchecked and counted)")
+    boolean backwardCheck;
+
     @Option(names = "--out", defaultValue = "results/sweep", description = "output folder (default: ${DEFAULT-VALUE})")
     String out;
 
@@ -80,10 +86,10 @@ public final class SweepCommand implements Callable<Integer> {
         List<SweepConfig> configs = grid();
         try (SparkSession spark = SparkSessions.create("moba sweep")) {
             JavaSparkContext jsc = JavaSparkContext.fromSparkContext(spark.sparkContext());
-            LOG.info("sweep: {} configuration(s), backend {}, oracle on up to {} tokens per batch", configs.size(),
-                    backend.name(), oracleRows);
+            LOG.info("sweep: {} configuration(s), backend {}, oracle on up to {} tokens per batch{}", configs.size(),
+                    backend.name(), oracleRows, backwardCheck ? ", backward checked" : "");
             String requested = backend.name();
-            SweepRunner runner = new SweepRunner(backend.name(), oracleRows, tokensPerBatch);
+            SweepRunner runner = new SweepRunner(backend.name(), oracleRows, tokensPerBatch, backwardCheck);
             List<SweepRow> rows = jsc.parallelize(configs, configs.size())
                     .mapPartitions((Iterator<SweepConfig> it) -> {
                         DeviceAssignment a = DeviceAssignment.forTask(requested, TaskContext.get(),
@@ -96,7 +102,8 @@ public final class SweepCommand implements Callable<Integer> {
             JobOutput output = new JobOutput(spark, out);
             output.write(spark.createDataFrame(rows, SweepRow.class).select("config", "dtype", "backend", "device",
                     "sequenceId", "length", "tokensCompared", "rowsCompared", "outRelL2", "outMaxAbs", "lseRelL2",
-                    "lseMaxAbs", "selectionMismatches", "nearTies", "pass", "reproduce"), "sweep");
+                    "lseMaxAbs", "selectionMismatches", "nearTies", "dqRelL2", "dqMaxAbs", "dkRelL2", "dkMaxAbs",
+                    "dvRelL2", "dvMaxAbs", "pass", "reproduce"), "sweep");
             List<SweepVerdict> verdicts = SweepVerdict.of(rows);
             Map<String, Object> summary = new LinkedHashMap<>();
             summary.put("configurations", verdicts.size());
@@ -104,6 +111,10 @@ public final class SweepCommand implements Callable<Integer> {
             summary.put("outTolerance", Map.of("fp16", OracleComparison.outTolerance(DType.FP16),
                     "bf16", OracleComparison.outTolerance(DType.BF16)));
             summary.put("lseTolerance", OracleComparison.LSE_TOLERANCE);
+            if (backwardCheck) {
+                summary.put("gradientTolerance", Map.of("fp16", OracleComparison.gradientTolerance(DType.FP16),
+                        "bf16", OracleComparison.gradientTolerance(DType.BF16)));
+            }
             summary.put("verdicts", verdicts);
             output.writeSummary("sweep", summary);
 

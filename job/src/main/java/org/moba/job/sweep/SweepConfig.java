@@ -12,10 +12,11 @@ public record SweepConfig(Shape shape, LengthMix lengths, long seed) implements 
     }
 
     /** The command that reruns exactly this configuration alone. */
-    public String reproduceCommand(String backend, int oracleRows, int tokensPerBatch) {
+    public String reproduceCommand(String backend, int oracleRows, int tokensPerBatch, boolean backward) {
         return "./submit.sh sweep --backend " + backend + " --dtype " + shape.dtype().label() + " --heads "
                 + shape.heads() + "/" + shape.kvHeads() + " --head-dim " + shape.headDim() + " --chunk "
                 + shape.chunk() + " --topk " + shape.topk() + " --mixes '" + lengths + "' --seeds " + seed
-                + " --oracle-rows " + oracleRows + " --tokens-per-batch " + tokensPerBatch;
+                + " --oracle-rows " + oracleRows + " --tokens-per-batch " + tokensPerBatch
+                + (backward ? " --backward" : "");
     }
 }

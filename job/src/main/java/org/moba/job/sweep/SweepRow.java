@@ -20,6 +20,13 @@ public class SweepRow implements Serializable {
     private double lseMaxAbs;
     private int selectionMismatches;
     private int nearTies;
+    // Gradient errors (sweep --backward); null where the backward was not checked.
+    private Double dqRelL2;
+    private Double dqMaxAbs;
+    private Double dkRelL2;
+    private Double dkMaxAbs;
+    private Double dvRelL2;
+    private Double dvMaxAbs;
     private boolean pass;
     private String reproduce;
 
@@ -51,6 +58,18 @@ public class SweepRow implements Serializable {
     public void setSelectionMismatches(int v) { selectionMismatches = v; }
     public int getNearTies() { return nearTies; }
     public void setNearTies(int v) { nearTies = v; }
+    public Double getDqRelL2() { return dqRelL2; }
+    public void setDqRelL2(Double v) { dqRelL2 = v; }
+    public Double getDqMaxAbs() { return dqMaxAbs; }
+    public void setDqMaxAbs(Double v) { dqMaxAbs = v; }
+    public Double getDkRelL2() { return dkRelL2; }
+    public void setDkRelL2(Double v) { dkRelL2 = v; }
+    public Double getDkMaxAbs() { return dkMaxAbs; }
+    public void setDkMaxAbs(Double v) { dkMaxAbs = v; }
+    public Double getDvRelL2() { return dvRelL2; }
+    public void setDvRelL2(Double v) { dvRelL2 = v; }
+    public Double getDvMaxAbs() { return dvMaxAbs; }
+    public void setDvMaxAbs(Double v) { dvMaxAbs = v; }
     public boolean isPass() { return pass; }
     public void setPass(boolean v) { pass = v; }
     public String getReproduce() { return reproduce; }

@@ -13,6 +13,8 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
 import org.moba.job.MobaCli;
+import org.moba.kernels.DType;
+import org.moba.kernels.reference.OracleComparison;
 import picocli.CommandLine;
 
 /** {@code sweep} end to end on Spark {@code local[*]}: the CPU backend against the float64 oracle. */
@@ -39,6 +41,41 @@ class SweepCommandTest {
             // The huge mix exceeds --oracle-rows: its rows are sampled, and the sample is stated.
             assertTrue(rows.stream().anyMatch(r -> r.getString(0).contains("huge") && r.getInt(2) < r.getInt(1)));
         }
+    }
+
+    @Test
+    @Timeout(180)
+    void backwardChecksEveryGradientOfSmallBatches(@TempDir Path out) throws Exception {
+        int exit = new CommandLine(new MobaCli()).execute("sweep", "--backend", "cpu", "--dtype", "bf16",
+                "--heads", "4/2", "--head-dim", "32", "--chunk", "16", "--topk", "3", "--backward",
+                "--mixes", "boundary:2,single:3", "--out", out.toString());
+        assertEquals(0, exit, "every configuration should pass");
+        try (SparkSession spark = SparkSession.builder().master("local[1]").getOrCreate()) {
+            List<Row> rows = spark.read().parquet(new File(out.toFile(), "sweep.parquet").getPath())
+                    .select("length", "dqRelL2", "dkRelL2", "dvRelL2", "dqMaxAbs", "pass", "reproduce")
+                    .collectAsList();
+            assertEquals(6 + 3, rows.size());
+            for (Row r : rows) {
+                for (int i = 1; i <= 4; i++) {
+                    assertFalse(r.isNullAt(i), "gradient errors recorded: " + r);
+                }
+                // The CPU backward is fp32 rounded to bf16: errors are the dtype's rounding, far below 2e-2.
+                for (int i = 1; i <= 3; i++) {
+                    assertTrue(r.getDouble(i) < 1e-2, "gradient error: " + r);
+                }
+                assertTrue(r.getBoolean(5));
+                assertTrue(r.getString(6).endsWith(" --backward"), "reproduce keeps --backward");
+            }
+        }
+    }
+
+    @Test
+    void aGradientOverToleranceFailsTheSequence() {
+        OracleComparison.GradientErrors fine = new OracleComparison.GradientErrors(0, 1e-3, 0, 1e-3, 0, 1e-3, 0);
+        OracleComparison.GradientErrors badDk = new OracleComparison.GradientErrors(0, 1e-3, 0, 6e-3, 0, 1e-3, 0);
+        assertTrue(fine.passes(DType.FP16));
+        assertFalse(badDk.passes(DType.FP16), "fp16 gradient tolerance is 5e-3");
+        assertTrue(badDk.passes(DType.BF16), "bf16 gradient tolerance is 2e-2");
     }
 
     @Test

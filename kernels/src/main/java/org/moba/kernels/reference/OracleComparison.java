@@ -8,6 +8,7 @@ import java.util.TreeSet;
 import java.util.stream.IntStream;
 import org.moba.kernels.DType;
 import org.moba.kernels.ErrorMetrics;
+import org.moba.kernels.MobaGradients;
 import org.moba.kernels.MobaOutput;
 import org.moba.kernels.MobaParams;
 import org.moba.kernels.PackedBatch;
@@ -29,6 +30,34 @@ public final class OracleComparison {
 
     /** Relative L2 tolerance of lse (fp32) against the oracle. */
     public static final double LSE_TOLERANCE = 1e-5;
+
+    /** Relative L2 tolerance of 16-bit gradients (dq, dk, dv) against the oracle's backward. */
+    public static double gradientTolerance(DType dtype) {
+        return dtype == DType.FP16 ? 5e-3 : 2e-2;
+    }
+
+    /**
+     * Floors of the denominator of a sequence's relative gradient error, as shares of (a) the batch's gradient norm
+     * scaled to the sequence's size and (b) dout's RMS times sqrt(elements): dq and dk are sums of terms
+     * {@code P * (dP - delta)} that cancel to exactly zero in some cases (every one-token sequence), where a relative
+     * error would judge rounding noise against zero.
+     */
+    static final double GRADIENT_NORM_FLOOR = 1e-2;
+    static final double GRADIENT_ABSOLUTE_FLOOR = 1e-3;
+
+    /**
+     * One sequence's gradient errors: relative L2 (against {@code max(||ref_seq||, GRADIENT_NORM_FLOOR * ||ref_batch|| *
+     * sqrt(n_seq / n_batch), GRADIENT_ABSOLUTE_FLOOR * rms(dout) * sqrt(elements))}) and max abs error of dq, dk and dv
+     * over all its tokens.
+     */
+    public record GradientErrors(int sequence, double dqRelL2, double dqMaxAbs, double dkRelL2, double dkMaxAbs,
+                                 double dvRelL2, double dvMaxAbs) {
+
+        public boolean passes(DType dtype) {
+            double t = gradientTolerance(dtype);
+            return dqRelL2 < t && dkRelL2 < t && dvRelL2 < t;
+        }
+    }
 
     /** One sequence's errors over its compared (token, head) rows. */
     public record SequenceErrors(int sequence, int tokensCompared, int rowsCompared, double outRelL2,
@@ -67,6 +96,68 @@ public final class OracleComparison {
             rows.add(rng.nextInt(total));
         }
         return rows.stream().mapToInt(Integer::intValue).toArray();
+    }
+
+    /**
+     * Compares a backend's gradients with the oracle's backward run on the backend's own selection (so gate near-ties
+     * cannot make the attended sets differ), per sequence with at least one token.
+     */
+    public static List<GradientErrors> compareGradients(PackedBatch batch, MobaParams params, MobaOutput forward,
+                                                        short[] dout, MobaGradients actual) {
+        DType dtype = batch.dtype();
+        MobaReference.Gradients ref = MobaReference.backward(batch, params, ErrorMetrics.toDouble(dout, dtype),
+                forward.selected(), forward.selectionWidth());
+        double[][] refs = {ref.dq(), ref.dk(), ref.dv()};
+        double[][] got = {ErrorMetrics.toDouble(actual.dq(), dtype), ErrorMetrics.toDouble(actual.dk(), dtype),
+                ErrorMetrics.toDouble(actual.dv(), dtype)};
+        int[] rowElems = {batch.heads() * batch.headDim(), batch.kvHeads() * batch.headDim(),
+                batch.kvHeads() * batch.headDim()};
+        double[] doutWide = ErrorMetrics.toDouble(dout, dtype);
+        double doutRms = norm(doutWide, 0, doutWide.length) / Math.sqrt(Math.max(1, doutWide.length));
+        double[] batchNorm = new double[3];
+        for (int g = 0; g < 3; g++) {
+            batchNorm[g] = norm(refs[g], 0, refs[g].length);
+        }
+        List<GradientErrors> out = new ArrayList<>();
+        for (int b = 0; b < batch.numSequences(); b++) {
+            int length = batch.seqLength(b);
+            if (length == 0) {
+                continue;
+            }
+            double[] e = new double[6];
+            for (int g = 0; g < 3; g++) {
+                int from = batch.seqStart(b) * rowElems[g];
+                int to = from + length * rowElems[g];
+                double[] r = Arrays.copyOfRange(refs[g], from, to);
+                double[] a = Arrays.copyOfRange(got[g], from, to);
+                double floor = Math.max(
+                        GRADIENT_NORM_FLOOR * batchNorm[g] * Math.sqrt((double) length / batch.totalTokens()),
+                        GRADIENT_ABSOLUTE_FLOOR * doutRms * Math.sqrt(r.length));
+                double own = norm(r, 0, r.length);
+                // maxAbs is +Inf when either side holds a NaN or an infinity, and so is the relative error then.
+                e[2 * g + 1] = ErrorMetrics.maxAbs(r, a);
+                e[2 * g] = !Double.isFinite(e[2 * g + 1]) ? Double.POSITIVE_INFINITY
+                        : own >= floor ? ErrorMetrics.relativeL2(r, a) : diffNorm(r, a) / floor;
+            }
+            out.add(new GradientErrors(b, e[0], e[1], e[2], e[3], e[4], e[5]));
+        }
+        return out;
+    }
+
+    private static double diffNorm(double[] reference, double[] actual) {
+        double s = 0;
+        for (int i = 0; i < reference.length; i++) {
+            s += (actual[i] - reference[i]) * (actual[i] - reference[i]);
+        }
+        return Math.sqrt(s);
+    }
+
+    private static double norm(double[] x, int from, int to) {
+        double s = 0;
+        for (int i = from; i < to; i++) {
+            s += x[i] * x[i];
+        }
+        return Math.sqrt(s);
     }
 
     /** Compares {@code actual} with the oracle on {@code rows} (ascending global tokens), grouped by sequence. */

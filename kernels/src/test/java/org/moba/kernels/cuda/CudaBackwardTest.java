@@ -35,18 +35,17 @@ import org.moba.kernels.Sequence;
 import org.moba.kernels.SequencePacker;
 import org.moba.kernels.SyntheticSequences;
 import org.moba.kernels.reference.MobaReference;
+import org.moba.kernels.reference.OracleComparison;
 
 /**
  * The CUDA backward against the float64 oracle's backward, which follows the CUDA forward's own selection (so gate
  * near-ties cannot make the attended sets differ), on fresh random inputs every run (the seed is printed; rerun one
  * with -Dmoba.test.seed=N). Gradients, delta and partial dq are poisoned with NaN before every kernel run.
- * Tolerances: relative L2 of dq, dk, dv below {@value #FP16_TOLERANCE} (fp16) and {@value #BF16_TOLERANCE} (bf16).
+ * Tolerances: relative L2 of dq, dk, dv below {@link OracleComparison#gradientTolerance} (5e-3 fp16, 2e-2 bf16).
  * Also: bit-identical gradients run to run, alone vs packed, standalone vs on the forward's device state, and from
  * concurrent callers. Skipped, with the reason, where no usable GPU exists.
  */
 class CudaBackwardTest {
-    static final double FP16_TOLERANCE = 5e-3;
-    static final double BF16_TOLERANCE = 2e-2;
     private static final int ORDINAL = Integer.getInteger("moba.cuda.device", 0);
     private static final long SEED = Long.getLong("moba.test.seed", new SplittableRandom().nextLong());
     private static final List<String> PHASES = List.of("h2d", "delta", "route", "dq_selected", "dq", "dkdv", "d2h");
@@ -85,7 +84,7 @@ class CudaBackwardTest {
     }
 
     static double tolerance(DType dtype) {
-        return dtype == DType.FP16 ? FP16_TOLERANCE : BF16_TOLERANCE;
+        return OracleComparison.gradientTolerance(dtype);
     }
 
     /**
