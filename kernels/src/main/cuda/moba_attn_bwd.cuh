@@ -93,19 +93,8 @@ struct DqRows {
                 const float p = hidden ? 0.f : fast_exp2(fmaf(s[nt][e], scale_log2, -lse2[i]));
                 s[nt][e] = p * (dp[nt][e] - delta[i]);
             }
-        // dQ += dS K, dS re-packed as A fragments (16 keys per k-step), K read transposed.
-#pragma unroll
-        for (int kt = 0; kt < kNT / 2; ++kt) {
-            const uint32_t a[4] = {DT::pack(s[2 * kt][0], s[2 * kt][1]), DT::pack(s[2 * kt][2], s[2 * kt][3]),
-                                   DT::pack(s[2 * kt + 1][0], s[2 * kt + 1][1]), DT::pack(s[2 * kt + 1][2], s[2 * kt + 1][3])};
-#pragma unroll
-            for (int dp2 = 0; dp2 < kDT / 2; ++dp2) {
-                uint32_t b[4];
-                load_b_fragments_kn<HD>(b, k_tile, kt * 16, dp2 * 16);
-                DT::mma(acc[2 * dp2], a, b[0], b[1]);
-                DT::mma(acc[2 * dp2 + 1], a, b[2], b[3]);
-            }
-        }
+        // dQ += dS K (16 keys per k-step, K read transposed).
+        mma_accumulators_by_tile<DT, HD, kNT / 2>(acc, s, k_tile, 0);
     }
 
     __device__ __forceinline__ static int column(int dt) { return dt * 8 + (threadIdx.x & 3) * 2; }
@@ -135,15 +124,12 @@ __device__ __forceinline__ void bwd_dq_selected(const uint16_t* __restrict__ q, 
     using Rows = DqRows<DT, HD>;
     extern __shared__ __align__(128) unsigned char smem[];
 
-    const int buckets = heads * num_full_chunks;
-    if (static_cast<int>(blockIdx.x) >= bucket_group0[buckets]) return;  // the grid is an upper bound
-    const int bucket = segment_of(bucket_group0, buckets, blockIdx.x);
-    const int h = bucket / num_full_chunks, g = bucket % num_full_chunks, hk = h / (heads / kv_heads);
-    const int b = segment_of(chunk_base, num_sequences, g);
-    const long key0 = cu_seqlens[b] + static_cast<long>(g - chunk_base[b]) * chunk_size;
-    const int first = bucket_row0[bucket] + (blockIdx.x - bucket_group0[bucket]) * rows_per_group;
-    const int group_rows = min(rows_per_group, bucket_row0[bucket + 1] - first);
-    const int* entries = rows_of_buckets + first;  // entry e = (t * H + h) * W + slot
+    const BucketGroup grp = BucketGroup::of_block(bucket_row0, bucket_group0, chunk_base, cu_seqlens, num_sequences,
+                                                  heads, kv_heads, num_full_chunks, chunk_size, rows_per_group);
+    if (!grp.valid) return;
+    const int hk = grp.hk, group_rows = grp.rows;
+    const long key0 = grp.key0;
+    const int* entries = rows_of_buckets + grp.first;  // entry e = (t * H + h) * W + slot
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const long kv_stride = static_cast<long>(kv_heads) * HD;
     const uint16_t* k_chunk = k + (key0 * kv_heads + hk) * HD;
@@ -269,11 +255,9 @@ __device__ __forceinline__ void bwd_dq(const uint16_t* __restrict__ q, const uin
     using Rows = DqRows<DT, HD>;
     extern __shared__ __align__(128) unsigned char smem[];
 
-    const int2 tile = tiles[blockIdx.x];
-    const int h = blockIdx.y, hk = h / (heads / kv_heads);
-    const int seq0 = cu_seqlens[tile.x], start = tile.y;
-    const int seq_len = cu_seqlens[tile.x + 1] - seq0;
-    const int rows_valid = min(Cfg::kBlockM, seq_len - start);
+    const QueryTileCoords tile = QueryTileCoords::of_block(tiles, cu_seqlens, heads, kv_heads);
+    const int h = tile.h, hk = tile.hk, seq0 = tile.seq0, seq_len = tile.seq_len, start = tile.start;
+    const int rows_valid = tile.rows_valid;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const long q_stride = static_cast<long>(heads) * HD, kv_stride = static_cast<long>(kv_heads) * HD;
     const uint16_t* k_head = k + (static_cast<long>(seq0) * kv_heads + hk) * HD;
@@ -546,25 +530,8 @@ __device__ __forceinline__ void bwd_dkdv(const uint16_t* __restrict__ q, const u
                     dpt[nt][e] = p * (dpt[nt][e] - row_delta[col]);
                 }
             // dV += P^T dO and dK += dS^T Q over these 32 queries (two k-steps of 16).
-#pragma unroll
-            for (int kt = 0; kt < 2; ++kt) {
-                const uint32_t pa[4] = {DT::pack(st[2 * kt][0], st[2 * kt][1]), DT::pack(st[2 * kt][2], st[2 * kt][3]),
-                                        DT::pack(st[2 * kt + 1][0], st[2 * kt + 1][1]),
-                                        DT::pack(st[2 * kt + 1][2], st[2 * kt + 1][3])};
-                const uint32_t da[4] = {DT::pack(dpt[2 * kt][0], dpt[2 * kt][1]), DT::pack(dpt[2 * kt][2], dpt[2 * kt][3]),
-                                        DT::pack(dpt[2 * kt + 1][0], dpt[2 * kt + 1][1]),
-                                        DT::pack(dpt[2 * kt + 1][2], dpt[2 * kt + 1][3])};
-#pragma unroll
-                for (int dp2 = 0; dp2 < kDT / 2; ++dp2) {
-                    uint32_t b[4];
-                    load_b_fragments_kn<HD>(b, do_tile, col0 + kt * 16, dp2 * 16);
-                    DT::mma(acc_dv[2 * dp2], pa, b[0], b[1]);
-                    DT::mma(acc_dv[2 * dp2 + 1], pa, b[2], b[3]);
-                    load_b_fragments_kn<HD>(b, q_tile, col0 + kt * 16, dp2 * 16);
-                    DT::mma(acc_dk[2 * dp2], da, b[0], b[1]);
-                    DT::mma(acc_dk[2 * dp2 + 1], da, b[2], b[3]);
-                }
-            }
+            mma_accumulators_by_tile<DT, HD, 2>(acc_dv, st, do_tile, col0);
+            mma_accumulators_by_tile<DT, HD, 2>(acc_dk, dpt, q_tile, col0);
         }
         __syncthreads();  // this stage is refilled next step
         if (!has_upcoming) break;

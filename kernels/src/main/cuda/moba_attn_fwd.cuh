@@ -102,11 +102,9 @@ __device__ __forceinline__ void attn_fwd(const uint16_t* __restrict__ q, const u
     using Rows = FlashRows<DT, HD>;
     extern __shared__ __align__(128) unsigned char smem[];
 
-    const int2 tile = tiles[blockIdx.x];
-    const int h = blockIdx.y, hk = h / (heads / kv_heads);
-    const int seq0 = cu_seqlens[tile.x], start = tile.y;
-    const int seq_len = cu_seqlens[tile.x + 1] - seq0;
-    const int rows_valid = min(Cfg::kBlockM, seq_len - start);
+    const QueryTileCoords tile = QueryTileCoords::of_block(tiles, cu_seqlens, heads, kv_heads);
+    const int h = tile.h, hk = tile.hk, seq0 = tile.seq0, seq_len = tile.seq_len, start = tile.start;
+    const int rows_valid = tile.rows_valid;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const long q_stride = static_cast<long>(heads) * HD, kv_stride = static_cast<long>(kv_heads) * HD;
     const uint16_t* k_head = k + (static_cast<long>(seq0) * kv_heads + hk) * HD;

@@ -35,15 +35,12 @@ __device__ __forceinline__ void attn_selected(const uint16_t* __restrict__ q, co
     using Rows = FlashRows<DT, HD>;
     extern __shared__ __align__(128) unsigned char smem[];
 
-    const int buckets = heads * num_full_chunks;
-    if (static_cast<int>(blockIdx.x) >= bucket_group0[buckets]) return;  // the grid is an upper bound
-    const int bucket = segment_of(bucket_group0, buckets, blockIdx.x);
-    const int h = bucket / num_full_chunks, g = bucket % num_full_chunks, hk = h / (heads / kv_heads);
-    const int b = segment_of(chunk_base, num_sequences, g);
-    const long key0 = cu_seqlens[b] + static_cast<long>(g - chunk_base[b]) * chunk_size;
-    const int first = bucket_row0[bucket] + (blockIdx.x - bucket_group0[bucket]) * rows_per_group;
-    const int group_rows = min(rows_per_group, bucket_row0[bucket + 1] - first);
-    const int* entries = rows_of_buckets + first;  // entry e = (t * H + h) * W + slot
+    const BucketGroup grp = BucketGroup::of_block(bucket_row0, bucket_group0, chunk_base, cu_seqlens, num_sequences,
+                                                  heads, kv_heads, num_full_chunks, chunk_size, rows_per_group);
+    if (!grp.valid) return;
+    const int h = grp.h, hk = grp.hk, group_rows = grp.rows;
+    const long key0 = grp.key0;
+    const int* entries = rows_of_buckets + grp.first;  // entry e = (t * H + h) * W + slot
     const long entries_per_token = static_cast<long>(heads) * width;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const long kv_stride = static_cast<long>(kv_heads) * HD;

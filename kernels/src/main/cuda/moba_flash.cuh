@@ -17,6 +17,48 @@ struct FlashConfig {
     static constexpr int kSmemBytes = kQBytes + kStages * 2 * kKVBytes;  // Q, then per stage K and V
 };
 
+// The query tile of a (tile, head) block: grid (num_tiles, H), tiles[x] = (sequence, local start row).
+struct QueryTileCoords {
+    int h, hk;        // query head, its kv head
+    int seq0;         // the sequence's first token (global)
+    int seq_len;
+    int start;        // the tile's first row, local to the sequence
+    int rows_valid;   // rows of the tile inside the sequence (<= 64)
+
+    __device__ __forceinline__ static QueryTileCoords of_block(const int2* tiles, const int* cu_seqlens, int heads,
+                                                               int kv_heads) {
+        const int2 tile = tiles[blockIdx.x];
+        QueryTileCoords c;
+        c.h = blockIdx.y;
+        c.hk = c.h / (heads / kv_heads);
+        c.seq0 = cu_seqlens[tile.x];
+        c.seq_len = cu_seqlens[tile.x + 1] - c.seq0;
+        c.start = tile.y;
+        c.rows_valid = min(64, c.seq_len - c.start);
+        return c;
+    }
+};
+
+// acc (a warp's 16 rows x HD, fp32) += A B, where A = the fp32 accumulator tiles s[0 .. 2*KSTEPS) of an
+// earlier MMA (16 rows x 16*KSTEPS columns), rounded to DT and re-packed as A fragments (the P of P V), and
+// B = rows k0 .. k0 + 16*KSTEPS of a [k][n] tile, n = 0 .. HD-1, read transposed.
+template <class DT, int HD, int KSTEPS>
+__device__ __forceinline__ void mma_accumulators_by_tile(float (&acc)[HD / 8][4], const float (&s)[2 * KSTEPS][4],
+                                                         uint32_t tile, int k0) {
+#pragma unroll
+    for (int kt = 0; kt < KSTEPS; ++kt) {
+        const uint32_t a[4] = {DT::pack(s[2 * kt][0], s[2 * kt][1]), DT::pack(s[2 * kt][2], s[2 * kt][3]),
+                               DT::pack(s[2 * kt + 1][0], s[2 * kt + 1][1]), DT::pack(s[2 * kt + 1][2], s[2 * kt + 1][3])};
+#pragma unroll
+        for (int np = 0; np < HD / 16; ++np) {
+            uint32_t b[4];
+            load_b_fragments_kn<HD>(b, tile, k0 + kt * 16, np * 16);
+            DT::mma(acc[2 * np], a, b[0], b[1]);
+            DT::mma(acc[2 * np + 1], a, b[2], b[3]);
+        }
+    }
+}
+
 // The running softmax state of one thread's two query rows (lane/4 and lane/4 + 8 of its warp's
 // 16): row max m (log2 units of scaled scores), this thread's share of the denominator l, and
 // its columns of the unnormalised output.
@@ -78,19 +120,8 @@ struct FlashRows {
             }
         }
 
-        // O += P V, P re-packed from the S accumulators as A fragments (16 keys per MMA k-step).
-#pragma unroll
-        for (int kt = 0; kt < kNT / 2; ++kt) {
-            const uint32_t a[4] = {DT::pack(s[2 * kt][0], s[2 * kt][1]), DT::pack(s[2 * kt][2], s[2 * kt][3]),
-                                   DT::pack(s[2 * kt + 1][0], s[2 * kt + 1][1]), DT::pack(s[2 * kt + 1][2], s[2 * kt + 1][3])};
-#pragma unroll
-            for (int dp = 0; dp < kDT / 2; ++dp) {
-                uint32_t b[4];
-                load_b_fragments_kn<HD>(b, v_tile, kt * 16, dp * 16);
-                DT::mma(acc_o[2 * dp], a, b[0], b[1]);
-                DT::mma(acc_o[2 * dp + 1], a, b[2], b[3]);
-            }
-        }
+        // O += P V, P re-packed from the S accumulators (16 keys per MMA k-step).
+        mma_accumulators_by_tile<DT, HD, kNT / 2>(acc_o, s, v_tile, 0);
     }
 
     // Row i's full denominator (summed over the quad) and natural-log lse; every lane of the quad

@@ -82,4 +82,34 @@ __device__ __forceinline__ void route_fill(const int* __restrict__ sel, const in
     if (bucket >= 0) rows[atomicAdd(&bucket_cursor[bucket], 1)] = static_cast<int>(e);
 }
 
+// One block's share of the gathered work (moba_attn_selected, moba_bwd_dq_selected): up to rows_per_group rows of
+// one (head, chunk) bucket, and where that chunk's keys start. Blocks past the last group (the grid is an upper
+// bound) get valid == false.
+struct BucketGroup {
+    bool valid;
+    int h, hk;       // query head, its kv head
+    int first;       // position of the group's first row in `rows`
+    int rows;        // rows in the group
+    long key0;       // the chunk's first key (global token)
+
+    __device__ __forceinline__ static BucketGroup of_block(const int* bucket_row0, const int* bucket_group0,
+                                                           const int* chunk_base, const int* cu_seqlens,
+                                                           int num_sequences, int heads, int kv_heads,
+                                                           int num_full_chunks, int chunk_size, int rows_per_group) {
+        BucketGroup grp{};
+        const int buckets = heads * num_full_chunks;
+        grp.valid = static_cast<int>(blockIdx.x) < bucket_group0[buckets];
+        if (!grp.valid) return grp;
+        const int bucket = segment_of(bucket_group0, buckets, blockIdx.x);
+        const int g = bucket % num_full_chunks;
+        grp.h = bucket / num_full_chunks;
+        grp.hk = grp.h / (heads / kv_heads);
+        const int b = segment_of(chunk_base, num_sequences, g);
+        grp.key0 = cu_seqlens[b] + static_cast<long>(g - chunk_base[b]) * chunk_size;
+        grp.first = bucket_row0[bucket] + (blockIdx.x - bucket_group0[bucket]) * rows_per_group;
+        grp.rows = min(rows_per_group, bucket_row0[bucket + 1] - grp.first);
+        return grp;
+    }
+};
+
 }  // namespace moba
