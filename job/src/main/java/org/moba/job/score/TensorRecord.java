@@ -85,14 +85,24 @@ public record TensorRecord(String id, int length, String dtype, int heads, int k
     }
 
     static byte[] bytes(short[] values) {
-        ByteBuffer b = ByteBuffer.allocate(values.length * 2).order(ByteOrder.LITTLE_ENDIAN);
-        b.asShortBuffer().put(values);
-        return b.array();
+        return bytes(values, 0, values.length);
     }
 
     static byte[] bytes(float[] values) {
-        ByteBuffer b = ByteBuffer.allocate(values.length * 4).order(ByteOrder.LITTLE_ENDIAN);
-        b.asFloatBuffer().put(values);
+        return bytes(values, 0, values.length);
+    }
+
+    /** {@code values[from, from + count)} as little-endian bytes. */
+    static byte[] bytes(short[] values, int from, int count) {
+        ByteBuffer b = ByteBuffer.allocate(count * 2).order(ByteOrder.LITTLE_ENDIAN);
+        b.asShortBuffer().put(values, from, count);
+        return b.array();
+    }
+
+    /** {@code values[from, from + count)} as little-endian bytes. */
+    static byte[] bytes(float[] values, int from, int count) {
+        ByteBuffer b = ByteBuffer.allocate(count * 4).order(ByteOrder.LITTLE_ENDIAN);
+        b.asFloatBuffer().put(values, from, count);
         return b.array();
     }
 }
