@@ -8,7 +8,7 @@ import org.apache.spark.util.DoubleAccumulator;
 
 /**
  * Where the executors' time goes in {@code score}, summed over tasks with Spark accumulators, from the phases of
- * {@link org.moba.kernels.DenseComparison}: decoding records (validation and conversion to 16-bit arrays),
+ * {@link org.moba.kernels.DenseComparison}: decoding records (validation, and copying the valid ones' bytes into the batch's 16-bit arrays),
  * host<->device copies ({@code h2d + d2h}; zero on the CPU backend), kernels (the MoBA and dense passes), the quality
  * metrics against dense attention (a device kernel on the GPU, host math on the CPU) and building the result rows
  * from the batch's outputs. With the job's wall time and a decode-only pass they give the throughput bound that
