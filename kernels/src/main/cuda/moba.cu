@@ -177,3 +177,18 @@ MOBA_BWD_DKDV(moba_bwd_dkdv_fp16_d64, moba::Fp16, 64)
 MOBA_BWD_DKDV(moba_bwd_dkdv_fp16_d128, moba::Fp16, 128)
 MOBA_BWD_DKDV(moba_bwd_dkdv_bf16_d64, moba::Bf16, 64)
 MOBA_BWD_DKDV(moba_bwd_dkdv_bf16_d128, moba::Bf16, 128)
+
+// ------------------------------------------------------------------------------------------ score metrics
+#include "moba_score.cuh"
+
+#define MOBA_SCORE(NAME, DT, HD)                                                                         \
+    extern "C" __global__ void __launch_bounds__(moba::ScoreConfig::kThreads)                            \
+        NAME(const uint16_t* moba_out, const float* moba_lse, const uint16_t* dense_out, const float* dense_lse, \
+             const int* cu_seqlens, int heads, double* sums) {                                           \
+        moba::score_sums<DT, HD>(moba_out, moba_lse, dense_out, dense_lse, cu_seqlens, heads, sums);     \
+    }
+
+MOBA_SCORE(moba_score_fp16_d64, moba::Fp16, 64)
+MOBA_SCORE(moba_score_fp16_d128, moba::Fp16, 128)
+MOBA_SCORE(moba_score_bf16_d64, moba::Bf16, 64)
+MOBA_SCORE(moba_score_bf16_d128, moba::Bf16, 128)

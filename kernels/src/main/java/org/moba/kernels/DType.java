@@ -1,5 +1,8 @@
 package org.moba.kernels;
 
+import java.lang.invoke.MethodHandles;
+import java.lang.invoke.VarHandle;
+import java.nio.ByteOrder;
 import java.util.Locale;
 
 /** The 16-bit floating-point element types a batch may hold. Both are stored as raw bits in {@code short}s. */
@@ -29,7 +32,7 @@ public enum DType {
 
     /** Index of the first NaN or infinity in {@code data} (raw bits of this type), or -1 when all are finite. */
     public int firstNonFinite(short[] data) {
-        int exponentMask = this == FP16 ? 0x7C00 : 0x7F80;
+        int exponentMask = exponentMask();
         for (int i = 0; i < data.length; i++) {
             if ((data[i] & exponentMask) == exponentMask) {
                 return i;
@@ -37,6 +40,44 @@ public enum DType {
         }
         return -1;
     }
+
+    /**
+     * {@link #firstNonFinite(short[])} on the values' little-endian bytes (two per value, as stored in files), without
+     * converting them first: index of the first NaN or infinity, or -1.
+     */
+    public int firstNonFinite(byte[] littleEndian) {
+        // Four values per 8-byte word: lane x & mask ^ mask is 0 exactly for a non-finite value, and adding mask to a
+        // lane sets its top bit exactly when the lane is not 0 (mask + mask < 2^16, so no carry crosses lanes).
+        int mask = exponentMask();
+        long masks = mask * 0x0001000100010001L;
+        long tops = 0x8000800080008000L;
+        int words = littleEndian.length / 8;
+        for (int w = 0; w < words; w++) {
+            long lanes = ((long) LITTLE_ENDIAN_LONGS.get(littleEndian, 8 * w) & masks) ^ masks;
+            if (((lanes + masks) & tops) != tops) {
+                return firstNonFinite(littleEndian, 4 * w, mask);
+            }
+        }
+        return firstNonFinite(littleEndian, 4 * words, mask);
+    }
+
+    /** The first non-finite value at or after value {@code from}, scanning value by value. */
+    private static int firstNonFinite(byte[] littleEndian, int from, int mask) {
+        for (int i = from; i < littleEndian.length / 2; i++) {
+            int bits = (littleEndian[2 * i] & 0xFF) | (littleEndian[2 * i + 1] & 0xFF) << 8;
+            if ((bits & mask) == mask) {
+                return i;
+            }
+        }
+        return -1;
+    }
+
+    private int exponentMask() {
+        return this == FP16 ? 0x7C00 : 0x7F80;
+    }
+
+    private static final VarHandle LITTLE_ENDIAN_LONGS =
+            MethodHandles.byteArrayViewVarHandle(long[].class, ByteOrder.LITTLE_ENDIAN);
 
     /** Rounds to nearest, ties to even. */
     public short fromFloat(float value) {

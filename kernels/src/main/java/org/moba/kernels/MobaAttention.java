@@ -19,6 +19,19 @@ public interface MobaAttention extends AutoCloseable {
      */
     MobaOutput forward(PackedBatch batch, MobaParams params);
 
+    /**
+     * MoBA against dense causal attention ({@link DenseComparison#denseParams}) on one batch: per sequence and query
+     * head, recall, cosine similarity and relative error of MoBA's output ({@link QualityMetrics}). By default two
+     * {@link #forward} calls and the metrics on the host; a backend with a device may keep both passes and the
+     * metrics there and copy back only the metrics (and MoBA's output when {@code keepOutputs}).
+     *
+     * @param keepOutputs whether to return MoBA's output as well (else {@link DenseComparison#moba()} is null)
+     * @throws MobaInputException when the batch or parameters are not supported
+     */
+    default DenseComparison compareWithDense(PackedBatch batch, MobaParams params, boolean keepOutputs) {
+        return DenseComparison.withTwoForwards(this, batch, params, keepOutputs);
+    }
+
     @Override
     void close();
 }

@@ -12,16 +12,19 @@ import org.apache.spark.sql.RowFactory;
 import org.moba.job.spark.DeviceAssignment;
 import org.moba.job.spark.Hosts;
 import org.moba.kernels.BatchLayout;
+import org.moba.kernels.DenseComparison;
 import org.moba.kernels.MobaAttention;
-import org.moba.kernels.MobaOutput;
 import org.moba.kernels.MobaParams;
-import org.moba.kernels.Sequence;
+import org.moba.kernels.PackedBatch;
+import org.moba.kernels.PhaseTimings;
+import org.moba.kernels.QualityMetrics;
 import org.moba.kernels.SequencePacker;
 
 /**
  * The executor side of {@code score}: decodes a partition's records, packs consecutive good ones of the same
  * layout under the token budget, runs MoBA and dense causal attention on each batch, and yields one result row per
- * input record, lazily, batch by batch.
+ * input record, lazily, batch by batch. Each batch is one {@link org.moba.kernels.MobaAttention#compareWithDense} call:
+ * on the GPU, q/k/v cross the link once and only the metric sums (and MoBA's output, when written) come back.
  */
 public final class ScoreRunner implements Serializable {
     private static final long serialVersionUID = 1L;
@@ -71,16 +74,15 @@ public final class ScoreRunner implements Serializable {
 
             /** Gathers one batch of good records (rejecting bad ones on the way) and scores it. */
             private void fill() {
-                List<Sequence> group = new ArrayList<>();
+                List<TensorRecord> group = new ArrayList<>();
                 BatchLayout layout = null;
                 long tokens = 0;
                 while (lookahead != null || records.hasNext()) {
                     TensorRecord r = lookahead != null ? lookahead : records.next();
                     lookahead = null;
-                    Sequence s;
                     long decodeStart = System.nanoTime();
                     try {
-                        s = r.decode(checkFinite);
+                        r.validate(checkFinite);
                         timings.decodeMs.add((System.nanoTime() - decodeStart) / 1e6);
                     } catch (BadRecordException e) {
                         if (badRecords == BadRecords.FAIL) {
@@ -90,42 +92,45 @@ public final class ScoreRunner implements Serializable {
                         continue;
                     }
                     BatchLayout l = r.layout();
-                    if (!group.isEmpty() && (!l.equals(layout) || tokens + s.length() > tokenBudget)) {
+                    if (!group.isEmpty() && (!l.equals(layout) || tokens + r.length() > tokenBudget)) {
                         lookahead = r;
                         break;
                     }
                     layout = l;
-                    group.add(s);
-                    tokens += s.length();
+                    group.add(r);
+                    tokens += r.length();
                 }
                 if (!group.isEmpty()) {
-                    score(new SequencePacker(layout, Integer.MAX_VALUE).concat(group), layout);
+                    long packStart = System.nanoTime();
+                    SequencePacker.Packed packed = TensorRecord.pack(group, layout);
+                    timings.decodeMs.add((System.nanoTime() - packStart) / 1e6);
+                    score(packed, layout);
                 }
             }
 
             private void score(SequencePacker.Packed packed, BatchLayout layout) {
-                MobaOutput moba = backend.forward(packed.batch(), params);
-                MobaOutput dense = backend.forward(packed.batch(), MobaParams.denseCausal(params.chunkSize()));
-                long metricsStart = System.nanoTime();
-                for (MobaOutput o : List.of(moba, dense)) {
-                    double copies = o.timings().get("h2d") + o.timings().get("d2h");
-                    timings.copyMs.add(copies);
-                    timings.kernelMs.add(o.timings().total() - copies);
-                }
-                List<SequencePacker.SequenceResult> mobaSeqs = SequencePacker.unpack(packed, moba);
-                List<SequencePacker.SequenceResult> denseSeqs = SequencePacker.unpack(packed, dense);
-                for (int i = 0; i < mobaSeqs.size(); i++) {
-                    SequencePacker.SequenceResult m = mobaSeqs.get(i);
-                    SequencePacker.SequenceResult d = denseSeqs.get(i);
-                    QualityMetrics q = QualityMetrics.of(layout.dtype(), m.length(), layout.heads(),
-                            layout.headDim(), m.out(), m.lse(), d.out(), d.lse());
-                    ready.add(RowFactory.create(m.id(), m.length(), layout.dtype().label(), layout.heads(),
-                            layout.headDim(), writeOutputs ? TensorRecord.bytes(m.out()) : null,
-                            writeOutputs ? TensorRecord.bytes(m.lse()) : null,
+                PackedBatch batch = packed.batch();
+                DenseComparison c = backend.compareWithDense(batch, params, writeOutputs);
+                PhaseTimings t = c.timings();
+                timings.copyMs.add(t.get(DenseComparison.H2D) + t.get(DenseComparison.D2H));
+                timings.kernelMs.add(t.get(DenseComparison.MOBA) + t.get(DenseComparison.DENSE));
+                timings.metricsMs.add(t.get(DenseComparison.METRICS));
+                long rowsStart = System.nanoTime();
+                int heads = layout.heads();
+                int outRow = heads * layout.headDim();
+                for (int b = 0; b < batch.numSequences(); b++) {
+                    int start = batch.seqStart(b);
+                    int length = batch.seqLength(b);
+                    QualityMetrics q = c.metrics().get(b);
+                    // Straight from the batch's outputs into the row's bytes: no per-sequence arrays in between.
+                    ready.add(RowFactory.create(packed.ids().get(b), length, layout.dtype().label(), heads,
+                            layout.headDim(),
+                            writeOutputs ? TensorRecord.bytes(c.moba().out(), start * outRow, length * outRow) : null,
+                            writeOutputs ? TensorRecord.bytes(c.moba().lse(), start * heads, length * heads) : null,
                             q.recall(), q.cosine(), q.relError(), host, backend.device(),
                             assignment.ordinal(), null, ScoreSchema.SCORED));
                 }
-                timings.metricsMs.add((System.nanoTime() - metricsStart) / 1e6);
+                timings.rowsMs.add((System.nanoTime() - rowsStart) / 1e6);
             }
         };
     }

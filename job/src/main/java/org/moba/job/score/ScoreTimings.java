@@ -7,9 +7,12 @@ import org.apache.spark.SparkContext;
 import org.apache.spark.util.DoubleAccumulator;
 
 /**
- * Where the executors' time goes in {@code score}, summed over tasks with Spark accumulators: decoding records,
- * host<->device copies, kernels, and the quality metrics against dense attention. With the job's wall time and a
- * decode-only pass they give the throughput bound that copies and Parquet decode set.
+ * Where the executors' time goes in {@code score}, summed over tasks with Spark accumulators, from the phases of
+ * {@link org.moba.kernels.DenseComparison}: decoding records (validation, and copying the valid ones' bytes into the batch's 16-bit arrays),
+ * host<->device copies ({@code h2d + d2h}; zero on the CPU backend), kernels (the MoBA and dense passes), the quality
+ * metrics against dense attention (a device kernel on the GPU, host math on the CPU) and building the result rows
+ * from the batch's outputs. With the job's wall time and a decode-only pass they give the throughput bound that
+ * copies and Parquet decode set.
  */
 final class ScoreTimings implements Serializable {
     private static final long serialVersionUID = 1L;
@@ -18,12 +21,14 @@ final class ScoreTimings implements Serializable {
     final DoubleAccumulator copyMs;
     final DoubleAccumulator kernelMs;
     final DoubleAccumulator metricsMs;
+    final DoubleAccumulator rowsMs;
 
     ScoreTimings(SparkContext sc) {
         decodeMs = sc.doubleAccumulator("score decode ms");
         copyMs = sc.doubleAccumulator("score host<->device copy ms");
         kernelMs = sc.doubleAccumulator("score kernel ms");
         metricsMs = sc.doubleAccumulator("score quality metrics ms");
+        rowsMs = sc.doubleAccumulator("score result rows ms");
     }
 
     Map<String, Object> asMap() {
@@ -32,6 +37,7 @@ final class ScoreTimings implements Serializable {
         m.put("copyMs", copyMs.sum());
         m.put("kernelMs", kernelMs.sum());
         m.put("metricsMs", metricsMs.sum());
+        m.put("rowsMs", rowsMs.sum());
         return m;
     }
 }

@@ -4,8 +4,9 @@ import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLong;
-
 import org.moba.kernels.DType;
+import org.moba.kernels.DenseComparison;
+import org.moba.kernels.MobaAttention;
 import org.moba.kernels.MobaGradients;
 import org.moba.kernels.MobaInputException;
 import org.moba.kernels.MobaOutput;
@@ -94,6 +95,19 @@ public final class CudaMobaAttention implements MobaTraining {
     public MobaOutput forward(PackedBatch batch, MobaParams params) {
         try (DeviceBatch resident = upload(batch, params)) {
             return resident.runAndDownload();
+        }
+    }
+
+    /**
+     * Uploads q, k and v once, runs MoBA and dense causal attention on them on two streams and the metrics on the
+     * device ({@link CudaDenseComparison}); copies back only the metric sums and, when {@code keepOutputs}, MoBA's
+     * output.
+     */
+    @Override
+    public DenseComparison compareWithDense(PackedBatch batch, MobaParams params, boolean keepOutputs) {
+        try (DeviceBatch moba = upload(batch, params)) {
+            return CudaDenseComparison.run(device, pool, streams, kernelsFor(batch.dtype(), batch.headDim()), moba,
+                    keepOutputs);
         }
     }
 

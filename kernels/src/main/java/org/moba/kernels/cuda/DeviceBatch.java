@@ -90,12 +90,21 @@ public final class DeviceBatch implements AutoCloseable {
     private final long extraBytes;
     /** Backward passes prepared on this batch's device state ({@link CudaMobaAttention#prepareBackward}). */
     private final List<DeviceBackward> backwards = new ArrayList<>();
+    /** The batch whose q, k, v and cu_seqlens this one reads ({@link #sameInputs}), or null: its own. */
+    private final DeviceBatch inputs;
     private StagedCopies transfers;
     private boolean ran;
     private boolean closed;
 
     DeviceBatch(CudaDevice device, DeviceBufferPool pool, StreamPool streams, MobaKernels kernels, boolean poison,
                 PackedBatch batch, MobaParams params, BatchPlan plan, AttentionPath.Choice path) {
+        this(device, pool, streams, kernels, poison, batch, params, plan, path, null);
+    }
+
+    private DeviceBatch(CudaDevice device, DeviceBufferPool pool, StreamPool streams, MobaKernels kernels,
+                        boolean poison, PackedBatch batch, MobaParams params, BatchPlan plan,
+                        AttentionPath.Choice path, DeviceBatch inputs) {
+        this.inputs = inputs;
         this.device = device;
         this.pool = pool;
         this.streams = streams;
@@ -113,12 +122,18 @@ public final class DeviceBatch implements AutoCloseable {
         long heads = batch.heads();
         int d = batch.headDim();
         try {
-            q = allocate(2L * batch.q().length, "q");
-            k = allocate(2L * batch.k().length, "k");
-            v = allocate(2L * batch.v().length, "v");
+            if (inputs == null) {
+                q = allocate(2L * batch.q().length, "q");
+                k = allocate(2L * batch.k().length, "k");
+                v = allocate(2L * batch.v().length, "v");
+            } else {
+                q = inputs.q;
+                k = inputs.k;
+                v = inputs.v;
+            }
             out = allocate(2L * batch.q().length, "out");
             lse = allocate(4L * tokens * heads, "lse");
-            cuSeqlens = allocate(4L * batch.cuSeqlens().length, "cu_seqlens");
+            cuSeqlens = inputs == null ? allocate(4L * batch.cuSeqlens().length, "cu_seqlens") : inputs.cuSeqlens;
             chunkBase = allocate(4L * plan.chunkBase.length, "chunk_base");
             tiles = allocate(4L * plan.tiles.length, "tiles");
             long means = plan.runsGate() ? (long) plan.numFullChunks * batch.kvHeads() : 0;
@@ -142,7 +157,8 @@ public final class DeviceBatch implements AutoCloseable {
             for (DeviceBuffer b : buffers) {
                 extra += b.capacity();
             }
-            extraBytes = extra - q.capacity() - k.capacity() - v.capacity() - out.capacity() - lse.capacity();
+            long inputBytes = inputs == null ? q.capacity() + k.capacity() + v.capacity() : 0;
+            extraBytes = extra - inputBytes - out.capacity() - lse.capacity();
             upload();
         } catch (RuntimeException e) {
             close();
@@ -157,12 +173,18 @@ public final class DeviceBatch implements AutoCloseable {
     }
 
     private void upload() {
+        if (inputs != null) { // the shared inputs must have landed before this batch's kernels read them
+            check(JCudaDriver.cuStreamWaitEvent(stream, inputs.call.events()[UPLOAD_END], 0),
+                    () -> "cuStreamWaitEvent for " + context.get());
+        }
         record(UPLOAD_START);
         transfers = new StagedCopies(pool, stream, () -> "the upload of " + context.get());
-        transfers.upload(batch.q(), q.pointer());
-        transfers.upload(batch.k(), k.pointer());
-        transfers.upload(batch.v(), v.pointer());
-        transfers.upload(batch.cuSeqlens(), cuSeqlens.pointer());
+        if (inputs == null) {
+            transfers.upload(batch.q(), q.pointer());
+            transfers.upload(batch.k(), k.pointer());
+            transfers.upload(batch.v(), v.pointer());
+            transfers.upload(batch.cuSeqlens(), cuSeqlens.pointer());
+        }
         transfers.upload(plan.chunkBase, chunkBase.pointer());
         transfers.upload(plan.tiles, tiles.pointer());
         record(UPLOAD_END);
@@ -198,7 +220,23 @@ public final class DeviceBatch implements AutoCloseable {
         return enqueueDownloadAndWait();
     }
 
-    private void enqueueKernels() {
+    /**
+     * A second resident batch for {@code otherParams} on the same batch that reads this one's q, k, v and
+     * cu_seqlens instead of uploading them again, on a stream of its own that first waits for this batch's upload
+     * (uploading only its own index arrays). Close it before this one.
+     */
+    DeviceBatch sameInputs(MobaParams otherParams) {
+        ensureOpen();
+        CudaInputRules.check(batch, otherParams);
+        device.makeCurrent();
+        BatchPlan otherPlan = BatchPlan.of(batch, otherParams);
+        AttentionPath.Choice otherPath = AttentionPath.choose(otherPlan, batch.totalTokens(), batch.heads(),
+                batch.headDim(), null, () -> device.freeMemory() + pool.bytesCached());
+        return new DeviceBatch(device, pool, streams, kernels, poison, batch, otherParams, otherPlan, otherPath, this);
+    }
+
+    /** Queues the kernels behind the upload without waiting (the caller waits for {@link #kernelsDone()}). */
+    void enqueueKernels() {
         if (poison) {
             enqueuePoison();
         }
@@ -302,7 +340,18 @@ public final class DeviceBatch implements AutoCloseable {
         return new MobaOutput(outHost, lseHost, selHost, plan.selectionWidth, timings);
     }
 
-    private PhaseTimings kernelTimings(PhaseTimings timings) {
+    /** Recorded on this batch's stream after the latest queued kernels: other streams may wait for it. */
+    CUevent kernelsDone() {
+        return call.events()[ATTENTION_END];
+    }
+
+    /** Time of this batch's upload, in ms; only once {@link #kernelsDone()} has completed. */
+    double uploadMs() {
+        return elapsed(UPLOAD_START, UPLOAD_END);
+    }
+
+    /** Adds the latest kernels' phases to {@code timings}; only once {@link #kernelsDone()} has completed. */
+    PhaseTimings kernelTimings(PhaseTimings timings) {
         return timings.put("chunk_means", elapsed(KERNELS_START, MEANS_END))
                 .put("gate_topk", elapsed(MEANS_END, GATE_END))
                 .put("attention", elapsed(GATE_END, ATTENTION_END));
@@ -353,6 +402,26 @@ public final class DeviceBatch implements AutoCloseable {
 
     public PackedBatch batch() {
         return batch;
+    }
+
+    CUdeviceptr outPointer() {
+        return out.pointer();
+    }
+
+    CUdeviceptr lsePointer() {
+        return lse.pointer();
+    }
+
+    CUdeviceptr selectionPointer() {
+        return sel.pointer();
+    }
+
+    int selectionWidth() {
+        return plan.selectionWidth;
+    }
+
+    CUdeviceptr cuSeqlensPointer() {
+        return cuSeqlens.pointer();
     }
 
     public MobaParams params() {

@@ -26,6 +26,7 @@ final class MobaKernels {
     private static final int ROUTE_THREADS = 256;
     private static final int ROUTE_SCAN_THREADS = 1024;
     private static final int SELECTED_THREADS = 128;
+    private static final int SCORE_THREADS = 256;
 
     private final KernelModule module;
     private final int headDim;
@@ -38,6 +39,7 @@ final class MobaKernels {
     private final Kernel routeFill;
     private final Kernel selected;
     private final Kernel ownCombine;
+    private final Kernel score;
 
     MobaKernels(KernelModule module, DType dtype, int headDim) {
         this.module = module;
@@ -52,6 +54,7 @@ final class MobaKernels {
         this.routeFill = module.function("moba_route_fill");
         this.selected = module.function("moba_attn_selected_" + suffix);
         this.ownCombine = module.function("moba_attn_own_combine_" + suffix);
+        this.score = module.function("moba_score_" + suffix);
     }
 
     /**
@@ -206,6 +209,19 @@ final class MobaKernels {
                 partialLse);
     }
 
+    /**
+     * The score job's metrics (ABI.md, "Score metrics"): {@code sums [B, H, 5]} doubles per (sequence, head) of
+     * MoBA's {@code out}/{@code lse} against dense attention's, reduced as {@code QualityMetrics.sums} does.
+     */
+    void scoreSums(CUstream stream, Supplier<String> context, CUdeviceptr mobaOut, CUdeviceptr mobaLse,
+                   CUdeviceptr denseOut, CUdeviceptr denseLse, CUdeviceptr cuSeqlens, int numSequences, int heads,
+                   CUdeviceptr sums) {
+        if (numSequences > 0) {
+            launch(score, stream, context, numSequences, heads, SCORE_THREADS, 0,
+                    mobaOut, mobaLse, denseOut, denseLse, cuSeqlens, heads, sums);
+        }
+    }
+
     /** Blocks of {@code moba_attn_selected}: {@code ceil(entries / rowsPerGroup) + H*NFC} (ABI.md section 4). */
     static int selectedGrid(int entries, int rowsPerGroup, int heads, int numFullChunks) {
         return Math.toIntExact(((long) entries + rowsPerGroup - 1) / rowsPerGroup + (long) heads * numFullChunks);
@@ -255,6 +271,6 @@ final class MobaKernels {
     public String toString() {
         return chunkMean.name + ", " + gateTopk.name + ", " + selectionSort.name + ", " + attention.name + ", "
                 + routeCount.name + ", " + routeScan.name + ", " + routeFill.name + ", " + selected.name + ", "
-                + ownCombine.name;
+                + ownCombine.name + ", " + score.name;
     }
 }

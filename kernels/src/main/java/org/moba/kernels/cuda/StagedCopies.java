@@ -69,6 +69,10 @@ final class StagedCopies implements AutoCloseable {
         transfer(false, dst.length, Integer.BYTES, src, (slab, from, n) -> slab.asIntBuffer().get(dst, from, n));
     }
 
+    void download(CUdeviceptr src, double[] dst) {
+        transfer(false, dst.length, Double.BYTES, src, (slab, from, n) -> slab.asDoubleBuffer().get(dst, from, n));
+    }
+
     private void transfer(boolean toDevice, int length, int elementBytes, CUdeviceptr device, SlabCopy copy) {
         for (int from = 0; from < length;) {
             if (slabs[current] == null) {
