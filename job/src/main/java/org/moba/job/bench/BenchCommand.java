@@ -4,11 +4,13 @@ import java.io.File;
 import java.io.IOException;
 import java.util.ArrayList;
 import java.util.Iterator;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.Callable;
 import java.util.stream.Collectors;
 import java.util.stream.IntStream;
+import org.apache.spark.TaskContext;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.apache.spark.sql.Dataset;
 import org.apache.spark.sql.Row;
@@ -22,6 +24,7 @@ import org.moba.job.spark.DeviceAssignment;
 import org.moba.job.spark.DeviceSlots;
 import org.moba.job.spark.ExecutorBackends;
 import org.moba.job.spark.SparkSessions;
+import org.moba.job.spark.TaskDevice;
 import org.moba.kernels.MobaAttention;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -105,10 +108,11 @@ public final class BenchCommand implements Callable<Integer> {
             long jobStart = System.nanoTime();
             List<BenchMeasurement> rows = jsc.parallelize(IntStream.range(0, n).boxed().toList(), n)
                     .mapPartitions((Iterator<Integer> slot) -> {
-                        DeviceAssignment a = DeviceAssignment.forTask(requested, org.apache.spark.TaskContext.get(),
+                        TaskContext task = TaskContext.get();
+                        DeviceAssignment a = DeviceAssignment.forTask(requested, task,
                                 DeviceSlots.visibleDevices(requested));
                         MobaAttention attention = ExecutorBackends.get(a);
-                        return runner.run(shapes, attention, a).iterator();
+                        return runner.run(shapes, attention, a, TaskDevice.of(task, a, attention)).iterator();
                     }).collect();
             double jobWallMs = (System.nanoTime() - jobStart) / 1e6;
             flagStragglers(rows, stragglerMargin);
@@ -119,15 +123,24 @@ public final class BenchCommand implements Callable<Integer> {
                     .mapToDouble(Double::doubleValue).max().orElse(0);
 
             Dataset<Row> table = spark.createDataFrame(rows, BenchMeasurement.class)
-                    .select("host", "deviceOrdinal", "device", "deviceSource", "backend", "shape", "config",
+                    .select("host", "executorId", "gpuAddresses", "deviceOrdinal", "pciBusId", "device",
+                            "deviceSource", "backend", "shape", "config",
                             "lengths", "sequences", "meanLength", "tokens", "batches", "attendedPairs", "mobaMedianMs", "mobaP10Ms", "mobaP90Ms", "gateMedianMs",
                             "attentionMedianMs", "copyMedianMs", "denseMedianMs", "speedupOverDense",
                             "usefulTflops", "tokensPerSecond", "straggler", "timedKernelMs", "taskWallMs");
             JobOutput output = new JobOutput(spark, out);
             output.write(table, "bench");
-            output.writeSummary("bench", Map.of("shapes", shapes.size(), "slots", n, "jobWallMs", jobWallMs,
-                    "busiestSlotKernelMs", busiestKernelMs, "rows", rows));
-            String report = output.writeReport("bench", () -> BenchReport.of(rows, stragglerMargin));
+            List<Map<String, Object>> devices = TaskDevice.usage(rows, BenchCommand::taskDevice,
+                    BenchMeasurement::getTokens);
+            Map<String, Object> summary = new LinkedHashMap<>();
+            summary.put("shapes", shapes.size());
+            summary.put("slots", n);
+            summary.put("jobWallMs", jobWallMs);
+            summary.put("busiestSlotKernelMs", busiestKernelMs);
+            summary.put("devices", devices);
+            summary.put("rows", rows);
+            output.writeSummary("bench", summary);
+            String report = output.writeReport("bench", () -> BenchReport.of(rows, stragglerMargin, devices));
             System.out.println(BenchTable.render(rows));
             System.out.printf("job wall time %.1f s, timed kernel time of the busiest slot %.1f s (%.1f%% of the"
                     + " wall time; the rest is input generation, warm-up, host copies and Spark)%n", jobWallMs / 1e3,
@@ -148,6 +161,11 @@ public final class BenchCommand implements Callable<Integer> {
             }
         }
         return shapes;
+    }
+
+    static TaskDevice taskDevice(BenchMeasurement r) {
+        return new TaskDevice(r.getHost(), r.getExecutorId(), r.getGpuAddresses(), r.getDeviceOrdinal(),
+                r.getPciBusId());
     }
 
     /** A device is a straggler on a shape when its median exceeds the cluster median by more than the margin. */

@@ -11,6 +11,9 @@ public class BenchMeasurement implements Serializable {
     private static final long serialVersionUID = 1L;
 
     private String host;
+    private String executorId;
+    private String gpuAddresses;
+    private String pciBusId;
     private String backend;
     private String device;
     private int deviceOrdinal;
@@ -39,6 +42,15 @@ public class BenchMeasurement implements Serializable {
 
     public String getHost() { return host; }
     public void setHost(String v) { host = v; }
+    /** The Spark executor that ran the task ({@code driver} in local mode). */
+    public String getExecutorId() { return executorId; }
+    public void setExecutorId(String v) { executorId = v; }
+    /** The GPU address(es) Spark assigned the task, comma-separated; null when it assigned none. */
+    public String getGpuAddresses() { return gpuAddresses; }
+    public void setGpuAddresses(String v) { gpuAddresses = v; }
+    /** PCI bus id of the CUDA device the task was bound to; null on the CPU. */
+    public String getPciBusId() { return pciBusId; }
+    public void setPciBusId(String v) { pciBusId = v; }
     public String getBackend() { return backend; }
     public void setBackend(String v) { backend = v; }
     public String getDevice() { return device; }

@@ -20,6 +20,7 @@ import org.jfree.data.xy.XYSeries;
 import org.jfree.data.xy.XYSeriesCollection;
 import org.moba.kernels.bench.Percentiles;
 import org.moba.job.HtmlReport;
+import org.moba.job.spark.TaskDevice;
 
 /**
  * The HTML report of {@code bench}, the same views as {@code notebooks/bench_report.ipynb}: time per phase per
@@ -30,7 +31,8 @@ final class BenchReport {
     private BenchReport() {
     }
 
-    static HtmlReport of(List<BenchMeasurement> rows, double stragglerMargin) throws IOException {
+    static HtmlReport of(List<BenchMeasurement> rows, double stragglerMargin, List<Map<String, Object>> devices)
+            throws IOException {
         List<BenchMeasurement> sorted = rows.stream().sorted(Comparator.comparing(BenchMeasurement::getConfig)
                 .thenComparingDouble(BenchMeasurement::getMeanLength).thenComparing(BenchMeasurement::getShape)
                 .thenComparing(BenchMeasurement::getHost).thenComparing(BenchMeasurement::getDeviceOrdinal)).toList();
@@ -86,9 +88,13 @@ final class BenchReport {
                 .count() + " straggler measurement(s): a device slower than the shape's median by more than "
                 + Math.round(stragglerMargin * 100) + "%.").chart(stragglers);
 
-        report.heading("Measurements").table(List.of("host", "device", "shape", "mean len", "MoBA ms", "p10", "p90",
-                "gate ms", "attention ms", "dense ms", "speedup", "TFLOP/s", "tokens/s", "straggler"),
-                sorted.stream().map(r -> List.of(r.getHost(), device(r), r.getShape(),
+        report.heading("Devices").paragraph("Where the tasks ran: the executor, the GPU address(es) Spark assigned"
+                + " the task, the CUDA ordinal its backend is bound to and that device's PCI bus id.")
+                .table(TaskDevice.usageHeadings(), TaskDevice.usageCells(devices));
+        report.heading("Measurements").table(List.of("host", "device", "executor", "GPU", "PCI bus", "shape",
+                "mean len", "MoBA ms", "p10", "p90", "gate ms", "attention ms", "dense ms", "speedup", "TFLOP/s", "tokens/s", "straggler"),
+                sorted.stream().map(r -> List.of(r.getHost(), device(r), str(r.getExecutorId()),
+                        str(r.getGpuAddresses()), str(r.getPciBusId()), r.getShape(),
                         String.format("%.0f", r.getMeanLength()), f(r.getMobaMedianMs()),
                         f(r.getMobaP10Ms()), f(r.getMobaP90Ms()), f(r.getGateMedianMs()), f(r.getAttentionMedianMs()),
                         f(r.getDenseMedianMs()), f(r.getSpeedupOverDense()), f(r.getUsefulTflops()),
@@ -129,6 +135,10 @@ final class BenchReport {
 
     private static String device(BenchMeasurement r) {
         return r.getHost() + (r.getDeviceOrdinal() < 0 ? " cpu" : " gpu" + r.getDeviceOrdinal());
+    }
+
+    private static String str(String s) {
+        return s == null ? "-" : s;
     }
 
     private static String f(double v) {

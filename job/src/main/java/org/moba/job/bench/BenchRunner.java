@@ -3,8 +3,9 @@ package org.moba.job.bench;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
+import java.util.stream.IntStream;
 import org.moba.job.spark.DeviceAssignment;
-import org.moba.job.spark.Hosts;
+import org.moba.job.spark.TaskDevice;
 import org.moba.kernels.AttendedPairs;
 import org.moba.kernels.bench.Percentiles;
 import org.moba.kernels.MobaAttention;
@@ -40,23 +41,26 @@ public final class BenchRunner implements java.io.Serializable {
         this.seed = seed;
     }
 
-    public List<BenchMeasurement> run(List<BenchShape> shapes, MobaAttention backend, DeviceAssignment assignment) {
+    public List<BenchMeasurement> run(List<BenchShape> shapes, MobaAttention backend, DeviceAssignment assignment,
+                                      TaskDevice device) {
         List<BenchMeasurement> rows = new ArrayList<>();
         for (BenchShape shape : shapes) {
-            LOG.info("bench {} on {}: {}", shape.label(), backend.device(), "warm-up " + warmup + ", repeats " + repeats);
-            rows.add(measure(shape, backend, assignment));
+            LOG.info("bench {} on {} (executor/gpu/ordinal/bus {}): warm-up {}, repeats {}", shape.label(),
+                    backend.device(), device.label(), warmup, repeats);
+            rows.add(measure(shape, backend, assignment, device));
         }
         return rows;
     }
 
-    private BenchMeasurement measure(BenchShape shape, MobaAttention backend, DeviceAssignment assignment) {
+    private BenchMeasurement measure(BenchShape shape, MobaAttention backend, DeviceAssignment assignment,
+                                     TaskDevice device) {
         long start = System.nanoTime();
         SyntheticSequences synth = new SyntheticSequences(seed, shape.shape().layout());
         int[] lengths = shape.lengths().lengths(seed, shape.shape().chunk());
-        List<Sequence> sequences = new ArrayList<>(lengths.length);
-        for (int i = 0; i < lengths.length; i++) {
-            sequences.add(synth.generate(i, lengths[i]));
-        }
+        // Each sequence comes from its own seeded generator, so generating them in parallel gives the same inputs;
+        // at 2 x 64K tokens, H16, D128 the generation takes longer than the measurement.
+        List<Sequence> sequences = IntStream.range(0, lengths.length).parallel()
+                .mapToObj(i -> synth.generate(i, lengths[i])).toList();
         List<SequencePacker.Packed> batches = new SequencePacker(shape.shape().layout(), shape.tokensPerBatch())
                 .packAll(sequences);
         MobaParams moba = shape.shape().params();
@@ -71,10 +75,13 @@ public final class BenchRunner implements java.io.Serializable {
 
         int tokens = Arrays.stream(lengths).sum();
         BenchMeasurement m = new BenchMeasurement();
-        m.setHost(Hosts.name());
+        m.setHost(device.host());
+        m.setExecutorId(device.executorId());
+        m.setGpuAddresses(device.gpuAddresses());
+        m.setPciBusId(device.pciBusId());
         m.setBackend(backend.name());
         m.setDevice(backend.device());
-        m.setDeviceOrdinal(assignment.ordinal());
+        m.setDeviceOrdinal(device.deviceOrdinal());
         m.setDeviceSource(assignment.source());
         m.setShape(shape.label());
         m.setConfig(shape.shape().label());

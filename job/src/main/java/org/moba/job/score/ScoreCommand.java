@@ -21,6 +21,8 @@ import org.moba.job.spark.DeviceAssignment;
 import org.moba.job.spark.DeviceSlots;
 import org.moba.job.spark.ExecutorBackends;
 import org.moba.job.spark.SparkSessions;
+import org.moba.job.spark.TaskDevice;
+import org.moba.kernels.MobaAttention;
 import org.moba.kernels.MobaParams;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -105,9 +107,10 @@ public final class ScoreCommand implements Callable<Integer> {
             String requested = backend.name();
             ScoreTimings timings = new ScoreTimings(spark.sparkContext());
             JavaRDD<Row> results = records.mapPartitions(it -> {
-                DeviceAssignment a = DeviceAssignment.forTask(requested, TaskContext.get(),
-                        DeviceSlots.visibleDevices(requested));
-                return runner.run(it, ExecutorBackends.get(a), a, timings);
+                TaskContext task = TaskContext.get();
+                DeviceAssignment a = DeviceAssignment.forTask(requested, task, DeviceSlots.visibleDevices(requested));
+                MobaAttention attention = ExecutorBackends.get(a);
+                return runner.run(it, attention, TaskDevice.of(task, a, attention), timings);
             });
             long start = System.nanoTime();
             JobOutput output = new JobOutput(spark, out);
@@ -185,8 +188,9 @@ public final class ScoreCommand implements Callable<Integer> {
             throws IOException {
         Dataset<Row> result = spark.read().parquet(table);
         Dataset<Row> metrics = result.select(functions.col("id"), functions.col("outcome"), functions.col("length"),
-                functions.col("dtype"), functions.col("heads"), functions.col("device"),
-                functions.col("device_ordinal"), functions.col("reason"),
+                functions.col("dtype"), functions.col("heads"), functions.col("device"), functions.col("host"),
+                functions.col("executor_id"), functions.col("gpu_addresses"), functions.col("device_ordinal"),
+                functions.col("pci_bus_id"), functions.col("reason"),
                 functions.expr("aggregate(recall, 0D, (a, x) -> a + x) / size(recall)").as("mean_recall"),
                 functions.array_min(functions.col("cosine")).as("min_cosine"),
                 functions.array_max(functions.col("rel_error")).as("max_rel_error"),
@@ -223,14 +227,36 @@ public final class ScoreCommand implements Callable<Integer> {
         summary.putAll(throughput);
         summary.put("chunk", chunk);
         summary.put("topk", topk);
-        output.writeSummary("score", summary);
+        List<Map<String, Object>> devices = devices(metrics);
+        Map<String, Object> json = new LinkedHashMap<>(summary);
+        json.put("devices", devices);
+        output.writeSummary("score", json);
         List<Row> perSequence = metrics.select("id", "outcome", "length", "mean_recall", "min_cosine", "max_rel_error",
                 "reason").collectAsList();
         List<Row> perHead = heads.select("head", "recall", "cosine", "rel_error", "length").collectAsList();
-        String report = output.writeReport("score", () -> ScoreReport.of(summary, perSequence, perHead));
+        String report = output.writeReport("score", () -> ScoreReport.of(summary, perSequence, perHead, devices));
         summary.forEach((k, v) -> System.out.printf("%-18s %s%n", k, v));
+        devices.forEach(d -> System.out.printf("%-18s %s%n", "device", d));
         System.out.println("results: " + table + " (outcome=scored | outcome=rejected); report: " + report);
         return 0;
+    }
+
+    /** Where the records went: one entry per distinct task device, with its records and scored tokens. */
+    private static List<Map<String, Object>> devices(Dataset<Row> metrics) {
+        return metrics.groupBy("host", "executor_id", "gpu_addresses", "device_ordinal", "pci_bus_id")
+                .agg(functions.count("*").as("rows"), functions.sum(functions.when(functions.col("outcome")
+                        .equalTo(ScoreSchema.SCORED), functions.col("length")).otherwise(0)).as("tokens"))
+                .orderBy("host", "executor_id", "gpu_addresses").collectAsList().stream().map(r -> {
+                    Map<String, Object> m = new LinkedHashMap<>();
+                    m.put("host", r.get(0));
+                    m.put("executorId", r.get(1));
+                    m.put("gpuAddresses", r.get(2));
+                    m.put("deviceOrdinal", r.get(3));
+                    m.put("pciBusId", r.get(4));
+                    m.put("rows", r.getLong(5));
+                    m.put("tokens", r.isNullAt(6) ? 0L : r.getLong(6));
+                    return m;
+                }).toList();
     }
 
     /** The bad-record message inside a failed Spark job, if that is why it failed. */

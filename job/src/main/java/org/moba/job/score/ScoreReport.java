@@ -15,6 +15,7 @@ import org.jfree.data.xy.XYSeriesCollection;
 import org.jfree.chart.plot.PlotOrientation;
 import org.jfree.data.statistics.HistogramDataset;
 import org.moba.job.HtmlReport;
+import org.moba.job.spark.TaskDevice;
 
 /** The HTML report of {@code score}: the distribution of MoBA's recall and cosine similarity against dense. */
 final class ScoreReport {
@@ -25,10 +26,14 @@ final class ScoreReport {
      * {@code metrics} rows: id, outcome, length, mean_recall, min_cosine, max_rel_error, reason; {@code perHead} rows
      * (scored sequences only): head, recall, cosine, rel_error, length.
      */
-    static HtmlReport of(Map<String, Object> summary, List<Row> metrics, List<Row> perHead) throws IOException {
+    static HtmlReport of(Map<String, Object> summary, List<Row> metrics, List<Row> perHead,
+                         List<Map<String, Object>> devices) throws IOException {
         HtmlReport report = new HtmlReport("MoBA score");
         report.table(List.of("metric", "value"), summary.entrySet().stream()
                 .map(e -> List.of(e.getKey(), String.valueOf(e.getValue()))).toList());
+        report.heading("Devices").paragraph("Where the records went: the executor, the GPU address(es) Spark"
+                + " assigned the task, the CUDA ordinal its backend is bound to and that device's PCI bus id; rows are"
+                + " records, tokens the scored ones.").table(TaskDevice.usageHeadings(), TaskDevice.usageCells(devices));
         List<Row> scored = metrics.stream().filter(r -> ScoreSchema.SCORED.equals(r.getString(1))).toList();
         if (!scored.isEmpty()) {
             HistogramDataset recall = new HistogramDataset();

@@ -9,8 +9,7 @@ import java.util.List;
 import java.util.NoSuchElementException;
 import org.apache.spark.sql.Row;
 import org.apache.spark.sql.RowFactory;
-import org.moba.job.spark.DeviceAssignment;
-import org.moba.job.spark.Hosts;
+import org.moba.job.spark.TaskDevice;
 import org.moba.kernels.BatchLayout;
 import org.moba.kernels.DenseComparison;
 import org.moba.kernels.MobaAttention;
@@ -49,9 +48,8 @@ public final class ScoreRunner implements Serializable {
         this.checkFinite = checkFinite;
     }
 
-    Iterator<Row> run(Iterator<TensorRecord> records, MobaAttention backend, DeviceAssignment assignment,
+    Iterator<Row> run(Iterator<TensorRecord> records, MobaAttention backend, TaskDevice device,
                       ScoreTimings timings) {
-        String host = Hosts.name();
         return new Iterator<>() {
             private final Deque<Row> ready = new ArrayDeque<>();
             private TensorRecord lookahead;
@@ -88,7 +86,7 @@ public final class ScoreRunner implements Serializable {
                         if (badRecords == BadRecords.FAIL) {
                             throw e;
                         }
-                        ready.add(rejected(r.id(), e.reason()));
+                        ready.add(rejected(r.id(), e.reason(), backend, device));
                         continue;
                     }
                     BatchLayout l = r.layout();
@@ -127,17 +125,19 @@ public final class ScoreRunner implements Serializable {
                             layout.headDim(),
                             writeOutputs ? TensorRecord.bytes(c.moba().out(), start * outRow, length * outRow) : null,
                             writeOutputs ? TensorRecord.bytes(c.moba().lse(), start * heads, length * heads) : null,
-                            q.recall(), q.cosine(), q.relError(), host, backend.device(),
-                            assignment.ordinal(), null, ScoreSchema.SCORED));
+                            q.recall(), q.cosine(), q.relError(), device.host(), device.executorId(),
+                            device.gpuAddresses(), backend.device(), device.deviceOrdinal(), device.pciBusId(),
+                            null, ScoreSchema.SCORED));
                 }
                 timings.rowsMs.add((System.nanoTime() - rowsStart) / 1e6);
             }
         };
     }
 
-    private static Row rejected(String id, String reason) {
-        return RowFactory.create(id, null, null, null, null, null, null, null, null, null, null, null, null, reason,
-                ScoreSchema.REJECTED);
+    private static Row rejected(String id, String reason, MobaAttention backend, TaskDevice device) {
+        return RowFactory.create(id, null, null, null, null, null, null, null, null, null, device.host(),
+                device.executorId(), device.gpuAddresses(), backend.device(), device.deviceOrdinal(),
+                device.pciBusId(), reason, ScoreSchema.REJECTED);
     }
 
 

@@ -7,7 +7,8 @@ import org.apache.spark.sql.types.StructType;
 /**
  * Columns of the {@code score} input and result. Every input record yields exactly one result row whose
  * {@code outcome} is {@code scored} (with outputs and metrics) or {@code rejected} (with the reason); the job writes
- * them in one commit, partitioned by outcome.
+ * them in one commit, partitioned by outcome. Both kinds record where their task ran ({@code host}, {@code executor_id},
+ * {@code gpu_addresses}, {@code device_ordinal}, {@code pci_bus_id}; see {@link org.moba.job.spark.TaskDevice}).
  */
 public final class ScoreSchema {
     public static final String SCORED = "scored";
@@ -37,8 +38,11 @@ public final class ScoreSchema {
         DataTypes.createStructField("cosine", DataTypes.createArrayType(DataTypes.DoubleType), true),
         DataTypes.createStructField("rel_error", DataTypes.createArrayType(DataTypes.DoubleType), true),
         DataTypes.createStructField("host", DataTypes.StringType, true),
+        DataTypes.createStructField("executor_id", DataTypes.StringType, true),
+        DataTypes.createStructField("gpu_addresses", DataTypes.StringType, true),
         DataTypes.createStructField("device", DataTypes.StringType, true),
         DataTypes.createStructField("device_ordinal", DataTypes.IntegerType, true),
+        DataTypes.createStructField("pci_bus_id", DataTypes.StringType, true),
         DataTypes.createStructField("reason", DataTypes.StringType, true),
         DataTypes.createStructField("outcome", DataTypes.StringType, false),
     });

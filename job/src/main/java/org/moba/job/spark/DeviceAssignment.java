@@ -3,7 +3,6 @@ package org.moba.job.spark;
 import java.io.Serializable;
 import java.util.Locale;
 import org.apache.spark.TaskContext;
-import org.apache.spark.resource.ResourceInformation;
 
 /**
  * Which backend and device a task runs on, and why. Decided in one place:
@@ -22,12 +21,8 @@ import org.apache.spark.resource.ResourceInformation;
 public record DeviceAssignment(String backend, int ordinal, String source) implements Serializable {
 
     public static DeviceAssignment forTask(String requestedBackend, TaskContext task, int visibleDevices) {
-        String[] addresses = null;
-        if (task != null) {
-            ResourceInformation gpu = task.resourcesJMap().get("gpu");
-            addresses = gpu == null ? null : gpu.addresses();
-        }
-        return decide(requestedBackend, addresses, task == null ? 0 : task.partitionId(), visibleDevices);
+        return decide(requestedBackend, TaskDevice.sparkAddresses(task), task == null ? 0 : task.partitionId(),
+                visibleDevices);
     }
 
     static DeviceAssignment decide(String requestedBackend, String[] sparkAddresses, int partition,

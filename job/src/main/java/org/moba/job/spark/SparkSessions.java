@@ -33,14 +33,18 @@ public final class SparkSessions {
      * refuse that combination with an error that says what to do instead.
      */
     static void checkGpuSettings(SparkConf conf) {
-        String master = conf.get("spark.master", "").toLowerCase(Locale.ROOT);
-        boolean local = master.equals("local") || master.startsWith("local[");
-        if (local && conf.contains(TASK_GPU_AMOUNT)) {
+        if (isLocal(conf) && conf.contains(TASK_GPU_AMOUNT)) {
             throw new IllegalArgumentException(TASK_GPU_AMOUNT + "=" + conf.get(TASK_GPU_AMOUNT) + " cannot be used with"
                     + " master '" + conf.get("spark.master") + "': local mode never assigns GPUs and Spark would hang."
                     + " Drop the setting (local tasks then spread over the visible GPUs), or use a standalone,"
                     + " local-cluster, YARN or Kubernetes master with spark.executor.resource.gpu.amount and a"
                     + " discovery script (see conf/spark-defaults.conf).");
         }
+    }
+
+    /** A {@code local} or {@code local[...]} master: one JVM, no executors of its own, no GPU scheduling. */
+    static boolean isLocal(SparkConf conf) {
+        String master = conf.get("spark.master", "").toLowerCase(Locale.ROOT);
+        return master.equals("local") || master.startsWith("local[");
     }
 }

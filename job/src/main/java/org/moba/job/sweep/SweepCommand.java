@@ -19,6 +19,8 @@ import org.moba.job.spark.DeviceAssignment;
 import org.moba.job.spark.DeviceSlots;
 import org.moba.job.spark.ExecutorBackends;
 import org.moba.job.spark.SparkSessions;
+import org.moba.job.spark.TaskDevice;
+import org.moba.kernels.MobaAttention;
 import org.moba.kernels.DType;
 import org.moba.kernels.reference.OracleComparison;
 import org.slf4j.Logger;
@@ -92,18 +94,22 @@ public final class SweepCommand implements Callable<Integer> {
             SweepRunner runner = new SweepRunner(backend.name(), oracleRows, tokensPerBatch, backwardCheck);
             List<SweepRow> rows = jsc.parallelize(configs, configs.size())
                     .mapPartitions((Iterator<SweepConfig> it) -> {
-                        DeviceAssignment a = DeviceAssignment.forTask(requested, TaskContext.get(),
+                        TaskContext task = TaskContext.get();
+                        DeviceAssignment a = DeviceAssignment.forTask(requested, task,
                                 DeviceSlots.visibleDevices(requested));
+                        MobaAttention attention = ExecutorBackends.get(a);
+                        TaskDevice device = TaskDevice.of(task, a, attention);
                         List<SweepRow> result = new ArrayList<>();
-                        it.forEachRemaining(c -> result.addAll(runner.run(c, ExecutorBackends.get(a))));
+                        it.forEachRemaining(c -> result.addAll(runner.run(c, attention, device)));
                         return result.iterator();
                     }).collect();
 
             JobOutput output = new JobOutput(spark, out);
             output.write(spark.createDataFrame(rows, SweepRow.class).select("config", "dtype", "backend", "device",
-                    "sequenceId", "length", "tokensCompared", "rowsCompared", "outRelL2", "outMaxAbs", "lseRelL2",
-                    "lseMaxAbs", "selectionMismatches", "nearTies", "dqRelL2", "dqMaxAbs", "dkRelL2", "dkMaxAbs",
-                    "dvRelL2", "dvMaxAbs", "pass", "reproduce"), "sweep");
+                    "host", "executorId", "gpuAddresses", "deviceOrdinal", "pciBusId", "sequenceId", "length",
+                    "tokensCompared", "rowsCompared", "outRelL2", "outMaxAbs", "lseRelL2", "lseMaxAbs",
+                    "selectionMismatches", "nearTies", "dqRelL2", "dqMaxAbs", "dkRelL2", "dkMaxAbs", "dvRelL2",
+                    "dvMaxAbs", "pass", "reproduce"), "sweep");
             List<SweepVerdict> verdicts = SweepVerdict.of(rows);
             Map<String, Object> summary = new LinkedHashMap<>();
             summary.put("configurations", verdicts.size());
@@ -115,10 +121,14 @@ public final class SweepCommand implements Callable<Integer> {
                 summary.put("gradientTolerance", Map.of("fp16", OracleComparison.gradientTolerance(DType.FP16),
                         "bf16", OracleComparison.gradientTolerance(DType.BF16)));
             }
+            List<Map<String, Object>> devices = TaskDevice.usage(rows, r -> new TaskDevice(r.getHost(),
+                    r.getExecutorId(), r.getGpuAddresses(), r.getDeviceOrdinal(), r.getPciBusId()),
+                    SweepRow::getLength);
+            summary.put("devices", devices);
             summary.put("verdicts", verdicts);
             output.writeSummary("sweep", summary);
 
-            String report = output.writeReport("sweep", () -> SweepReport.of(verdicts, rows));
+            String report = output.writeReport("sweep", () -> SweepReport.of(verdicts, rows, devices));
             System.out.println(SweepVerdict.render(verdicts));
             List<SweepVerdict> failed = verdicts.stream().filter(v -> !v.pass()).collect(Collectors.toList());
             failed.forEach(v -> System.out.println("FAILED " + v.config() + "\n  reproduce: " + v.reproduce()));

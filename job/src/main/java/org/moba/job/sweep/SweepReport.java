@@ -4,6 +4,7 @@ import java.awt.BasicStroke;
 import java.awt.Color;
 import java.io.IOException;
 import java.util.List;
+import java.util.Map;
 import org.jfree.chart.ChartFactory;
 import org.jfree.chart.JFreeChart;
 import org.jfree.chart.axis.LogAxis;
@@ -13,6 +14,7 @@ import org.jfree.chart.plot.ValueMarker;
 import org.jfree.data.category.DefaultCategoryDataset;
 import org.jfree.data.statistics.DefaultBoxAndWhiskerCategoryDataset;
 import org.moba.job.HtmlReport;
+import org.moba.job.spark.TaskDevice;
 import org.moba.kernels.DType;
 import org.moba.kernels.reference.OracleComparison;
 
@@ -21,7 +23,8 @@ final class SweepReport {
     private SweepReport() {
     }
 
-    static HtmlReport of(List<SweepVerdict> verdicts, List<SweepRow> rows) throws IOException {
+    static HtmlReport of(List<SweepVerdict> verdicts, List<SweepRow> rows, List<Map<String, Object>> devices)
+            throws IOException {
         long failed = verdicts.stream().filter(v -> !v.pass()).count();
         HtmlReport report = new HtmlReport("MoBA sweep");
         report.paragraph(verdicts.size() + " configuration(s), " + failed + " failed. Thresholds (relative L2 against"
@@ -83,6 +86,9 @@ final class SweepReport {
                 String.format("%.2e", v.maxOutRelL2()), String.format("%.2e", v.maxLseRelL2()),
                 Long.toString(v.selectionMismatches()), Long.toString(v.nearTies()), v.pass() ? "pass" : "FAIL"))
                 .toList());
+        report.heading("Devices").paragraph("Where the tasks ran: the executor, the GPU address(es) Spark assigned"
+                + " the task, the CUDA ordinal its backend is bound to and that device's PCI bus id; rows are checked"
+                + " sequences.").table(TaskDevice.usageHeadings(), TaskDevice.usageCells(devices));
         if (failed > 0) {
             report.heading("Failures").table(List.of("configuration", "reproduce"), verdicts.stream()
                     .filter(v -> !v.pass()).map(v -> List.of(v.config(), v.reproduce())).toList());

@@ -10,6 +10,11 @@ public class SweepRow implements Serializable {
     private String dtype;
     private String backend;
     private String device;
+    private String host;
+    private String executorId;
+    private String gpuAddresses;
+    private int deviceOrdinal;
+    private String pciBusId;
     private String sequenceId;
     private int length;
     private int tokensCompared;
@@ -38,6 +43,20 @@ public class SweepRow implements Serializable {
     public void setBackend(String v) { backend = v; }
     public String getDevice() { return device; }
     public void setDevice(String v) { device = v; }
+    public String getHost() { return host; }
+    public void setHost(String v) { host = v; }
+    /** The Spark executor that ran the task ({@code driver} in local mode). */
+    public String getExecutorId() { return executorId; }
+    public void setExecutorId(String v) { executorId = v; }
+    /** The GPU address(es) Spark assigned the task, comma-separated; null when it assigned none. */
+    public String getGpuAddresses() { return gpuAddresses; }
+    public void setGpuAddresses(String v) { gpuAddresses = v; }
+    /** The CUDA ordinal the task's backend is bound to (for the CPU backend the one assigned, -1 when none). */
+    public int getDeviceOrdinal() { return deviceOrdinal; }
+    public void setDeviceOrdinal(int v) { deviceOrdinal = v; }
+    /** PCI bus id of the CUDA device the task was bound to; null on the CPU. */
+    public String getPciBusId() { return pciBusId; }
+    public void setPciBusId(String v) { pciBusId = v; }
     public String getSequenceId() { return sequenceId; }
     public void setSequenceId(String v) { sequenceId = v; }
     public int getLength() { return length; }

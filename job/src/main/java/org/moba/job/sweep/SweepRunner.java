@@ -7,6 +7,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.SplittableRandom;
 import org.moba.kernels.AttendedPairs;
+import org.moba.job.spark.TaskDevice;
 import org.moba.kernels.MobaAttention;
 import org.moba.kernels.MobaGradients;
 import org.moba.kernels.MobaOutput;
@@ -42,7 +43,7 @@ public final class SweepRunner implements Serializable {
         this.backward = backward;
     }
 
-    public List<SweepRow> run(SweepConfig config, MobaAttention backend) {
+    public List<SweepRow> run(SweepConfig config, MobaAttention backend, TaskDevice device) {
         SyntheticSequences synth = new SyntheticSequences(config.seed(), config.shape().layout());
         int[] lengths = config.lengths().lengths(config.seed(), config.shape().chunk());
         List<Sequence> sequences = new ArrayList<>(lengths.length);
@@ -64,6 +65,11 @@ public final class SweepRunner implements Serializable {
                 r.setDtype(config.shape().dtype().label());
                 r.setBackend(backend.name());
                 r.setDevice(backend.device());
+                r.setHost(device.host());
+                r.setExecutorId(device.executorId());
+                r.setGpuAddresses(device.gpuAddresses());
+                r.setDeviceOrdinal(device.deviceOrdinal());
+                r.setPciBusId(device.pciBusId());
                 r.setSequenceId(p.ids().get(e.sequence()));
                 r.setLength(p.batch().seqLength(e.sequence()));
                 r.setTokensCompared(e.tokensCompared());
