@@ -38,6 +38,26 @@ public final class ErrorMetrics {
         return referenceSquares == 0 ? Double.POSITIVE_INFINITY : Math.sqrt(diffSquares / referenceSquares);
     }
 
+    /**
+     * {@link #relativeL2}, except where the reference is exactly zero everywhere (a gradient that cancels, e.g. dq and
+     * dk of a batch of length-1 sequences, whose one key gets all the weight): there the RMS of {@code actual}, a
+     * relative size for inputs of unit scale. An empty reference gives 0.
+     */
+    public static double relativeL2OrRms(double[] reference, double[] actual) {
+        boolean zero = true;
+        for (double r : reference) {
+            zero &= r == 0;
+        }
+        if (!zero) {
+            return relativeL2(reference, actual);
+        }
+        double squares = 0;
+        for (double a : actual) {
+            squares += a * a;
+        }
+        return reference.length == 0 ? 0 : Math.sqrt(squares / reference.length);
+    }
+
     /** {@code max |actual - reference|}; a non-finite element on either side gives {@code +Inf}. */
     public static double maxAbs(double[] reference, double[] actual) {
         checkSameLength(reference, actual);

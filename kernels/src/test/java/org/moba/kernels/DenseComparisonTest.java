@@ -169,7 +169,12 @@ class DenseComparisonTest {
         return ids;
     }
 
-    /** Verbatim the job's {@code QualityMetrics.of} at commit ff25ea8, before the math moved here. */
+    /**
+     * Verbatim the job's {@code QualityMetrics.of} at commit ff25ea8, before the math moved here. A second copy of the
+     * metrics math on purpose: it is the frozen reference the current {@link QualityMetrics} must match bit for bit,
+     * so it must neither call nor follow the production code. {@code ScoreHostBench.headMajor} (job tests) is the
+     * same frozen code specialised to its one shape, timed as the "before"; the job's tests cannot see this class.
+     */
     static QualityMetrics previousMetrics(DType dtype, int length, int heads, int headDim, short[] mobaOut,
                                           float[] mobaLse, short[] denseOut, float[] denseLse) {
         double[] recall = new double[heads];

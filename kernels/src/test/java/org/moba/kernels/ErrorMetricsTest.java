@@ -63,6 +63,14 @@ class ErrorMetricsTest {
     }
 
     @Test
+    void relativeL2OrRmsFallsBackToTheRmsOnlyForAnAllZeroReference() {
+        double[] scaled = {3.75, -5, 0, 15}; // 1.25 * REFERENCE
+        assertEquals(0.25, ErrorMetrics.relativeL2OrRms(REFERENCE, scaled), 1e-15);
+        assertEquals(2.5, ErrorMetrics.relativeL2OrRms(new double[4], new double[] {3, -4, 0, 0}), 1e-15);
+        assertEquals(0.0, ErrorMetrics.relativeL2OrRms(new double[0], new double[0]));
+    }
+
+    @Test
     void lengthMismatchIsRejected() {
         assertThrows(IllegalArgumentException.class, () -> ErrorMetrics.relativeL2(REFERENCE, new double[3]));
         assertThrows(IllegalArgumentException.class, () -> ErrorMetrics.maxAbs(REFERENCE, new double[5]));

@@ -2,7 +2,11 @@ package org.moba.job.sweep;
 
 import java.io.Serializable;
 
-/** The errors of one sequence of one sweep configuration (a JavaBean, so Spark encodes it). */
+/**
+ * The errors of one sequence of one sweep configuration (a JavaBean, so Spark encodes it). The task-device columns
+ * (host, executorId, gpuAddresses, deviceOrdinal, pciBusId: {@link org.moba.job.spark.TaskDevice} owns their meaning)
+ * are plain bean accessors, like {@link org.moba.job.bench.BenchMeasurement}'s, with no logic to share.
+ */
 public class SweepRow implements Serializable {
     private static final long serialVersionUID = 1L;
 

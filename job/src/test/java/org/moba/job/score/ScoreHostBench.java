@@ -136,7 +136,11 @@ public final class ScoreHostBench {
         System.out.printf("%-66s %8.2f ms (min %.2f, max %.2f)%n", name, ms[runs / 2], ms[0], ms[runs - 1]);
     }
 
-    /** The job's metrics loop as of ff25ea8: per head, rows of the sequence in token order (bf16, H16, D128). */
+    /**
+     * The job's metrics loop as of ff25ea8: per head, rows of the sequence in token order (bf16, H16, D128). A frozen
+     * copy on purpose, the "before" side of the timing; {@code DenseComparisonTest.previousMetrics} (kernels tests,
+     * not on this module's classpath) is the same code kept verbatim as the bit-for-bit reference.
+     */
     private static QualityMetrics headMajor(int length, short[] mobaOut, float[] mobaLse, short[] denseOut,
                                             float[] denseLse) {
         int heads = 16;

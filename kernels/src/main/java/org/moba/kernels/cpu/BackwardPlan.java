@@ -1,6 +1,6 @@
 package org.moba.kernels.cpu;
 
-import org.moba.kernels.MobaInputException;
+import org.moba.kernels.BackwardInputRules;
 import org.moba.kernels.PackedBatch;
 
 /**
@@ -132,23 +132,9 @@ final class BackwardPlan {
         int[] counts = new int[chunks];
         for (int p = 0; p < length; p++) {
             int base = fwd.selectionOffset(start + p, h);
-            int own = p / chunkSize;
-            int previous = -1;
-            for (int i = 0; i < width; i++) {
-                int j = selected[base + i];
-                if (j == -1) {
-                    for (int rest = i + 1; rest < width; rest++) {
-                        if (selected[base + rest] != -1) {
-                            throw badSelection(b, p, h, rest, selected[base + rest], own, "padding -1 before it");
-                        }
-                    }
-                    break;
-                }
-                if (j <= previous || j >= own) {
-                    throw badSelection(b, p, h, i, j, own, previous >= 0 ? "after chunk " + previous : "");
-                }
-                previous = j;
-                counts[j]++;
+            BackwardInputRules.checkSelectionRow(selected, base, width, p / chunkSize, b, p, h);
+            for (int i = 0; i < width && selected[base + i] >= 0; i++) {
+                counts[selected[base + i]]++;
             }
         }
         int[][] lists = new int[chunks][];
@@ -169,11 +155,5 @@ final class BackwardPlan {
         for (int j = 0; j < chunks; j++) {
             selectedBy[(x.chunkBase[b] + j) * fwd.heads() + h] = lists[j];
         }
-    }
-
-    private static MobaInputException badSelection(int b, int p, int h, int slot, int value, int own, String why) {
-        return new MobaInputException("forward.selected: sequence " + b + ", token " + p + ", head " + h + ", slot "
-                + slot + " holds " + value + ", expected -1 or an earlier chunk in [0, " + own
-                + ") in ascending order, -1 only as trailing padding" + (why.isEmpty() ? "" : " (" + why + ")"));
     }
 }

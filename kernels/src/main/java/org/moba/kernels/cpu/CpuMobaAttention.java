@@ -1,5 +1,8 @@
 package org.moba.kernels.cpu;
 
+import static org.moba.kernels.BackwardInputRules.checkLength;
+import static org.moba.kernels.BackwardInputRules.length;
+
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.file.Files;
@@ -7,6 +10,7 @@ import java.nio.file.Path;
 import java.util.Arrays;
 import java.util.stream.Stream;
 
+import org.moba.kernels.BackwardInputRules;
 import org.moba.kernels.DType;
 import org.moba.kernels.MobaGradients;
 import org.moba.kernels.MobaInputException;
@@ -133,8 +137,8 @@ public final class CpuMobaAttention implements MobaTraining {
         }
         long start = System.nanoTime();
         DType dtype = batch.dtype();
-        checkLength("dout", dout == null ? -1 : dout.length, batch.q().length, "T*H*D");
-        checkLength("forward.out", forward.out() == null ? -1 : forward.out().length, batch.q().length, "T*H*D");
+        checkLength("dout", length(dout), batch.q().length, "T*H*D");
+        checkLength("forward.out", length(forward.out()), batch.q().length, "T*H*D");
         float[] out = widen(forward.out(), dtype);
         float[] doutFloat = widen(dout, dtype);
         double widenMs = millisSince(start);
@@ -161,18 +165,8 @@ public final class CpuMobaAttention implements MobaTraining {
         if (forward == null) {
             throw new MobaInputException("forward is missing");
         }
-        int rows = batch.totalTokens() * batch.heads();
-        int width = params.selectionWidth(batch.maxSeqlen());
-        checkLength("dout", dout == null ? -1 : dout.length, batch.q().length, "T*H*D");
-        checkLength("forward.out", forward.out() == null ? -1 : forward.out().length, batch.q().length, "T*H*D");
-        checkLength("forward.lse", forward.lse() == null ? -1 : forward.lse().length, rows, "T*H");
-        if (forward.selectionWidth() != width) {
-            throw new MobaInputException("forward.selectionWidth is " + forward.selectionWidth() + ", expected "
-                    + width + " for " + params + " and max_seqlen = " + batch.maxSeqlen()
-                    + " (was the forward run with other parameters?)");
-        }
-        checkLength("forward.selected", forward.selected() == null ? -1 : forward.selected().length,
-                (long) rows * width, "T*H*selectionWidth");
+        BackwardInputRules.checkSizes(batch, params, length(dout), length(forward.out()), length(forward.lse()),
+                forward.selectionWidth(), length(forward.selected()));
 
         PhaseTimings timings = new PhaseTimings();
         long start = System.nanoTime();
@@ -201,17 +195,6 @@ public final class CpuMobaAttention implements MobaTraining {
         loop.forEach(bp.chunkOfSegment.length * kvHeads, () -> new ChunkGradKV(bp, kvHeads, dk, dv));
         timings.put("backward_dkdv", millisSince(start));
         return new CpuGradients(dq, dk, dv, timings);
-    }
-
-    private static void checkLength(String field, long actual, long expected, String formula) {
-        if (actual < 0) {
-            throw new MobaInputException(field + " is missing (expected " + formula + " = " + expected
-                    + " elements)");
-        }
-        if (actual != expected) {
-            throw new MobaInputException(field + " has " + actual + " elements, expected " + formula + " = "
-                    + expected);
-        }
     }
 
     private float[] widen(short[] bits, DType dtype) {

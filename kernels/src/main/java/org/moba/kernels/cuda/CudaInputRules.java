@@ -1,5 +1,8 @@
 package org.moba.kernels.cuda;
 
+import static org.moba.kernels.BackwardInputRules.length;
+
+import org.moba.kernels.BackwardInputRules;
 import org.moba.kernels.MobaInputException;
 import org.moba.kernels.MobaOutput;
 import org.moba.kernels.MobaParams;
@@ -52,31 +55,11 @@ final class CudaInputRules {
         if (forward == null) {
             throw new MobaInputException("forward is missing");
         }
-        long rows = (long) batch.totalTokens() * batch.heads();
-        int width = params.selectionWidth(batch.maxSeqlen());
-        checkLength("dout", dout == null ? -1 : dout.length, batch.q().length, "T*H*D");
-        checkLength("forward.out", forward.out() == null ? -1 : forward.out().length, batch.q().length, "T*H*D");
-        checkLength("forward.lse", forward.lse() == null ? -1 : forward.lse().length, rows, "T*H");
-        if (forward.selectionWidth() != width) {
-            throw new MobaInputException("forward.selectionWidth is " + forward.selectionWidth() + ", expected "
-                    + width + " for " + params + " and max_seqlen = " + batch.maxSeqlen()
-                    + " (was the forward run with other parameters?)");
-        }
-        checkLength("forward.selected", forward.selected() == null ? -1 : forward.selected().length, rows * width,
-                "T*H*selectionWidth");
+        BackwardInputRules.checkSizes(batch, params, length(dout), length(forward.out()), length(forward.lse()),
+                forward.selectionWidth(), length(forward.selected()));
+        int width = forward.selectionWidth();
         if (!params.denseCausal() && width > 0) {
             checkSelection(batch, params.chunkSize(), forward.selected(), width);
-        }
-    }
-
-    private static void checkLength(String field, long actual, long expected, String formula) {
-        if (actual < 0) {
-            throw new MobaInputException(field + " is missing (expected " + formula + " = " + expected
-                    + " elements)");
-        }
-        if (actual != expected) {
-            throw new MobaInputException(field + " has " + actual + " elements, expected " + formula + " = "
-                    + expected);
         }
     }
 
@@ -88,32 +71,10 @@ final class CudaInputRules {
             for (int p = 0; p < length; p++) {
                 int own = p / chunkSize;
                 for (int h = 0; h < heads; h++) {
-                    int base = ((start + p) * heads + h) * width;
-                    int previous = -1;
-                    for (int i = 0; i < width; i++) {
-                        int j = selected[base + i];
-                        if (j == -1) {
-                            for (int rest = i + 1; rest < width; rest++) {
-                                if (selected[base + rest] != -1) {
-                                    throw badSelection(b, p, h, rest, selected[base + rest], own,
-                                            "padding -1 before it");
-                                }
-                            }
-                            break;
-                        }
-                        if (j <= previous || j >= own) {
-                            throw badSelection(b, p, h, i, j, own, previous >= 0 ? "after chunk " + previous : "");
-                        }
-                        previous = j;
-                    }
+                    BackwardInputRules.checkSelectionRow(selected, ((start + p) * heads + h) * width, width, own, b,
+                            p, h);
                 }
             }
         }
-    }
-
-    private static MobaInputException badSelection(int b, int p, int h, int slot, int value, int own, String why) {
-        return new MobaInputException("forward.selected: sequence " + b + ", token " + p + ", head " + h + ", slot "
-                + slot + " holds " + value + ", expected -1 or an earlier chunk in [0, " + own
-                + ") in ascending order, -1 only as trailing padding" + (why.isEmpty() ? "" : " (" + why + ")"));
     }
 }

@@ -1,15 +1,10 @@
 package org.moba.kernels.cuda;
 
-import static org.moba.kernels.cuda.CudaCheck.check;
-
-import java.util.ArrayList;
 import java.util.List;
 import java.util.function.Supplier;
 
 import jcuda.driver.CUdeviceptr;
-import jcuda.driver.CUevent;
 import jcuda.driver.CUstream;
-import jcuda.driver.JCudaDriver;
 
 import org.moba.kernels.MobaGradients;
 import org.moba.kernels.MobaOutput;
@@ -52,9 +47,6 @@ public final class DeviceBackward implements AutoCloseable {
     private static final CUdeviceptr NULL = new CUdeviceptr();
 
     private final CudaDevice device;
-    private final DeviceBufferPool pool;
-    /** The pool the stream goes back to; null when the stream is a forward batch's (resident). */
-    private final StreamPool streams;
     private final DeviceBatch forward;
     private final MobaBackwardKernels kernels;
     private final boolean poison;
@@ -64,9 +56,9 @@ public final class DeviceBackward implements AutoCloseable {
     private final BackwardScratch scratch;
     private final int rowsPerGroup;
     private final Supplier<String> context;
-    private final CallStream call;
+    /** Stream, events (from {@link #EVENT_BASE}) and buffers; the stream is the forward batch's when resident. */
+    private final DeviceCall call;
     private final CUstream stream;
-    private final List<DeviceBuffer> buffers = new ArrayList<>();
     private CUdeviceptr q;
     private CUdeviceptr k;
     private CUdeviceptr v;
@@ -89,18 +81,11 @@ public final class DeviceBackward implements AutoCloseable {
     private DeviceBuffer dk;
     private DeviceBuffer dv;
     private long extraBytes;
-    private StagedCopies transfers;
-    private boolean ran;
-    private boolean closed;
 
-    private DeviceBackward(CudaDevice device, DeviceBufferPool pool, StreamPool streams, CallStream call,
+    private DeviceBackward(CudaDevice device, DeviceBufferPool pool, StreamPool streams, CallStream callStream,
                            DeviceBatch forward, MobaBackwardKernels kernels, boolean poison, PackedBatch batch,
                            MobaParams params, BatchPlan plan, BackwardScratch scratch) {
         this.device = device;
-        this.pool = pool;
-        this.streams = streams;
-        this.call = call;
-        this.stream = call.stream();
         this.forward = forward;
         this.kernels = kernels;
         this.poison = poison;
@@ -110,6 +95,9 @@ public final class DeviceBackward implements AutoCloseable {
         this.scratch = scratch;
         this.rowsPerGroup = MobaKernels.rowsPerGroup(params.chunkSize());
         this.context = () -> device.describe() + ", backward of " + batch + ", " + params;
+        this.call = new DeviceCall(device, pool, streams, callStream, EVENT_BASE, context, kernels,
+                "device backward");
+        this.stream = callStream.stream();
     }
 
     /**
@@ -152,10 +140,9 @@ public final class DeviceBackward implements AutoCloseable {
             b.chunkBase = r.chunkBase();
             b.tiles = r.tiles();
             b.allocateScratchAndOutputs(r.indexBytes());
-            b.record(UPLOAD_START);
-            b.transfers = new StagedCopies(pool, b.stream, () -> "the upload of dout for " + b.context.get());
-            b.transfers.upload(dout, b.dout.pointer());
-            b.record(UPLOAD_END);
+            b.call.record(UPLOAD_START);
+            b.call.transfers("the upload of dout for ").upload(dout, b.dout.pointer());
+            b.call.record(UPLOAD_END);
             forward.attach(b);
         } catch (RuntimeException e) {
             b.close();
@@ -165,9 +152,7 @@ public final class DeviceBackward implements AutoCloseable {
     }
 
     private DeviceBuffer allocate(long bytes, String what) {
-        DeviceBuffer b = pool.acquire(bytes, () -> what + " of " + context.get());
-        buffers.add(b);
-        return b;
+        return call.allocate(bytes, what);
     }
 
     /** Returns the bytes of the index arrays (cu_seqlens, chunk_base, tiles) by capacity. */
@@ -213,8 +198,8 @@ public final class DeviceBackward implements AutoCloseable {
     }
 
     private void uploadAll(MobaOutput forwardOutput, short[] doutHost) {
-        record(UPLOAD_START);
-        transfers = new StagedCopies(pool, stream, () -> "the upload of " + context.get());
+        call.record(UPLOAD_START);
+        StagedCopies transfers = call.transfers("the upload of ");
         transfers.upload(batch.q(), q);
         transfers.upload(batch.k(), k);
         transfers.upload(batch.v(), v);
@@ -227,7 +212,7 @@ public final class DeviceBackward implements AutoCloseable {
         transfers.upload(batch.cuSeqlens(), cuSeqlens);
         transfers.upload(plan.chunkBase, chunkBase);
         transfers.upload(plan.tiles, tiles);
-        record(UPLOAD_END);
+        call.record(UPLOAD_END);
     }
 
     /**
@@ -235,27 +220,22 @@ public final class DeviceBackward implements AutoCloseable {
      * {@code dq_selected}, {@code dq}, {@code dkdv} (zero for a phase that does not run). Transfers not included.
      */
     public PhaseTimings run() {
-        ensureOpen();
+        call.ensureOpen();
         device.makeCurrent();
         enqueueKernels();
-        synchronize(DKDV_END, "the backward kernels of ");
-        releaseTransfers();
+        call.awaitKernels(DKDV_END, "the backward kernels of ");
         return kernelTimings(new PhaseTimings());
     }
 
     /** Fetches the gradients of the latest run, with the times of the upload, that run and this download. */
     public MobaGradients download() {
-        ensureOpen();
-        if (!ran) {
-            throw new IllegalStateException("download() before run() on " + context.get());
-        }
-        device.makeCurrent();
+        call.ensureDownloadable();
         return enqueueDownloadAndWait();
     }
 
     /** Upload (already queued), kernels and download with a single wait at the end: the backward() path. */
     MobaGradients runAndDownload() {
-        ensureOpen();
+        call.ensureOpen();
         device.makeCurrent();
         enqueueKernels();
         return enqueueDownloadAndWait();
@@ -269,7 +249,7 @@ public final class DeviceBackward implements AutoCloseable {
         if (poison) {
             enqueuePoison();
         }
-        record(KERNELS_START);
+        call.record(KERNELS_START);
         int heads = batch.heads();
         int hkv = batch.kvHeads();
         int c = params.chunkSize();
@@ -281,105 +261,63 @@ public final class DeviceBackward implements AutoCloseable {
             kernels.delta(stream, context, out, dout.pointer(), delta.pointer(),
                     Math.multiplyExact(batch.totalTokens(), heads));
         }
-        record(DELTA_END);
+        call.record(DELTA_END);
         if (routed) {
             kernels.route(stream, context, sel, cuSeqlens, chunkBase, batch.numSequences(), heads, width, nfc,
                     batch.totalTokens(), scratch, rowsPerGroup, groupCount.pointer(), bucketCount.pointer(),
                     bucketRow0.pointer(), bucketGroup0.pointer(), bucketCursor.pointer(), rows.pointer());
         }
-        record(ROUTE_END);
+        call.record(ROUTE_END);
         if (routed) {
             kernels.dqSelected(stream, context, q, k, v, dout.pointer(), lse, delta.pointer(), cuSeqlens, chunkBase,
                     batch.numSequences(), bucketRow0.pointer(), bucketGroup0.pointer(), rows.pointer(), rowsPerGroup,
                     partialDq.pointer(), heads, hkv, width, c, nfc, Math.toIntExact(scratch.entries()), plan.scale);
         }
-        record(DQ_SELECTED_END);
+        call.record(DQ_SELECTED_END);
         if (work) {
             kernels.dq(stream, context, q, k, v, dout.pointer(), lse, delta.pointer(), dq.pointer(), cuSeqlens,
                     routed ? sel : NULL, width, tiles, plan.numTiles, heads, hkv, c, plan.scale, plan.dense,
                     routed ? partialDq.pointer() : NULL);
         }
-        record(DQ_END);
+        call.record(DQ_END);
         if (work) {
             kernels.dkdv(stream, context, q, k, v, dout.pointer(), lse, delta.pointer(), dk.pointer(), dv.pointer(),
                     cuSeqlens, chunkBase, tiles, plan.numTiles, routed ? bucketRow0.pointer() : NULL,
                     routed ? rows.pointer() : NULL, heads, hkv, width, c, nfc, plan.scale, plan.dense);
         }
-        record(DKDV_END);
-        ran = true;
+        call.record(DKDV_END);
+        call.markRan();
     }
 
     /** Fills the gradients, delta and partial dq with NaN, so that unwritten elements show. */
     private void enqueuePoison() {
-        poison16(dq, "dq");
-        poison16(dk, "dk");
-        poison16(dv, "dv");
-        poison16(partialDq, "the partial dq");
-        if (delta.bytes() > 0) {
-            check(JCudaDriver.cuMemsetD32Async(delta.pointer(), DeviceBatch.POISON_32, delta.bytes() / 4, stream),
-                    () -> "poisoning delta of " + context.get());
-        }
-    }
-
-    private void poison16(DeviceBuffer b, String what) {
-        if (b.bytes() > 0) {
-            check(JCudaDriver.cuMemsetD16Async(b.pointer(), DeviceBatch.POISON_16, b.bytes() / 2, stream),
-                    () -> "poisoning " + what + " of " + context.get());
-        }
+        call.poison(dq, DeviceCall.POISON_16, "dq");
+        call.poison(dk, DeviceCall.POISON_16, "dk");
+        call.poison(dv, DeviceCall.POISON_16, "dv");
+        call.poison(partialDq, DeviceCall.POISON_16, "the partial dq");
+        call.poison(delta, DeviceCall.POISON_32, "delta");
     }
 
     private MobaGradients enqueueDownloadAndWait() {
         short[] dqHost = new short[batch.q().length];
         short[] dkHost = new short[batch.k().length];
         short[] dvHost = new short[batch.v().length];
-        if (transfers == null) {
-            transfers = new StagedCopies(pool, stream, () -> "the download of " + context.get());
-        }
-        record(DOWNLOAD_START);
-        transfers.download(dq.pointer(), dqHost);
-        transfers.download(dk.pointer(), dkHost);
-        transfers.download(dv.pointer(), dvHost);
-        record(DOWNLOAD_END);
-        transfers.finish();
-        synchronize(DOWNLOAD_END, "the download of ");
-        releaseTransfers();
-        PhaseTimings timings = new PhaseTimings().put("h2d", elapsed(UPLOAD_START, UPLOAD_END));
-        kernelTimings(timings).put("d2h", elapsed(DOWNLOAD_START, DOWNLOAD_END));
+        call.downloadAndWait(DOWNLOAD_START, DOWNLOAD_END, copies -> {
+            copies.download(dq.pointer(), dqHost);
+            copies.download(dk.pointer(), dkHost);
+            copies.download(dv.pointer(), dvHost);
+        });
+        PhaseTimings timings = new PhaseTimings().put("h2d", call.elapsed(UPLOAD_START, UPLOAD_END));
+        kernelTimings(timings).put("d2h", call.elapsed(DOWNLOAD_START, DOWNLOAD_END));
         return new MobaGradients(dqHost, dkHost, dvHost, timings);
     }
 
     private PhaseTimings kernelTimings(PhaseTimings timings) {
-        return timings.put("delta", elapsed(KERNELS_START, DELTA_END))
-                .put("route", elapsed(DELTA_END, ROUTE_END))
-                .put("dq_selected", elapsed(ROUTE_END, DQ_SELECTED_END))
-                .put("dq", elapsed(DQ_SELECTED_END, DQ_END))
-                .put("dkdv", elapsed(DQ_END, DKDV_END));
-    }
-
-    private void record(int event) {
-        check(JCudaDriver.cuEventRecord(call.events()[EVENT_BASE + event], stream),
-                () -> "cuEventRecord for " + context.get());
-    }
-
-    /** Waits for an event; an asynchronous kernel failure is reported here with the batch it was running. */
-    private void synchronize(int event, String what) {
-        check(JCudaDriver.cuEventSynchronize(call.events()[EVENT_BASE + event]),
-                () -> what + context.get() + " (kernels: " + kernels + ")");
-    }
-
-    private double elapsed(int from, int to) {
-        float[] ms = new float[1];
-        CUevent[] events = call.events();
-        check(JCudaDriver.cuEventElapsedTime(ms, events[EVENT_BASE + from], events[EVENT_BASE + to]),
-                () -> "cuEventElapsedTime for " + context.get());
-        return ms[0];
-    }
-
-    private void releaseTransfers() {
-        if (transfers != null) {
-            transfers.close();
-            transfers = null;
-        }
+        return timings.put("delta", call.elapsed(KERNELS_START, DELTA_END))
+                .put("route", call.elapsed(DELTA_END, ROUTE_END))
+                .put("dq_selected", call.elapsed(ROUTE_END, DQ_SELECTED_END))
+                .put("dq", call.elapsed(DQ_SELECTED_END, DQ_END))
+                .put("dkdv", call.elapsed(DQ_END, DKDV_END));
     }
 
     /**
@@ -404,31 +342,15 @@ public final class DeviceBackward implements AutoCloseable {
         return params;
     }
 
-    private void ensureOpen() {
-        if (closed) {
-            throw new IllegalStateException("device backward closed: " + context.get());
-        }
-    }
-
     /** Waits for queued work, then returns buffers and slabs (and, standalone, the stream) to their pools. */
     @Override
     public void close() {
-        if (closed) {
+        if (call.isClosed()) {
             return;
-        }
-        closed = true;
-        device.makeCurrent();
-        int status = JCudaDriver.cuStreamSynchronize(stream);
-        releaseTransfers();
-        for (DeviceBuffer b : buffers) {
-            pool.release(b);
         }
         if (forward != null) {
             forward.detach(this);
         }
-        if (streams != null) {
-            streams.release(call);
-        }
-        check(status, () -> "finishing the work of " + context.get());
+        call.close();
     }
 }

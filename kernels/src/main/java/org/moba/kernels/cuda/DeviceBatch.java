@@ -39,9 +39,7 @@ public final class DeviceBatch implements AutoCloseable {
     private static final int DOWNLOAD_END = 7;
     static final int EVENTS = 8;
 
-    /** Bit patterns no kernel writes: NaN for fp16, bf16 and fp32, and -2 for selections (-1 is padding). */
-    static final short POISON_16 = (short) 0xFFFF;
-    static final int POISON_32 = 0xFFFFFFFF;
+    /** A selection entry no kernel writes (-1 is padding); see {@link DeviceCall#POISON_16} for the tensors. */
     private static final int POISON_SELECTION = -2;
 
     /**
@@ -62,9 +60,8 @@ public final class DeviceBatch implements AutoCloseable {
     private final MobaParams params;
     private final BatchPlan plan;
     private final Supplier<String> context;
-    private final CallStream call;
+    private final DeviceCall call;
     private final CUstream stream;
-    private final List<DeviceBuffer> buffers = new ArrayList<>();
     private final DeviceBuffer q;
     private final DeviceBuffer k;
     private final DeviceBuffer v;
@@ -92,9 +89,6 @@ public final class DeviceBatch implements AutoCloseable {
     private final List<DeviceBackward> backwards = new ArrayList<>();
     /** The batch whose q, k, v and cu_seqlens this one reads ({@link #sameInputs}), or null: its own. */
     private final DeviceBatch inputs;
-    private StagedCopies transfers;
-    private boolean ran;
-    private boolean closed;
 
     DeviceBatch(CudaDevice device, DeviceBufferPool pool, StreamPool streams, MobaKernels kernels, boolean poison,
                 PackedBatch batch, MobaParams params, BatchPlan plan, AttentionPath.Choice path) {
@@ -116,7 +110,7 @@ public final class DeviceBatch implements AutoCloseable {
         this.path = path;
         this.rowsPerGroup = MobaKernels.rowsPerGroup(params.chunkSize());
         this.context = () -> device.describe() + ", " + batch + ", " + params;
-        this.call = streams.acquire();
+        this.call = new DeviceCall(device, pool, streams, streams.acquire(), 0, context, kernels, "device batch");
         this.stream = call.stream();
         long tokens = batch.totalTokens();
         long heads = batch.heads();
@@ -153,10 +147,7 @@ public final class DeviceBatch implements AutoCloseable {
             routedRows = allocate(gathered ? g.rowsBytes() : 0, "routed rows");
             partialOut = allocate(gathered ? g.partialOutBytes() : 0, "partial outputs");
             partialLse = allocate(gathered ? g.partialLseBytes() : 0, "partial lse");
-            long extra = 0;
-            for (DeviceBuffer b : buffers) {
-                extra += b.capacity();
-            }
+            long extra = call.allocatedBytes();
             long inputBytes = inputs == null ? q.capacity() + k.capacity() + v.capacity() : 0;
             extraBytes = extra - inputBytes - out.capacity() - lse.capacity();
             upload();
@@ -167,18 +158,16 @@ public final class DeviceBatch implements AutoCloseable {
     }
 
     private DeviceBuffer allocate(long bytes, String what) {
-        DeviceBuffer b = pool.acquire(bytes, () -> what + " of " + context.get());
-        buffers.add(b);
-        return b;
+        return call.allocate(bytes, what);
     }
 
     private void upload() {
         if (inputs != null) { // the shared inputs must have landed before this batch's kernels read them
-            check(JCudaDriver.cuStreamWaitEvent(stream, inputs.call.events()[UPLOAD_END], 0),
+            check(JCudaDriver.cuStreamWaitEvent(stream, inputs.call.event(UPLOAD_END), 0),
                     () -> "cuStreamWaitEvent for " + context.get());
         }
-        record(UPLOAD_START);
-        transfers = new StagedCopies(pool, stream, () -> "the upload of " + context.get());
+        call.record(UPLOAD_START);
+        StagedCopies transfers = call.transfers("the upload of ");
         if (inputs == null) {
             transfers.upload(batch.q(), q.pointer());
             transfers.upload(batch.k(), k.pointer());
@@ -187,7 +176,7 @@ public final class DeviceBatch implements AutoCloseable {
         }
         transfers.upload(plan.chunkBase, chunkBase.pointer());
         transfers.upload(plan.tiles, tiles.pointer());
-        record(UPLOAD_END);
+        call.record(UPLOAD_END);
     }
 
     /**
@@ -195,21 +184,16 @@ public final class DeviceBatch implements AutoCloseable {
      * {@code attention} (zero for a phase that does not run). Transfers are not included.
      */
     public PhaseTimings run() {
-        ensureOpen();
+        call.ensureOpen();
         device.makeCurrent();
         enqueueKernels();
-        synchronize(ATTENTION_END, "the kernels of ");
-        releaseTransfers();
+        call.awaitKernels(ATTENTION_END, "the kernels of ");
         return kernelTimings(new PhaseTimings());
     }
 
     /** Fetches the output of the latest run, with the times of the upload, that run and this download. */
     public MobaOutput download() {
-        ensureOpen();
-        if (!ran) {
-            throw new IllegalStateException("download() before run() on " + context.get());
-        }
-        device.makeCurrent();
+        call.ensureDownloadable();
         return enqueueDownloadAndWait();
     }
 
@@ -226,7 +210,7 @@ public final class DeviceBatch implements AutoCloseable {
      * (uploading only its own index arrays). Close it before this one.
      */
     DeviceBatch sameInputs(MobaParams otherParams) {
-        ensureOpen();
+        call.ensureOpen();
         CudaInputRules.check(batch, otherParams);
         device.makeCurrent();
         BatchPlan otherPlan = BatchPlan.of(batch, otherParams);
@@ -240,7 +224,7 @@ public final class DeviceBatch implements AutoCloseable {
         if (poison) {
             enqueuePoison();
         }
-        record(KERNELS_START);
+        call.record(KERNELS_START);
         CUstream s = stream;
         int hkv = batch.kvHeads();
         int c = params.chunkSize();
@@ -249,7 +233,7 @@ public final class DeviceBatch implements AutoCloseable {
                     batch.numSequences(), hkv, c, plan.numFullChunks, mu.pointer(), muPlanes.pointer(),
                     muUnscale.pointer());
         }
-        record(MEANS_END);
+        call.record(MEANS_END);
         if (plan.runsGate() && plan.numTiles > 0 && plan.numFullChunks == 0) {
             // No sequence has a full chunk, so no query has a candidate: the selection is all padding.
             check(JCudaDriver.cuMemsetD32Async(sel.pointer(), -1, sel.bytes() / 4, stream),
@@ -259,7 +243,7 @@ public final class DeviceBatch implements AutoCloseable {
                     chunkBase.pointer(), tiles.pointer(), plan.numTiles, sel.pointer(), selScores.pointer(),
                     plan.selectionWidth, batch.heads(), hkv, c, plan.numFullChunks, batch.totalTokens());
         }
-        record(GATE_END);
+        call.record(GATE_END);
         if (plan.numTiles > 0 && path.path() == AttentionPath.GATHERED) {
             enqueueGatheredAttention();
         } else if (plan.numTiles > 0) {
@@ -267,8 +251,8 @@ public final class DeviceBatch implements AutoCloseable {
                     cuSeqlens.pointer(), sel.pointer(), plan.selectionWidth, tiles.pointer(), plan.numTiles,
                     batch.heads(), hkv, c, plan.scale, plan.dense);
         }
-        record(ATTENTION_END);
-        ran = true;
+        call.record(ATTENTION_END);
+        call.markRan();
     }
 
     /** ABI.md section 4: routing, the selected chunks per bucket, then the own chunk merged with the partials. */
@@ -295,91 +279,46 @@ public final class DeviceBatch implements AutoCloseable {
 
     /** Fills every output and scratch buffer with values no kernel produces, so unwritten elements show. */
     private void enqueuePoison() {
-        poison(out, POISON_16, "out");
-        poison(lse, POISON_32, "lse");
-        poison(mu, POISON_32, "the chunk means");
-        poison(muPlanes, POISON_16, "the chunk mean planes");
-        poison(muUnscale, POISON_32, "the chunk mean scales");
-        poison(sel, POISON_SELECTION, "the selection");
-        poison(selScores, POISON_32, "the selection scores");
-        poison(partialOut, POISON_16, "the partial outputs");
-        poison(partialLse, POISON_32, "the partial lse");
-    }
-
-    private void poison(DeviceBuffer b, short bits, String what) {
-        if (b.bytes() > 0) {
-            check(JCudaDriver.cuMemsetD16Async(b.pointer(), bits, b.bytes() / 2, stream),
-                    () -> "poisoning " + what + " of " + context.get());
-        }
-    }
-
-    private void poison(DeviceBuffer b, int bits, String what) {
-        if (b.bytes() > 0) {
-            check(JCudaDriver.cuMemsetD32Async(b.pointer(), bits, b.bytes() / 4, stream),
-                    () -> "poisoning " + what + " of " + context.get());
-        }
+        call.poison(out, DeviceCall.POISON_16, "out");
+        call.poison(lse, DeviceCall.POISON_32, "lse");
+        call.poison(mu, DeviceCall.POISON_32, "the chunk means");
+        call.poison(muPlanes, DeviceCall.POISON_16, "the chunk mean planes");
+        call.poison(muUnscale, DeviceCall.POISON_32, "the chunk mean scales");
+        call.poison(sel, POISON_SELECTION, "the selection");
+        call.poison(selScores, DeviceCall.POISON_32, "the selection scores");
+        call.poison(partialOut, DeviceCall.POISON_16, "the partial outputs");
+        call.poison(partialLse, DeviceCall.POISON_32, "the partial lse");
     }
 
     private MobaOutput enqueueDownloadAndWait() {
         short[] outHost = new short[batch.q().length];
         float[] lseHost = new float[batch.totalTokens() * batch.heads()];
         int[] selHost = new int[Math.toIntExact((long) lseHost.length * plan.selectionWidth)];
-        if (transfers == null) {
-            transfers = new StagedCopies(pool, stream, () -> "the download of " + context.get());
-        }
-        record(DOWNLOAD_START);
-        transfers.download(out.pointer(), outHost);
-        transfers.download(lse.pointer(), lseHost);
-        transfers.download(sel.pointer(), selHost);
-        record(DOWNLOAD_END);
-        transfers.finish();
-        synchronize(DOWNLOAD_END, "the download of ");
-        releaseTransfers();
-        PhaseTimings timings = new PhaseTimings().put("h2d", elapsed(UPLOAD_START, UPLOAD_END));
-        kernelTimings(timings).put("d2h", elapsed(DOWNLOAD_START, DOWNLOAD_END));
+        call.downloadAndWait(DOWNLOAD_START, DOWNLOAD_END, copies -> {
+            copies.download(out.pointer(), outHost);
+            copies.download(lse.pointer(), lseHost);
+            copies.download(sel.pointer(), selHost);
+        });
+        PhaseTimings timings = new PhaseTimings().put("h2d", call.elapsed(UPLOAD_START, UPLOAD_END));
+        kernelTimings(timings).put("d2h", call.elapsed(DOWNLOAD_START, DOWNLOAD_END));
         return new MobaOutput(outHost, lseHost, selHost, plan.selectionWidth, timings);
     }
 
     /** Recorded on this batch's stream after the latest queued kernels: other streams may wait for it. */
     CUevent kernelsDone() {
-        return call.events()[ATTENTION_END];
+        return call.event(ATTENTION_END);
     }
 
     /** Time of this batch's upload, in ms; only once {@link #kernelsDone()} has completed. */
     double uploadMs() {
-        return elapsed(UPLOAD_START, UPLOAD_END);
+        return call.elapsed(UPLOAD_START, UPLOAD_END);
     }
 
     /** Adds the latest kernels' phases to {@code timings}; only once {@link #kernelsDone()} has completed. */
     PhaseTimings kernelTimings(PhaseTimings timings) {
-        return timings.put("chunk_means", elapsed(KERNELS_START, MEANS_END))
-                .put("gate_topk", elapsed(MEANS_END, GATE_END))
-                .put("attention", elapsed(GATE_END, ATTENTION_END));
-    }
-
-    private void record(int event) {
-        check(JCudaDriver.cuEventRecord(call.events()[event], stream), () -> "cuEventRecord for " + context.get());
-    }
-
-    /** Waits for an event; an asynchronous kernel failure is reported here with the batch it was running. */
-    private void synchronize(int event, String what) {
-        check(JCudaDriver.cuEventSynchronize(call.events()[event]),
-                () -> what + context.get() + " (kernels: " + kernels + ")");
-    }
-
-    private double elapsed(int from, int to) {
-        float[] ms = new float[1];
-        CUevent[] events = call.events();
-        check(JCudaDriver.cuEventElapsedTime(ms, events[from], events[to]),
-                () -> "cuEventElapsedTime for " + context.get());
-        return ms[0];
-    }
-
-    private void releaseTransfers() {
-        if (transfers != null) {
-            transfers.close();
-            transfers = null;
-        }
+        return timings.put("chunk_means", call.elapsed(KERNELS_START, MEANS_END))
+                .put("gate_topk", call.elapsed(MEANS_END, GATE_END))
+                .put("attention", call.elapsed(GATE_END, ATTENTION_END));
     }
 
     /**
@@ -430,15 +369,15 @@ public final class DeviceBatch implements AutoCloseable {
 
     /** The device state a backward pass reads; only for {@link DeviceBackward}. */
     Resident resident() {
-        ensureOpen();
+        call.ensureOpen();
         long indexBytes = cuSeqlens.capacity() + chunkBase.capacity() + tiles.capacity();
-        return new Resident(call, q.pointer(), k.pointer(), v.pointer(), out.pointer(), lse.pointer(), sel.pointer(),
+        return new Resident(call.callStream(), q.pointer(), k.pointer(), v.pointer(), out.pointer(), lse.pointer(), sel.pointer(),
                 cuSeqlens.pointer(), chunkBase.pointer(), tiles.pointer(), indexBytes);
     }
 
     /** Whether the kernels have run at least once, so that out, lse and the selection on the device are valid. */
     boolean hasRun() {
-        return ran;
+        return call.hasRun();
     }
 
     /** Whether this batch's buffers come from {@code p} (i.e. it was uploaded by the backend owning {@code p}). */
@@ -456,7 +395,7 @@ public final class DeviceBatch implements AutoCloseable {
 
     /** Registers a backward pass on this batch's device state: {@link #close()} closes it first. */
     void attach(DeviceBackward backward) {
-        ensureOpen();
+        call.ensureOpen();
         backwards.add(backward);
     }
 
@@ -464,29 +403,15 @@ public final class DeviceBatch implements AutoCloseable {
         backwards.remove(backward);
     }
 
-    private void ensureOpen() {
-        if (closed) {
-            throw new IllegalStateException("device batch closed: " + context.get());
-        }
-    }
-
     /** Waits for queued work, then returns buffers, slabs and the stream to their pools. */
     @Override
     public void close() {
-        if (closed) {
+        if (call.isClosed()) {
             return;
         }
         for (DeviceBackward b : new ArrayList<>(backwards)) {
             b.close();
         }
-        closed = true;
-        device.makeCurrent();
-        int status = JCudaDriver.cuStreamSynchronize(stream);
-        releaseTransfers();
-        for (DeviceBuffer b : buffers) {
-            pool.release(b);
-        }
-        streams.release(call);
-        check(status, () -> "finishing the work of " + context.get());
+        call.close();
     }
 }

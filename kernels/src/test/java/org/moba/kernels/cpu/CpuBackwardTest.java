@@ -100,8 +100,8 @@ class CpuBackwardTest {
         for (int i = 0; i < 3; i++) {
             assertAllFinite(mine[i], c + ": fp32 " + names[i]);
             assertEquals(oracle[i].length, mine16[i].length, c + ": " + names[i] + " size");
-            errors[i] = error(oracle[i], ErrorMetrics.toDouble(mine[i]));
-            errors16[i] = error(oracle[i], ErrorMetrics.toDouble(mine16[i], dtype));
+            errors[i] = ErrorMetrics.relativeL2OrRms(oracle[i], ErrorMetrics.toDouble(mine[i]));
+            errors16[i] = ErrorMetrics.relativeL2OrRms(oracle[i], ErrorMetrics.toDouble(mine16[i], dtype));
         }
         System.out.printf(Locale.ROOT, "%s: fp32 dq %.2e dk %.2e dv %.2e | %s dq %.2e dk %.2e dv %.2e | %s%n", c,
                 errors[0], errors[1], errors[2], dtype.label(), errors16[0], errors16[1], errors16[2],
@@ -125,24 +125,6 @@ class CpuBackwardTest {
                 || batch.totalTokens() == 0, c + ": timings " + rounded.timings());
     }
 
-    /**
-     * Relative L2 error; where the reference is exactly zero (a length-1 sequence: its one key gets all the weight,
-     * so dq = dk = 0), the RMS of {@code actual} instead: the inputs are of unit scale, so that is a relative size.
-     */
-    private static double error(double[] reference, double[] actual) {
-        boolean zero = true;
-        for (double r : reference) {
-            zero &= r == 0;
-        }
-        if (!zero) {
-            return ErrorMetrics.relativeL2(reference, actual);
-        }
-        double squares = 0;
-        for (double a : actual) {
-            squares += a * a;
-        }
-        return reference.length == 0 ? 0 : Math.sqrt(squares / reference.length);
-    }
 
     /**
      * The rounded gradients carry two roundings: their own (a half-ulp, {@code 2^-9} bf16, {@code 2^-12} fp16

@@ -27,18 +27,26 @@ import org.moba.kernels.cpu.CpuMobaAttention;
 class BackwardRulesTest {
 
     private static PackedBatch randomBatch(BatchLayout layout, int... lengths) {
-        return CudaMobaAttentionTest.randomBatch(new SplittableRandom(11), layout, lengths);
+        return CudaTestSupport.randomBatch(new SplittableRandom(11), layout, lengths);
+    }
+
+    /** Sequences of 70 and 200 tokens (270 in all; the second starts at token 70), H 4/2, D 64. */
+    private static PackedBatch twoSequences(DType dtype) {
+        return randomBatch(new BatchLayout(dtype, 4, 2, 64), 70, 200);
+    }
+
+    /** The CPU backend's forward of {@code batch}: a well-formed forward for the rules to accept. */
+    private static MobaOutput cpuForward(PackedBatch batch, MobaParams params) {
+        try (CpuMobaAttention cpu = new CpuMobaAttention(1)) {
+            return cpu.forward(batch, params);
+        }
     }
 
     @Test
     void backwardInputsAreCheckedWithFieldAndValue() {
-        BatchLayout layout = new BatchLayout(DType.BF16, 4, 2, 64);
-        PackedBatch batch = randomBatch(layout, 70, 200);
+        PackedBatch batch = twoSequences(DType.BF16);
         MobaParams params = MobaParams.of(64, 3);
-        MobaOutput fwd;
-        try (CpuMobaAttention cpu = new CpuMobaAttention(1)) {
-            fwd = cpu.forward(batch, params);
-        }
+        MobaOutput fwd = cpuForward(batch, params);
         short[] dout = batch.q().clone();
         assertDoesNotThrow(() -> CudaInputRules.checkBackward(batch, params, fwd, dout));
 
@@ -68,13 +76,9 @@ class BackwardRulesTest {
 
     @Test
     void selectionsTheKernelsCannotRouteAreRejected() {
-        BatchLayout layout = new BatchLayout(DType.FP16, 4, 2, 64);
-        PackedBatch batch = randomBatch(layout, 70, 200);
+        PackedBatch batch = twoSequences(DType.FP16);
         MobaParams params = MobaParams.of(64, 3);
-        MobaOutput fwd;
-        try (CpuMobaAttention cpu = new CpuMobaAttention(1)) {
-            fwd = cpu.forward(batch, params);
-        }
+        MobaOutput fwd = cpuForward(batch, params);
         short[] dout = batch.q().clone();
         int w = fwd.selectionWidth();
         int h = batch.heads();
@@ -111,10 +115,7 @@ class BackwardRulesTest {
         BatchLayout layout = new BatchLayout(DType.BF16, 2, 2, 128);
         PackedBatch batch = randomBatch(layout, 130);
         MobaParams dense = MobaParams.denseCausal(64);
-        MobaOutput fwd;
-        try (CpuMobaAttention cpu = new CpuMobaAttention(1)) {
-            fwd = cpu.forward(batch, dense);
-        }
+        MobaOutput fwd = cpuForward(batch, dense);
         assertEquals(0, fwd.selectionWidth());
         assertDoesNotThrow(() -> CudaInputRules.checkBackward(batch, dense, fwd, batch.q()));
     }

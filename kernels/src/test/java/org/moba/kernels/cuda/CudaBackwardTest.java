@@ -5,6 +5,9 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assertions.fail;
+import static org.moba.kernels.cuda.CudaTestSupport.SEED;
+import static org.moba.kernels.cuda.CudaTestSupport.randomBatch;
+import static org.moba.kernels.cuda.CudaTestSupport.rng;
 
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -17,9 +20,8 @@ import java.util.concurrent.Future;
 import java.util.stream.Stream;
 
 import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.Assumptions;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.MethodSource;
 import org.moba.kernels.BatchLayout;
@@ -46,41 +48,18 @@ import org.moba.kernels.reference.OracleComparison;
  * concurrent callers. Skipped, with the reason, where no usable GPU exists.
  */
 class CudaBackwardTest {
-    private static final int ORDINAL = Integer.getInteger("moba.cuda.device", 0);
-    private static final long SEED = Long.getLong("moba.test.seed", new SplittableRandom().nextLong());
     private static final List<String> PHASES = List.of("h2d", "delta", "route", "dq_selected", "dq", "dkdv", "d2h");
 
-    private static String reason;
     private static CudaMobaAttention cuda;
-
-    @BeforeAll
-    static void openDevice() {
-        System.out.println("CudaBackwardTest seed " + SEED + " (rerun with -Dmoba.test.seed=" + SEED + ")");
-        reason = CudaMobaAttention.unavailableReason(ORDINAL);
-        if (reason == null) {
-            cuda = CudaMobaAttention.open(ORDINAL);
-            cuda.poisonOutputs(true);
-            System.out.println("testing on " + cuda.device());
-        } else {
-            System.out.println("no usable CUDA device: " + reason);
-        }
-    }
+    @RegisterExtension
+    static final CudaTestSupport gpu = new CudaTestSupport(c -> cuda = c);
 
     @AfterAll
-    static void closeDevice() {
+    static void printPeakMemory() {
         if (cuda != null) {
             System.out.printf(Locale.ROOT, "peak extra device memory: forward %.1f MiB, backward %.1f MiB%n",
                     cuda.peakExtraDeviceBytes() / 1048576.0, cuda.peakExtraBackwardDeviceBytes() / 1048576.0);
-            cuda.close();
         }
-    }
-
-    private static void requireDevice() {
-        Assumptions.assumeTrue(reason == null, "no usable CUDA device: " + reason);
-    }
-
-    private static SplittableRandom rng(String label) {
-        return new SplittableRandom(SEED ^ label.hashCode() * 0x9E3779B97F4A7C15L);
     }
 
     static double tolerance(DType dtype) {
@@ -107,7 +86,7 @@ class CudaBackwardTest {
 
         PackedBatch batch(SplittableRandom rng) {
             if (!structured) {
-                return CudaMobaAttentionTest.randomBatch(rng, layout(), lengths);
+                return randomBatch(rng, layout(), lengths);
             }
             SyntheticSequences synthetic = new SyntheticSequences(rng.nextLong(), layout(), params.chunkSize());
             List<Sequence> sequences = new ArrayList<>();
@@ -182,7 +161,7 @@ class CudaBackwardTest {
     @ParameterizedTest(name = "{0}")
     @MethodSource("oracleCases")
     void matchesFloat64OracleOnTheBackendsSelection(Case c) {
-        requireDevice();
+        gpu.requireDevice();
         SplittableRandom rng = rng(c.toString());
         PackedBatch batch = c.batch(rng);
         short[] dout = randomBits(rng, batch.q().length, batch.dtype());
@@ -206,7 +185,7 @@ class CudaBackwardTest {
         for (int i = 0; i < 3; i++) {
             assertEquals(oracle[i].length, mine[i].length, label + ": " + names[i] + " length");
             assertAllFinite(batch, mine[i], i == 0 ? batch.heads() : batch.kvHeads(), label + ": " + names[i]);
-            errors[i] = error(oracle[i], ErrorMetrics.toDouble(mine[i], dtype));
+            errors[i] = ErrorMetrics.relativeL2OrRms(oracle[i], ErrorMetrics.toDouble(mine[i], dtype));
         }
         System.out.printf(Locale.ROOT, "%s: dq %.2e dk %.2e dv %.2e | %s%n", label, errors[0], errors[1], errors[2],
                 g.timings());
@@ -220,24 +199,6 @@ class CudaBackwardTest {
         return g;
     }
 
-    /**
-     * Relative L2 error; where the reference is exactly zero (a batch of length-1 sequences: the one key gets all the
-     * weight, so dq = dk = 0), the RMS of {@code actual} instead, a relative size for inputs of unit scale.
-     */
-    static double error(double[] reference, double[] actual) {
-        boolean zero = true;
-        for (double r : reference) {
-            zero &= r == 0;
-        }
-        if (!zero) {
-            return ErrorMetrics.relativeL2(reference, actual);
-        }
-        double squares = 0;
-        for (double a : actual) {
-            squares += a * a;
-        }
-        return reference.length == 0 ? 0 : Math.sqrt(squares / reference.length);
-    }
 
     /** Every element finite: the gradients were poisoned with NaN, so an unwritten one shows here. */
     private static void assertAllFinite(PackedBatch batch, short[] bits, int heads, String label) {
@@ -259,12 +220,10 @@ class CudaBackwardTest {
      */
     @Test
     void selectionWidthWithoutAnyFullChunk() {
-        requireDevice();
-        BatchLayout layout = new BatchLayout(DType.BF16, 4, 2, 64);
+        gpu.requireDevice();
         MobaParams params = MobaParams.of(64, 3);
         SplittableRandom rng = rng("no full chunk");
-        PackedBatch exact = CudaMobaAttentionTest.randomBatch(rng, layout, 10, 0, 63);
-        PackedBatch batch = PackedBatch.of(layout, exact.cuSeqlens(), 300, exact.q(), exact.k(), exact.v());
+        PackedBatch batch = CudaTestSupport.withoutFullChunk(rng);
         assertEquals(2, params.selectionWidth(batch.maxSeqlen()));
         assertMatchesOracle(batch, params, randomBits(rng, batch.q().length, DType.BF16),
                 "NFC = 0 (seed " + SEED + ")");
@@ -273,7 +232,7 @@ class CudaBackwardTest {
     /** A sequence's gradients alone and packed among others (same max_seqlen, so the same W): bit for bit. */
     @Test
     void sequenceGivesBitIdenticalGradientsAloneAndPacked() {
-        requireDevice();
+        gpu.requireDevice();
         for (MobaParams params : List.of(MobaParams.of(64, 4), MobaParams.of(128, 8), MobaParams.of(64, 1),
                 MobaParams.denseCausal(64))) {
             for (DType dtype : DType.values()) {
@@ -317,11 +276,11 @@ class CudaBackwardTest {
      */
     @Test
     void gradientsAreBitIdenticalRunToRunStandaloneAndResident() {
-        requireDevice();
+        gpu.requireDevice();
         BatchLayout layout = new BatchLayout(DType.FP16, 16, 16, 128);
         MobaParams params = MobaParams.of(128, 8);
         SplittableRandom rng = rng("backward determinism");
-        PackedBatch batch = CudaMobaAttentionTest.randomBatch(rng, layout, 8192, 8192);
+        PackedBatch batch = randomBatch(rng, layout, 8192, 8192);
         short[] dout = randomBits(rng, batch.q().length, DType.FP16);
         MobaOutput fwd = gatheredForward(batch, params);
         MobaGradients first = cuda.backward(batch, params, fwd, dout);
@@ -348,10 +307,10 @@ class CudaBackwardTest {
     /** On the forward's device state for dense and own-chunk-only calls too; closing the forward closes it. */
     @Test
     void residentBackwardEqualsStandaloneForEveryMode() {
-        requireDevice();
+        gpu.requireDevice();
         BatchLayout layout = new BatchLayout(DType.BF16, 8, 2, 64);
         SplittableRandom rng = rng("resident modes");
-        PackedBatch batch = CudaMobaAttentionTest.randomBatch(rng, layout, 700, 0, 129, 1);
+        PackedBatch batch = randomBatch(rng, layout, 700, 0, 129, 1);
         short[] dout = randomBits(rng, batch.q().length, DType.BF16);
         for (MobaParams params : List.of(MobaParams.of(64, 3), MobaParams.of(64, 1), MobaParams.denseCausal(64))) {
             MobaGradients standalone = cuda.backward(batch, params, gatheredForward(batch, params), dout);
@@ -369,7 +328,7 @@ class CudaBackwardTest {
 
     @Test
     void concurrentCallersGetTheSameGradientsAsOneCaller() throws Exception {
-        requireDevice();
+        gpu.requireDevice();
         BatchLayout layout = new BatchLayout(DType.FP16, 4, 2, 64);
         MobaParams params = MobaParams.of(64, 3);
         SplittableRandom rng = rng("threads");
@@ -378,7 +337,7 @@ class CudaBackwardTest {
         List<short[]> douts = new ArrayList<>();
         List<MobaGradients> sequential = new ArrayList<>();
         for (int i = 0; i < 16; i++) {
-            PackedBatch b = CudaMobaAttentionTest.randomBatch(rng, layout, rng.nextInt(1, 2000), rng.nextInt(0, 700));
+            PackedBatch b = randomBatch(rng, layout, rng.nextInt(1, 2000), rng.nextInt(0, 700));
             batches.add(b);
             forwards.add(cuda.forward(b, params));
             douts.add(randomBits(rng, b.q().length, DType.FP16));
@@ -401,7 +360,7 @@ class CudaBackwardTest {
 
     @Test
     void twoThousandSmallBackwardsLeakNoDeviceMemory() {
-        requireDevice();
+        gpu.requireDevice();
         BatchLayout layout = new BatchLayout(DType.BF16, 4, 2, 64);
         MobaParams params = MobaParams.of(64, 3);
         SplittableRandom rng = rng("leak");
@@ -409,7 +368,7 @@ class CudaBackwardTest {
         List<MobaOutput> forwards = new ArrayList<>();
         List<short[]> douts = new ArrayList<>();
         for (int i = 0; i < 32; i++) {
-            PackedBatch b = CudaMobaAttentionTest.randomBatch(rng, layout, rng.nextInt(1, 300), rng.nextInt(0, 300),
+            PackedBatch b = randomBatch(rng, layout, rng.nextInt(1, 300), rng.nextInt(0, 300),
                     rng.nextInt(1, 40));
             batches.add(b);
             forwards.add(cuda.forward(b, params));
@@ -432,9 +391,9 @@ class CudaBackwardTest {
 
     @Test
     void batchWithoutTokensGivesEmptyGradients() {
-        requireDevice();
+        gpu.requireDevice();
         BatchLayout layout = new BatchLayout(DType.FP16, 4, 2, 128);
-        PackedBatch empty = CudaMobaAttentionTest.randomBatch(rng("empty"), layout, 0, 0);
+        PackedBatch empty = randomBatch(rng("empty"), layout, 0, 0);
         MobaParams params = MobaParams.of(64, 3);
         MobaGradients g = cuda.backward(empty, params, cuda.forward(empty, params), new short[0]);
         assertEquals(0, g.dq().length);
@@ -445,10 +404,10 @@ class CudaBackwardTest {
     /** Validation runs before any device work (the rules themselves: {@link BackwardRulesTest}). */
     @Test
     void badInputsAreRejectedBeforeDeviceWork() {
-        requireDevice();
+        gpu.requireDevice();
         BatchLayout layout = new BatchLayout(DType.BF16, 4, 2, 64);
         SplittableRandom rng = rng("bad inputs");
-        PackedBatch batch = CudaMobaAttentionTest.randomBatch(rng, layout, 300);
+        PackedBatch batch = randomBatch(rng, layout, 300);
         MobaParams params = MobaParams.of(64, 3);
         MobaOutput fwd = cuda.forward(batch, params);
         short[] dout = randomBits(rng, batch.q().length, DType.BF16);

@@ -4,6 +4,9 @@ import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.moba.kernels.cuda.CudaTestSupport.SEED;
+import static org.moba.kernels.cuda.CudaTestSupport.randomBatch;
+import static org.moba.kernels.cuda.CudaTestSupport.rng;
 
 import java.util.ArrayList;
 import java.util.List;
@@ -13,10 +16,8 @@ import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import java.util.stream.Stream;
 
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.Assumptions;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.MethodSource;
 import org.moba.kernels.BatchLayout;
@@ -39,40 +40,11 @@ import org.moba.kernels.SyntheticSequences;
  * -Dmoba.test.seed=N). Skipped, with the reason, where no usable GPU exists.
  */
 class CudaDenseComparisonTest {
-    private static final int ORDINAL = Integer.getInteger("moba.cuda.device", 0);
-    private static final long SEED = Long.getLong("moba.test.seed", new SplittableRandom().nextLong());
     private static final double RELATIVE = 1e-6;
 
-    private static String reason;
     private static CudaMobaAttention cuda;
-
-    @BeforeAll
-    static void openDevice() {
-        System.out.println("CudaDenseComparisonTest seed " + SEED + " (rerun with -Dmoba.test.seed=" + SEED + ")");
-        reason = CudaMobaAttention.unavailableReason(ORDINAL);
-        if (reason == null) {
-            cuda = CudaMobaAttention.open(ORDINAL);
-            cuda.poisonOutputs(true);
-            System.out.println("testing on " + cuda.device());
-        } else {
-            System.out.println("no usable CUDA device: " + reason);
-        }
-    }
-
-    @AfterAll
-    static void closeDevice() {
-        if (cuda != null) {
-            cuda.close();
-        }
-    }
-
-    private static void requireDevice() {
-        Assumptions.assumeTrue(reason == null, "no usable CUDA device: " + reason);
-    }
-
-    private static SplittableRandom rng(String label) {
-        return new SplittableRandom(SEED ^ label.hashCode() * 0x9E3779B97F4A7C15L);
-    }
+    @RegisterExtension
+    static final CudaTestSupport gpu = new CudaTestSupport(c -> cuda = c);
 
     record Case(DType dtype, int headDim, MobaParams params, AttentionPath path, int[] lengths) {
         @Override
@@ -102,9 +74,9 @@ class CudaDenseComparisonTest {
     @ParameterizedTest(name = "{0}")
     @MethodSource("cases")
     void metricsMatchTheHostMathOnTheCudaOutputsAndOutputsMatchForward(Case c) {
-        requireDevice();
+        gpu.requireDevice();
         BatchLayout layout = new BatchLayout(c.dtype(), 8, 2, c.headDim());
-        PackedBatch batch = CudaMobaAttentionTest.randomBatch(rng(c.toString()), layout, c.lengths());
+        PackedBatch batch = randomBatch(rng(c.toString()), layout, c.lengths());
         cuda.forcePath(c.path());
         try {
             DenseComparison kept = cuda.compareWithDense(batch, c.params(), true);
@@ -131,7 +103,7 @@ class CudaDenseComparisonTest {
 
     @Test
     void structuredInputsLoseSomeMassAndStayWithinBounds() {
-        requireDevice();
+        gpu.requireDevice();
         BatchLayout layout = new BatchLayout(DType.BF16, 16, 4, 128);
         SyntheticSequences synth = new SyntheticSequences(SEED, layout, 128);
         List<Sequence> sequences = List.of(synth.generate(0, 3000), synth.generate(1, 100), synth.generate(2, 1500));
@@ -159,7 +131,7 @@ class CudaDenseComparisonTest {
 
     @Test
     void batchesWithoutTokensOrSequences() {
-        requireDevice();
+        gpu.requireDevice();
         BatchLayout layout = new BatchLayout(DType.FP16, 4, 2, 64);
         PackedBatch empty = PackedBatch.of(layout, new int[] {0, 0, 0}, 0, new short[0], new short[0], new short[0]);
         DenseComparison c = cuda.compareWithDense(empty, MobaParams.of(64, 2), true);
@@ -174,12 +146,12 @@ class CudaDenseComparisonTest {
 
     @Test
     void concurrentCallersGetTheSameMetricsAsOneCaller() throws Exception {
-        requireDevice();
+        gpu.requireDevice();
         BatchLayout layout = new BatchLayout(DType.BF16, 8, 2, 128);
         SplittableRandom rng = rng("concurrent");
         List<PackedBatch> batches = new ArrayList<>();
         for (int i = 0; i < 6; i++) {
-            batches.add(CudaMobaAttentionTest.randomBatch(rng, layout, 100 + 300 * i, 64 * i + 1));
+            batches.add(randomBatch(rng, layout, 100 + 300 * i, 64 * i + 1));
         }
         MobaParams params = MobaParams.of(64, 3);
         List<List<QualityMetrics>> alone = new ArrayList<>();
@@ -205,9 +177,9 @@ class CudaDenseComparisonTest {
 
     @Test
     void repeatedCallsReuseTheirDeviceMemory() {
-        requireDevice();
+        gpu.requireDevice();
         BatchLayout layout = new BatchLayout(DType.FP16, 4, 2, 64);
-        PackedBatch batch = CudaMobaAttentionTest.randomBatch(rng("repeat"), layout, 500, 70);
+        PackedBatch batch = randomBatch(rng("repeat"), layout, 500, 70);
         MobaParams params = MobaParams.of(64, 2);
         for (int i = 0; i < 5; i++) {
             cuda.compareWithDense(batch, params, i % 2 == 0);

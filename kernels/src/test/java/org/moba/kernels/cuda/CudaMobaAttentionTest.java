@@ -5,6 +5,9 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.moba.kernels.cuda.CudaTestSupport.SEED;
+import static org.moba.kernels.cuda.CudaTestSupport.randomBatch;
+import static org.moba.kernels.cuda.CudaTestSupport.rng;
 
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -15,10 +18,8 @@ import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import java.util.stream.Stream;
 
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.Assumptions;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
 import org.junit.jupiter.params.provider.MethodSource;
@@ -39,40 +40,9 @@ import org.moba.kernels.SyntheticSequences;
  * GPU exists.
  */
 class CudaMobaAttentionTest {
-    private static final int ORDINAL = Integer.getInteger("moba.cuda.device", 0);
-    private static final long SEED = Long.getLong("moba.test.seed", new SplittableRandom().nextLong());
-
-    private static String reason;
     private static CudaMobaAttention cuda;
-
-    @BeforeAll
-    static void openDevice() {
-        System.out.println("CudaMobaAttentionTest seed " + SEED + " (rerun with -Dmoba.test.seed=" + SEED + ")");
-        reason = CudaMobaAttention.unavailableReason(ORDINAL);
-        if (reason == null) {
-            cuda = CudaMobaAttention.open(ORDINAL);
-            cuda.poisonOutputs(true);
-            System.out.println("testing on " + cuda.device());
-        } else {
-            System.out.println("no usable CUDA device: " + reason);
-        }
-    }
-
-    @AfterAll
-    static void closeDevice() {
-        if (cuda != null) {
-            cuda.close();
-        }
-    }
-
-    private static void requireDevice() {
-        Assumptions.assumeTrue(reason == null, "no usable CUDA device: " + reason);
-    }
-
-    /** A fresh generator per test, derived from the run's seed and the test's label. */
-    private static SplittableRandom rng(String label) {
-        return new SplittableRandom(SEED ^ label.hashCode() * 0x9E3779B97F4A7C15L);
-    }
+    @RegisterExtension
+    static final CudaTestSupport gpu = new CudaTestSupport(c -> cuda = c);
 
     /**
      * One oracle comparison: shape, parameters, sequence lengths and the forced attention path (null where only
@@ -110,14 +80,6 @@ class CudaMobaAttentionTest {
         Case withPath(AttentionPath p) {
             return new Case(dtype, heads, kvHeads, headDim, params, lengths, p);
         }
-    }
-
-    static PackedBatch randomBatch(SplittableRandom rng, BatchLayout layout, int... lengths) {
-        List<Sequence> sequences = new ArrayList<>();
-        for (int i = 0; i < lengths.length; i++) {
-            sequences.add(SyntheticSequences.random(rng, layout, "s" + i, lengths[i]));
-        }
-        return new SequencePacker(layout, Integer.MAX_VALUE).concat(sequences).batch();
     }
 
     private static int[] edgeLengths(int c) {
@@ -178,7 +140,7 @@ class CudaMobaAttentionTest {
     @ParameterizedTest(name = "{0}")
     @MethodSource("oracleCases")
     void matchesFloat64Oracle(Case c) {
-        requireDevice();
+        gpu.requireDevice();
         SplittableRandom rng = rng(c.inputs());
         PackedBatch batch = randomBatch(rng, c.layout(), c.lengths());
         MobaOutput out = forward(batch, c.params(), c.path(), c.expectedPath(), c.toString());
@@ -191,7 +153,7 @@ class CudaMobaAttentionTest {
     @ParameterizedTest
     @EnumSource(AttentionPath.class)
     void sequenceGivesBitIdenticalResultsAlonePackedAndRepeated(AttentionPath path) {
-        requireDevice();
+        gpu.requireDevice();
         BatchLayout layout = new BatchLayout(DType.BF16, 8, 2, 128);
         MobaParams params = MobaParams.of(64, 4);
         SplittableRandom rng = rng("packing");
@@ -230,7 +192,7 @@ class CudaMobaAttentionTest {
      */
     @Test
     void gatheredPathIsBitIdenticalRunToRunDespiteAtomicRouting() {
-        requireDevice();
+        gpu.requireDevice();
         BatchLayout layout = new BatchLayout(DType.FP16, 16, 16, 128);
         MobaParams params = MobaParams.of(128, 8);
         SplittableRandom rng = rng("gathered determinism");
@@ -264,12 +226,10 @@ class CudaMobaAttentionTest {
     @ParameterizedTest
     @EnumSource(AttentionPath.class)
     void selectionWidthWithoutAnyFullChunk(AttentionPath path) {
-        requireDevice();
-        BatchLayout layout = new BatchLayout(DType.BF16, 4, 2, 64);
+        gpu.requireDevice();
         MobaParams params = MobaParams.of(64, 3);
         SplittableRandom rng = rng("no full chunk");
-        PackedBatch exact = randomBatch(rng, layout, 10, 0, 63);
-        PackedBatch batch = PackedBatch.of(layout, exact.cuSeqlens(), 300, exact.q(), exact.k(), exact.v());
+        PackedBatch batch = CudaTestSupport.withoutFullChunk(rng);
         assertEquals(2, params.selectionWidth(batch.maxSeqlen()));
         MobaOutput out = forward(batch, params, path, path, "NFC = 0");
         assertTrue(Arrays.stream(out.selected()).allMatch(x -> x == -1), "selection must be all padding");
@@ -278,7 +238,7 @@ class CudaMobaAttentionTest {
 
     @Test
     void concurrentCallersGetTheSameResultsAsOneCaller() throws Exception {
-        requireDevice();
+        gpu.requireDevice();
         BatchLayout layout = new BatchLayout(DType.FP16, 4, 2, 64);
         MobaParams params = MobaParams.of(64, 3);
         SplittableRandom rng = rng("threads");
@@ -307,7 +267,7 @@ class CudaMobaAttentionTest {
 
     @Test
     void tenThousandSmallBatchesLeakNoDeviceMemory() {
-        requireDevice();
+        gpu.requireDevice();
         BatchLayout layout = new BatchLayout(DType.BF16, 4, 2, 64);
         MobaParams params = MobaParams.of(64, 3);
         SplittableRandom rng = rng("leak");
@@ -331,7 +291,7 @@ class CudaMobaAttentionTest {
 
     @Test
     void batchWithoutTokensGivesEmptyOutputs() {
-        requireDevice();
+        gpu.requireDevice();
         BatchLayout layout = new BatchLayout(DType.FP16, 4, 2, 128);
         PackedBatch empty = randomBatch(rng("empty"), layout, 0, 0);
         MobaOutput out = cuda.forward(empty, MobaParams.of(64, 3));
@@ -342,7 +302,7 @@ class CudaMobaAttentionTest {
 
     @Test
     void unsupportedShapesAreRejectedWithWhatIsSupported() {
-        requireDevice();
+        gpu.requireDevice();
         SplittableRandom rng = rng("unsupported");
         PackedBatch d96 = randomBatch(rng, new BatchLayout(DType.FP16, 2, 1, 96), 10);
         MobaInputException e = assertThrows(MobaInputException.class, () -> cuda.forward(d96, MobaParams.of(64, 2)));
@@ -356,10 +316,10 @@ class CudaMobaAttentionTest {
 
     @Test
     void deviceDescriptionNamesGpuOrdinalArchitectureAndBus() {
-        requireDevice();
+        gpu.requireDevice();
         CudaDevice d = cuda.cudaDevice();
         assertEquals("cuda", cuda.name());
-        assertEquals(d.name() + " (cuda:" + ORDINAL + ", sm_" + d.computeCapability() + ", bus " + d.pciBusId()
+        assertEquals(d.name() + " (cuda:" + CudaTestSupport.ORDINAL + ", sm_" + d.computeCapability() + ", bus " + d.pciBusId()
                 + ")", cuda.device());
         assertTrue(d.computeCapability() >= 80 && d.multiprocessors() > 0 && d.totalMemory() > 0, d.describe());
     }
