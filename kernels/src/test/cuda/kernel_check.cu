@@ -382,6 +382,35 @@ static Outputs run_forward(const Kernels& K, const Case& c, const Layout& L, Dev
     return {r.out.download(), r.lse.download(), r.sel.download()};
 }
 
+// Attended (query, key) pairs x heads: the causal prefix for dense, else the own chunk's causal prefix plus C
+// per selected chunk, read from a forward's device-side selection.
+static double attended_pairs(const Case& c, const Layout& L, const DevBuf<int>& sel_device) {
+    if (c.dense) {
+        double pairs = 0;
+        for (int len : c.lengths) pairs += 0.5 * len * (len + 1.0) * c.H;
+        return pairs;
+    }
+    const std::vector<int> sel = sel_device.download();
+    std::vector<double> part(L.T, 0);
+    parallel_for(L.T, [&](long lo, long hi) {
+        for (long t = lo; t < hi; ++t) {
+            const int b = L.seq_of(static_cast<int>(t)), p = static_cast<int>(t) - L.cu[b];
+            for (int h = 0; h < c.H; ++h) {
+                double n = p - (p / c.C) * c.C + 1;
+                for (int s = 0; s < L.W; ++s) n += sel[(t * c.H + h) * L.W + s] >= 0 ? c.C : 0;
+                part[t] += n;
+            }
+        }
+    });
+    return std::accumulate(part.begin(), part.end(), 0.0);
+}
+
+// The rows of sequence b of a packed [T, heads, D] tensor.
+static std::vector<uint16_t> sequence_rows(const std::vector<uint16_t>& x, const Layout& L, int b, int heads, int d) {
+    return std::vector<uint16_t>(x.begin() + static_cast<long>(L.cu[b]) * heads * d,
+                                 x.begin() + static_cast<long>(L.cu[b + 1]) * heads * d);
+}
+
 static int failures = 0;
 
 static void check_case(const Kernels& K, const Case& c, uint64_t seed) {
@@ -479,10 +508,7 @@ static void check_case(const Kernels& K, const Case& c, uint64_t seed) {
         Case solo = c;
         solo.lengths = {c.lengths[b]};
         const Layout LS(solo);
-        HostInputs si;
-        auto slice = [&](const std::vector<uint16_t>& x, int heads) {
-            return std::vector<uint16_t>(x.begin() + static_cast<long>(L.cu[b]) * heads * c.D, x.begin() + static_cast<long>(L.cu[b + 1]) * heads * c.D);
-        };
+        auto slice = [&](const std::vector<uint16_t>& x, int heads) { return sequence_rows(x, L, b, heads, c.D); };
         DeviceRun rs;
         rs.setup(solo, LS);
         rs.q.upload(slice(in.q, c.H)); rs.k.upload(slice(in.k, c.Hkv)); rs.v.upload(slice(in.v, c.Hkv));
@@ -549,24 +575,7 @@ static void time_case(const Kernels& K, const Case& c) {
     auto median = [](std::vector<float> x) { std::sort(x.begin(), x.end()); return x[x.size() / 2]; };
     const float gm = median(gate_ms), am = median(attn_ms);
     // Attended (query, key) pairs, counted from the selection of the last input set.
-    double pairs = 0;
-    if (c.dense) {
-        for (int len : c.lengths) pairs += 0.5 * len * (len + 1.0) * c.H;
-    } else {
-        const std::vector<int> sel = r[(kWarm + kIters - 1) % kSets].sel.download();
-        std::vector<double> part(L.T, 0);
-        parallel_for(L.T, [&](long lo, long hi) {
-            for (long t = lo; t < hi; ++t) {
-                const int b = L.seq_of(static_cast<int>(t)), p = static_cast<int>(t) - L.cu[b];
-                for (int h = 0; h < c.H; ++h) {
-                    double n = p - (p / c.C) * c.C + 1;
-                    for (int s = 0; s < L.W; ++s) n += sel[(t * c.H + h) * L.W + s] >= 0 ? c.C : 0;
-                    part[t] += n;
-                }
-            }
-        });
-        pairs = std::accumulate(part.begin(), part.end(), 0.0);
-    }
+    const double pairs = attended_pairs(c, L, r[(kWarm + kIters - 1) % kSets].sel);
     const double flops = 4.0 * c.D * pairs;
     double causal = 0;
     for (int len : c.lengths) causal += 0.5 * len * (len + 1.0) * c.H;
@@ -787,9 +796,7 @@ static void check_bwd_case(const Kernels& K, const Case& c, uint64_t seed) {
         Case solo = c;
         solo.lengths = {c.lengths[b]};
         const Layout LS(solo);
-        auto slice = [&](const std::vector<uint16_t>& x, int heads) {
-            return std::vector<uint16_t>(x.begin() + static_cast<long>(L.cu[b]) * heads * c.D, x.begin() + static_cast<long>(L.cu[b + 1]) * heads * c.D);
-        };
+        auto slice = [&](const std::vector<uint16_t>& x, int heads) { return sequence_rows(x, L, b, heads, c.D); };
         DeviceRun fs;
         fs.setup(solo, LS);
         fs.q.upload(slice(in.q, c.H)); fs.k.upload(slice(in.k, c.Hkv)); fs.v.upload(slice(in.v, c.Hkv));
@@ -847,19 +854,7 @@ static void time_bwd_case(const Kernels& K, const Case& c) {
         CHECK(cudaEventElapsedTime(&x, ev[0], ev[4])); ph[5].push_back(x);
     }
     auto median = [](std::vector<float> x) { std::sort(x.begin(), x.end()); return x[x.size() / 2]; };
-    double pairs = 0;
-    if (c.dense) {
-        for (int len : c.lengths) pairs += 0.5 * len * (len + 1.0) * c.H;
-    } else {
-        const std::vector<int> sel = f[(kWarm + kIters - 1) % kSets].sel.download();
-        for (long t = 0; t < L.T; ++t) {
-            const int b = L.seq_of(static_cast<int>(t)), p = static_cast<int>(t) - L.cu[b];
-            for (int h = 0; h < c.H; ++h) {
-                pairs += p - (p / c.C) * c.C + 1;
-                for (int s = 0; s < L.W; ++s) pairs += sel[(t * c.H + h) * L.W + s] >= 0 ? c.C : 0;
-            }
-        }
-    }
+    const double pairs = attended_pairs(c, L, f[(kWarm + kIters - 1) % kSets].sel);
     const double fwd = median(ph[0]), bwd = median(ph[5]);
     std::printf("BWDTIME %-44s fwd %8.3f  bwd %8.3f (delta %.3f route %.3f dq %.3f dkdv %.3f) ms  fwd+bwd %8.3f ms  "
                 "bwd useful TFLOP/s %6.1f\n",

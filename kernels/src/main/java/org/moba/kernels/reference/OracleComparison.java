@@ -105,18 +105,18 @@ public final class OracleComparison {
     public static List<GradientErrors> compareGradients(PackedBatch batch, MobaParams params, MobaOutput forward,
                                                         short[] dout, MobaGradients actual) {
         DType dtype = batch.dtype();
-        MobaReference.Gradients ref = MobaReference.backward(batch, params, ErrorMetrics.toDouble(dout, dtype),
-                forward.selected(), forward.selectionWidth());
+        double[] doutWide = ErrorMetrics.toDouble(dout, dtype);
+        MobaReference.Gradients ref = MobaReference.backward(batch, params, doutWide, forward.selected(),
+                forward.selectionWidth());
         double[][] refs = {ref.dq(), ref.dk(), ref.dv()};
         double[][] got = {ErrorMetrics.toDouble(actual.dq(), dtype), ErrorMetrics.toDouble(actual.dk(), dtype),
                 ErrorMetrics.toDouble(actual.dv(), dtype)};
         int[] rowElems = {batch.heads() * batch.headDim(), batch.kvHeads() * batch.headDim(),
                 batch.kvHeads() * batch.headDim()};
-        double[] doutWide = ErrorMetrics.toDouble(dout, dtype);
-        double doutRms = norm(doutWide, 0, doutWide.length) / Math.sqrt(Math.max(1, doutWide.length));
+        double doutRms = norm(doutWide) / Math.sqrt(Math.max(1, doutWide.length));
         double[] batchNorm = new double[3];
         for (int g = 0; g < 3; g++) {
-            batchNorm[g] = norm(refs[g], 0, refs[g].length);
+            batchNorm[g] = norm(refs[g]);
         }
         List<GradientErrors> out = new ArrayList<>();
         for (int b = 0; b < batch.numSequences(); b++) {
@@ -133,7 +133,7 @@ public final class OracleComparison {
                 double floor = Math.max(
                         GRADIENT_NORM_FLOOR * batchNorm[g] * Math.sqrt((double) length / batch.totalTokens()),
                         GRADIENT_ABSOLUTE_FLOOR * doutRms * Math.sqrt(r.length));
-                double own = norm(r, 0, r.length);
+                double own = norm(r);
                 // maxAbs is +Inf when either side holds a NaN or an infinity, and so is the relative error then.
                 e[2 * g + 1] = ErrorMetrics.maxAbs(r, a);
                 e[2 * g] = !Double.isFinite(e[2 * g + 1]) ? Double.POSITIVE_INFINITY
@@ -152,10 +152,10 @@ public final class OracleComparison {
         return Math.sqrt(s);
     }
 
-    private static double norm(double[] x, int from, int to) {
+    private static double norm(double[] x) {
         double s = 0;
-        for (int i = from; i < to; i++) {
-            s += x[i] * x[i];
+        for (double v : x) {
+            s += v * v;
         }
         return Math.sqrt(s);
     }
