@@ -22,7 +22,7 @@ public enum AttentionPath {
 
     /** Share of the device memory available at the time of a call that the gathered scratch may take. */
     static final double GATHERED_BUDGET_FRACTION = 0.25;
-    /** ABI.md: the gathered path indexes its {@code T*H*W} entries with 32-bit ints. */
+    /** ABI.md: the routing (the gathered forward's and the backward's) indexes its {@code T*H*W} entries in 32 bits. */
     static final long MAX_GATHERED_ENTRIES = (1L << 31) - 1;
 
     /** A call's path, the gathered scratch it would need (null without a selection) and why. */

@@ -14,8 +14,6 @@ record BackwardScratch(long tokens, int heads, int selectionWidth, int headDim, 
     static final long MAX_GROUP_CELLS = 1L << 24;
     /** ABI.md: {@code group_tokens} is a power of two of at least 64. */
     static final int MIN_GROUP_TOKENS = 64;
-    /** ABI.md: the routing indexes its {@code T*H*W} entries with 32-bit ints. */
-    static final long MAX_ENTRIES = (1L << 31) - 1;
 
     /**
      * The scratch of a backward call with {@code plan}. Routed when MoBA selects chunks ({@code W > 0}) and the batch
@@ -30,10 +28,10 @@ record BackwardScratch(long tokens, int heads, int selectionWidth, int headDim, 
             return new BackwardScratch(tokens, heads, plan.selectionWidth, headDim, 0, false, 0, 0);
         }
         long entries = tokens * heads * plan.selectionWidth;
-        if (entries > MAX_ENTRIES) {
+        if (entries > AttentionPath.MAX_GATHERED_ENTRIES) {
             throw new MobaInputException("the backward's routing of T*H*W = " + tokens + "*" + heads + "*"
                     + plan.selectionWidth + " = " + entries + " selection entries exceeds its 32-bit limit "
-                    + MAX_ENTRIES + "; split the batch (e.g. halve the token budget)");
+                    + AttentionPath.MAX_GATHERED_ENTRIES + "; split the batch (e.g. halve the token budget)");
         }
         long buckets = (long) heads * plan.numFullChunks;
         int groupTokens = groupTokens(tokens, buckets);
