@@ -4,12 +4,8 @@ import java.io.IOException;
 import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.List;
-import java.util.Locale;
 import java.util.Map;
 import java.util.concurrent.Callable;
-import org.apache.spark.TaskContext;
-import org.apache.spark.api.java.JavaRDD;
-import org.apache.spark.api.java.JavaSparkContext;
 import org.apache.spark.sql.Dataset;
 import org.apache.spark.sql.Row;
 import org.apache.spark.sql.SaveMode;
@@ -17,13 +13,12 @@ import org.apache.spark.sql.SparkSession;
 import org.apache.spark.sql.functions;
 import org.moba.job.BackendOption;
 import org.moba.job.JobOutput;
-import org.moba.job.spark.DeviceAssignment;
-import org.moba.job.spark.DeviceSlots;
-import org.moba.job.spark.ExecutorBackends;
 import org.moba.job.spark.SparkSessions;
-import org.moba.job.spark.TaskDevice;
-import org.moba.kernels.MobaAttention;
-import org.moba.kernels.MobaParams;
+import org.moba.spark.MobaDataset;
+import org.moba.spark.MobaOptions;
+import org.moba.spark.MobaResult;
+import org.moba.spark.MobaTensors;
+import org.moba.spark.MobaTimings;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import picocli.CommandLine.Command;
@@ -93,31 +88,24 @@ public final class ScoreCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
-        ScoreRunner.BadRecords mode = ScoreRunner.BadRecords.valueOf(badRecords.toUpperCase(Locale.ROOT));
-        ScoreRunner runner = new ScoreRunner(MobaParams.of(chunk, topk), tokensPerBatch, mode, !noFiniteCheck,
-                !metricsOnly);
+        MobaOptions options = MobaOptions.of(chunk, topk).withBackend(backend.name()).withTokensPerBatch(tokensPerBatch)
+                .withBadRecords(MobaOptions.BadRecords.parse(badRecords)).withCheckFinite(!noFiniteCheck)
+                .withOutputs(!metricsOnly).withSelection(false).withMetrics(true);
         try (SparkSession spark = SparkSessions.create("moba score")) {
-            JavaRDD<TensorRecord> records = read(spark);
+            Dataset<Row> records = read(spark);
             if (partitions > 0) {
                 records = records.repartition(partitions);
             }
-            LOG.info("score: {} partition(s) from {}, backend {}, {}", records.getNumPartitions(), input, backend.name(),
-                    MobaParams.of(chunk, topk));
+            LOG.info("score: {} partition(s) from {}, backend {}, {}", records.rdd().getNumPartitions(), input,
+                    backend.name(), options.params());
             double decodeOnlyMs = measureBound ? timeDecodeOnly(records) : Double.NaN;
-            String requested = backend.name();
-            ScoreTimings timings = new ScoreTimings(spark.sparkContext());
-            JavaRDD<Row> results = records.mapPartitions(it -> {
-                TaskContext task = TaskContext.get();
-                DeviceAssignment a = DeviceAssignment.forTask(requested, task, DeviceSlots.visibleDevices(requested));
-                MobaAttention attention = ExecutorBackends.get(a);
-                return runner.run(it, attention, TaskDevice.of(task, a, attention), timings);
-            });
+            // The whole computation is the Dataset API's: this command only reads files and writes results.
+            MobaResult result = MobaDataset.attention(records, options);
             long start = System.nanoTime();
             JobOutput output = new JobOutput(spark, out);
             String table = output.path("score.parquet");
             try {
-                spark.createDataFrame(results, ScoreSchema.RESULT).write().mode(SaveMode.Overwrite)
-                        .partitionBy("outcome").parquet(table);
+                result.all().write().mode(SaveMode.Overwrite).partitionBy("outcome").parquet(table);
             } catch (Exception e) { // SparkException is checked, but Spark also throws it sneakily
                 String bad = badRecordMessage(e);
                 if (bad != null) {
@@ -128,17 +116,14 @@ public final class ScoreCommand implements Callable<Integer> {
                 throw e;
             }
             double scoreWallMs = (System.nanoTime() - start) / 1e6;
-            return summarize(spark, output, table, throughput(timings, scoreWallMs, decodeOnlyMs));
+            return summarize(spark, output, table, throughput(result.timings(), scoreWallMs, decodeOnlyMs));
         }
     }
 
-    private JavaRDD<TensorRecord> read(SparkSession spark) {
+    /** The input files as {@link MobaDataset}'s input columns. */
+    private Dataset<Row> read(SparkSession spark) {
         if (format.equals("safetensors")) {
-            JavaSparkContext jsc = JavaSparkContext.fromSparkContext(spark.sparkContext());
-            return jsc.binaryFiles(input).flatMap(f -> {
-                String name = f._1().substring(f._1().lastIndexOf('/') + 1).replaceAll("\\.safetensors$", "");
-                return Safetensors.read(name, f._2().toArray()).iterator();
-            });
+            return MobaTensors.readSafetensors(spark, input);
         }
         if (!format.equals("parquet")) {
             throw new IllegalArgumentException("--format must be parquet or safetensors, got '" + format + "'");
@@ -153,15 +138,14 @@ public final class ScoreCommand implements Callable<Integer> {
             throw new IllegalArgumentException("input " + input + " lacks column(s) " + missing + "; expected "
                     + Arrays.toString(ScoreSchema.INPUT.fieldNames()));
         }
-        return df.select("id", "length", "dtype", "heads", "kv_heads", "head_dim", "q", "k", "v").javaRDD()
-                .map(r -> TensorRecord.of(r.getString(0), r.getInt(1), r.getString(2), r.getInt(3), r.getInt(4),
-                        r.getInt(5), (byte[]) r.get(6), (byte[]) r.get(7), (byte[]) r.get(8)));
+        return df.select("id", "length", "dtype", "heads", "kv_heads", "head_dim", "q", "k", "v");
     }
 
     /** Wall time of reading and decoding every record, with no scoring: the decode part of the bound. */
-    private static double timeDecodeOnly(JavaRDD<TensorRecord> records) {
+    private static double timeDecodeOnly(Dataset<Row> records) {
         long start = System.nanoTime();
-        long bytes = records.map(r -> (long) (r.q() == null ? 0 : r.q().length + r.k().length + r.v().length))
+        long bytes = records.javaRDD().map(r -> (long) (r.isNullAt(6) ? 0 : ((byte[]) r.get(6)).length
+                        + ((byte[]) r.get(7)).length + ((byte[]) r.get(8)).length))
                 .fold(0L, Long::sum);
         double ms = (System.nanoTime() - start) / 1e6;
         LOG.info("score: decode-only pass read {} MB of tensors in {} ms", bytes >> 20, String.format("%.0f", ms));
@@ -172,11 +156,11 @@ public final class ScoreCommand implements Callable<Integer> {
      * Time breakdown and the bound: copies of one device serialize on its link and the decode pass runs alone, so
      * the job cannot finish before max(decode-only wall, total copy time); the ratio says how close it came.
      */
-    private static Map<String, Object> throughput(ScoreTimings timings, double scoreWallMs, double decodeOnlyMs) {
-        Map<String, Object> m = timings.asMap();
+    private static Map<String, Object> throughput(MobaTimings timings, double scoreWallMs, double decodeOnlyMs) {
+        Map<String, Object> m = timings.phasesMs();
         m.put("scoreWallMs", scoreWallMs);
         if (!Double.isNaN(decodeOnlyMs)) {
-            double boundMs = Math.max(decodeOnlyMs, timings.copyMs.sum());
+            double boundMs = Math.max(decodeOnlyMs, timings.copyMsTotal());
             m.put("decodeOnlyWallMs", decodeOnlyMs);
             m.put("boundWallMs", boundMs);
             m.put("fractionOfBound", boundMs / scoreWallMs);

@@ -62,7 +62,7 @@ public record TensorRecord(String id, int length, String dtype, int heads, int k
      * straight into the batch's arrays (as {@link SequencePacker#concat} does with decoded sequences, without the
      * per-record arrays in between).
      */
-    static SequencePacker.Packed pack(List<TensorRecord> records, BatchLayout layout) {
+    public static SequencePacker.Packed pack(List<TensorRecord> records, BatchLayout layout) {
         int qRow = layout.qElementsPerToken();
         int kvRow = layout.kvElementsPerToken();
         int[] cu = new int[records.size() + 1];
@@ -122,29 +122,29 @@ public record TensorRecord(String id, int length, String dtype, int heads, int k
         }
     }
 
-    static short[] shorts(byte[] bytes) {
+    public static short[] shorts(byte[] bytes) {
         short[] out = new short[bytes.length / 2];
         ByteBuffer.wrap(bytes).order(ByteOrder.LITTLE_ENDIAN).asShortBuffer().get(out);
         return out;
     }
 
-    static byte[] bytes(short[] values) {
+    public static byte[] bytes(short[] values) {
         return bytes(values, 0, values.length);
     }
 
-    static byte[] bytes(float[] values) {
+    public static byte[] bytes(float[] values) {
         return bytes(values, 0, values.length);
     }
 
     /** {@code values[from, from + count)} as little-endian bytes. */
-    static byte[] bytes(short[] values, int from, int count) {
+    public static byte[] bytes(short[] values, int from, int count) {
         ByteBuffer b = ByteBuffer.allocate(count * 2).order(ByteOrder.LITTLE_ENDIAN);
         b.asShortBuffer().put(values, from, count);
         return b.array();
     }
 
     /** {@code values[from, from + count)} as little-endian bytes. */
-    static byte[] bytes(float[] values, int from, int count) {
+    public static byte[] bytes(float[] values, int from, int count) {
         ByteBuffer b = ByteBuffer.allocate(count * 4).order(ByteOrder.LITTLE_ENDIAN);
         b.asFloatBuffer().put(values, from, count);
         return b.array();

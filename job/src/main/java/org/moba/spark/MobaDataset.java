@@ -1,0 +1,118 @@
+package org.moba.spark;
+
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Set;
+import java.util.stream.Collectors;
+import org.apache.spark.sql.Column;
+import org.apache.spark.sql.Dataset;
+import org.apache.spark.sql.Encoders;
+import org.apache.spark.sql.Row;
+import org.apache.spark.sql.functions;
+import org.apache.spark.sql.types.DataType;
+import org.apache.spark.sql.types.DataTypes;
+import org.apache.spark.sql.types.StructField;
+import org.apache.spark.sql.types.StructType;
+import org.moba.job.score.ScoreSchema;
+
+/**
+ * MoBA over a Dataset of sequences, from users' own Spark code; the {@code score} command is a thin command line over
+ * it. Partition-wise and GPU-aware: each task runs on the GPU address Spark assigned it (or a visible GPU, or the
+ * CPU), with the executor's pooled backend ({@link MobaPartitions}).
+ *
+ * <p>Input columns ({@link ScoreSchema#INPUT}; {@link MobaTensors} builds them from Java arrays and safetensors
+ * files): {@code id} string, {@code length} int (tokens L), {@code dtype} string ({@code fp16} or {@code bf16}),
+ * {@code heads}, {@code kv_heads}, {@code head_dim} int, and {@code q [L, heads, head_dim]}, {@code k, v [L, kv_heads,
+ * head_dim]} binary, little-endian 16-bit floats. Optional: {@value #PROBLEM} string, a reader's reason the record is
+ * unreadable (the record is then bad). Every other input column is carried through to the result unchanged.
+ *
+ * <p>Result columns, one row per input record ({@link ScoreSchema#RESULT}, then {@code selected} when asked for,
+ * then the carried columns): {@code id, length, dtype, heads, head_dim}; {@code out [L, heads, head_dim]} in the
+ * input's dtype and {@code lse [L, heads]} fp32, little-endian binary; {@code recall, cosine, rel_error} arrays of
+ * doubles, one per query head (null unless {@link MobaOptions#metrics}); where the task ran ({@code host,
+ * executor_id, gpu_addresses, device, device_ordinal, pci_bus_id}); {@code reason} and {@code outcome}
+ * ({@code scored} or {@code rejected}); {@code selected}: the chunks each query attends besides its own,
+ * little-endian int32 {@code [L, heads, w]} with {@code w = min(topk - 1, ceil(L / chunk) - 1)}, ascending, -1
+ * where a query has fewer candidates.
+ */
+public final class MobaDataset {
+    /** The optional input column naming why a record is unreadable. */
+    public static final String PROBLEM = "problem";
+
+    private MobaDataset() {
+    }
+
+    /**
+     * MoBA attention over {@code input}, lazily: nothing runs until an action on the result. The input's columns
+     * are checked here, on the driver; bad records are found by the tasks ({@link MobaOptions#badRecords}).
+     *
+     * @throws IllegalArgumentException when a required column is missing or has the wrong type, or a carried column
+     *                                  would collide with a result column
+     */
+    public static MobaResult attention(Dataset<Row> input, MobaOptions options) {
+        checkInput(input.schema());
+        Set<String> reserved = Arrays.stream(outputSchema(options, new StructType()).fieldNames())
+                .collect(Collectors.toSet());
+        Set<String> tensorColumns = Set.of(ScoreSchema.INPUT.fieldNames());
+        List<Column> columns = new ArrayList<>();
+        Arrays.stream(ScoreSchema.INPUT.fieldNames()).forEach(c -> columns.add(input.col(c)));
+        boolean hasProblem = Arrays.asList(input.columns()).contains(PROBLEM);
+        columns.add(hasProblem ? input.col(PROBLEM) : functions.lit(null).cast(DataTypes.StringType).as(PROBLEM));
+        List<StructField> carry = new ArrayList<>();
+        for (StructField f : input.schema().fields()) {
+            if (tensorColumns.contains(f.name()) || f.name().equals(PROBLEM)) {
+                continue;
+            }
+            if (reserved.contains(f.name())) {
+                throw new IllegalArgumentException("input column '" + f.name() + "' would collide with the result"
+                        + " column of that name; rename or drop it before calling MobaDataset.attention");
+            }
+            carry.add(f);
+            columns.add(input.col(f.name()));
+        }
+        StructType schema = outputSchema(options, new StructType(carry.toArray(StructField[]::new)));
+        MobaTimings timings = new MobaTimings(input.sparkSession().sparkContext());
+        Dataset<Row> all = input.select(columns.toArray(Column[]::new))
+                .mapPartitions(new MobaPartitions(options, timings, carry.size()), Encoders.row(schema));
+        return new MobaResult(all, timings);
+    }
+
+    /** The result's columns for {@code options}, with {@code carried} input columns at the end. */
+    public static StructType outputSchema(MobaOptions options, StructType carried) {
+        StructType s = ScoreSchema.RESULT;
+        if (options.selection()) {
+            s = s.add(DataTypes.createStructField("selected", DataTypes.BinaryType, true));
+        }
+        for (StructField f : carried.fields()) {
+            s = s.add(f);
+        }
+        return s;
+    }
+
+    /** Every required column present with its type, and an optional {@value #PROBLEM} column a string. */
+    static void checkInput(StructType schema) {
+        List<String> problems = new ArrayList<>();
+        Set<String> present = Set.of(schema.fieldNames());
+        for (StructField want : ScoreSchema.INPUT.fields()) {
+            if (!present.contains(want.name())) {
+                problems.add("lacks column '" + want.name() + "'");
+            } else {
+                DataType got = schema.apply(want.name()).dataType();
+                if (!got.equals(want.dataType())) {
+                    problems.add("column '" + want.name() + "' is " + got.simpleString() + ", expected "
+                            + want.dataType().simpleString());
+                }
+            }
+        }
+        if (present.contains(PROBLEM) && !schema.apply(PROBLEM).dataType().equals(DataTypes.StringType)) {
+            problems.add("column '" + PROBLEM + "' is " + schema.apply(PROBLEM).dataType().simpleString()
+                    + ", expected string");
+        }
+        if (!problems.isEmpty()) {
+            throw new IllegalArgumentException("MoBA input " + String.join("; ", problems) + " (expected columns: "
+                    + Arrays.stream(ScoreSchema.INPUT.fields()).map(f -> f.name() + " " + f.dataType().simpleString())
+                    .collect(Collectors.joining(", ")) + ")");
+        }
+    }
+}

@@ -1,0 +1,76 @@
+package org.moba.spark;
+
+import java.io.Serializable;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import org.apache.spark.SparkContext;
+import org.apache.spark.util.DoubleAccumulator;
+import org.apache.spark.util.LongAccumulator;
+
+/**
+ * Where the executors' time goes, as named Spark accumulators: each task adds its own share, so the Spark UI's stage
+ * page shows them per task and summed, and the event log records them with every task and stage ("Accumulables",
+ * by these names). Phases, from {@link org.moba.kernels.DenseComparison} (or the forward pass's timings when no
+ * metrics are asked for): decoding records (validation, and copying the valid ones' bytes into the batch's 16-bit
+ * arrays), host<->device copies ({@code h2d + d2h}; zero on the CPU backend), kernels (MoBA, and dense attention when
+ * the metrics are on), the quality metrics (a device kernel on the GPU, host math on the CPU) and building the result
+ * rows. Counters: tokens and sequences computed, records rejected, batches run.
+ * <p>One set per {@link MobaDataset#attention} call; a result Dataset computed twice (two actions, no cache) counts
+ * twice.
+ */
+public final class MobaTimings implements Serializable {
+    private static final long serialVersionUID = 1L;
+    /** The prefix of every accumulator name, for finding them in the UI and the event log. */
+    public static final String PREFIX = "moba ";
+
+    final DoubleAccumulator decodeMs;
+    final DoubleAccumulator copyMs;
+    final DoubleAccumulator kernelMs;
+    final DoubleAccumulator metricsMs;
+    final DoubleAccumulator rowsMs;
+    final LongAccumulator tokens;
+    final LongAccumulator sequences;
+    final LongAccumulator rejected;
+    final LongAccumulator batches;
+
+    MobaTimings(SparkContext sc) {
+        decodeMs = sc.doubleAccumulator(PREFIX + "decode ms");
+        copyMs = sc.doubleAccumulator(PREFIX + "host<->device copy ms");
+        kernelMs = sc.doubleAccumulator(PREFIX + "kernel ms");
+        metricsMs = sc.doubleAccumulator(PREFIX + "quality metrics ms");
+        rowsMs = sc.doubleAccumulator(PREFIX + "result rows ms");
+        tokens = sc.longAccumulator(PREFIX + "tokens");
+        sequences = sc.longAccumulator(PREFIX + "sequences");
+        rejected = sc.longAccumulator(PREFIX + "rejected records");
+        batches = sc.longAccumulator(PREFIX + "batches");
+    }
+
+    /** Summed milliseconds per phase (keys {@code decodeMs, copyMs, kernelMs, metricsMs, rowsMs}). */
+    public Map<String, Object> phasesMs() {
+        Map<String, Object> m = new LinkedHashMap<>();
+        m.put("decodeMs", decodeMs.sum());
+        m.put("copyMs", copyMs.sum());
+        m.put("kernelMs", kernelMs.sum());
+        m.put("metricsMs", metricsMs.sum());
+        m.put("rowsMs", rowsMs.sum());
+        return m;
+    }
+
+    /** {@link #phasesMs} plus the counters ({@code tokens, sequences, rejected, batches}). */
+    public Map<String, Object> asMap() {
+        Map<String, Object> m = phasesMs();
+        m.put("tokens", tokens.sum());
+        m.put("sequences", sequences.sum());
+        m.put("rejected", rejected.sum());
+        m.put("batches", batches.sum());
+        return m;
+    }
+
+    public double copyMsTotal() {
+        return copyMs.sum();
+    }
+
+    public long tokensTotal() {
+        return tokens.sum();
+    }
+}
