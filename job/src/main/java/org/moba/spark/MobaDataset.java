@@ -51,26 +51,12 @@ public final class MobaDataset {
      *                                  would collide with a result column
      */
     public static MobaResult attention(Dataset<Row> input, MobaOptions options) {
-        checkInput(input.schema());
-        Set<String> reserved = Arrays.stream(outputSchema(options, new StructType()).fieldNames())
-                .collect(Collectors.toSet());
-        Set<String> tensorColumns = Set.of(ScoreSchema.INPUT.fieldNames());
+        List<StructField> carry = carried(input.schema(), options);
         List<Column> columns = new ArrayList<>();
         Arrays.stream(ScoreSchema.INPUT.fieldNames()).forEach(c -> columns.add(input.col(c)));
         boolean hasProblem = Arrays.asList(input.columns()).contains(PROBLEM);
         columns.add(hasProblem ? input.col(PROBLEM) : functions.lit(null).cast(DataTypes.StringType).as(PROBLEM));
-        List<StructField> carry = new ArrayList<>();
-        for (StructField f : input.schema().fields()) {
-            if (tensorColumns.contains(f.name()) || f.name().equals(PROBLEM)) {
-                continue;
-            }
-            if (reserved.contains(f.name())) {
-                throw new IllegalArgumentException("input column '" + f.name() + "' would collide with the result"
-                        + " column of that name; rename or drop it before calling MobaDataset.attention");
-            }
-            carry.add(f);
-            columns.add(input.col(f.name()));
-        }
+        carry.forEach(f -> columns.add(input.col(f.name())));
         StructType schema = outputSchema(options, new StructType(carry.toArray(StructField[]::new)));
         MobaTimings timings = new MobaTimings(input.sparkSession().sparkContext());
         Dataset<Row> all = input.select(columns.toArray(Column[]::new))
@@ -78,8 +64,32 @@ public final class MobaDataset {
         return new MobaResult(all, timings);
     }
 
+    /** The result's columns for an input of {@code input}'s columns, after {@link #attention}'s checks. */
+    public static StructType resultSchema(StructType input, MobaOptions options) {
+        return outputSchema(options, new StructType(carried(input, options).toArray(StructField[]::new)));
+    }
+
+    /** The input's columns carried through (all but the tensor and problem columns), after checking the input. */
+    private static List<StructField> carried(StructType input, MobaOptions options) {
+        checkInput(input);
+        Set<String> reserved = Set.of(outputSchema(options, new StructType()).fieldNames());
+        Set<String> tensorColumns = Set.of(ScoreSchema.INPUT.fieldNames());
+        List<StructField> carry = new ArrayList<>();
+        for (StructField f : input.fields()) {
+            if (tensorColumns.contains(f.name()) || f.name().equals(PROBLEM)) {
+                continue;
+            }
+            if (reserved.contains(f.name())) {
+                throw new IllegalArgumentException("input column '" + f.name() + "' would collide with the result"
+                        + " column of that name; rename or drop it before running MoBA");
+            }
+            carry.add(f);
+        }
+        return carry;
+    }
+
     /** The result's columns for {@code options}, with {@code carried} input columns at the end. */
-    public static StructType outputSchema(MobaOptions options, StructType carried) {
+    static StructType outputSchema(MobaOptions options, StructType carried) {
         StructType s = ScoreSchema.RESULT;
         if (options.selection()) {
             s = s.add(DataTypes.createStructField("selected", DataTypes.BinaryType, true));

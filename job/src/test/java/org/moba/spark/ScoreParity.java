@@ -1,0 +1,59 @@
+package org.moba.spark;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
+
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.stream.Collectors;
+import org.apache.spark.sql.Dataset;
+import org.apache.spark.sql.Row;
+import org.apache.spark.sql.SparkSession;
+import org.moba.job.MobaCli;
+import picocli.CommandLine;
+
+/**
+ * Runs the {@code score} command on the records of a Dataset and checks that another run's rows hold exactly the same
+ * outputs and metrics: the same bits in {@code out} and {@code lse}, the same doubles in {@code recall},
+ * {@code cosine} and {@code rel_error}, the same outcome and reason, for every id.
+ */
+final class ScoreParity {
+    private ScoreParity() {
+    }
+
+    /**
+     * Writes {@code input} as Parquet under {@code dir}, runs {@code score} over it with {@code chunk}, {@code topk},
+     * the CPU backend and {@code extra} options, and compares its rows with {@code rows} (collected before: the
+     * command stops the session it finds). Returns score's rows by id.
+     */
+    static Map<String, Row> assertSameAsScore(Dataset<Row> input, List<Row> rows, Path dir, int chunk, int topk,
+                                              String... extra) {
+        input.write().parquet(dir.resolve("in").toString());
+        List<String> args = new ArrayList<>(List.of("score", "--input", dir.resolve("in").toString(), "--out",
+                dir.resolve("out").toString(), "--backend", "cpu", "--chunk", Integer.toString(chunk), "--topk",
+                Integer.toString(topk)));
+        args.addAll(List.of(extra));
+        assertEquals(0, new CommandLine(new MobaCli()).execute(args.toArray(String[]::new)), "score failed");
+        // score stopped the session it ran in; the caller's next getOrCreate() starts a fresh one.
+        Map<String, Row> score = SparkSession.builder().master("local[2]").getOrCreate().read()
+                .parquet(dir.resolve("out/score.parquet").toString()).collectAsList().stream()
+                .collect(Collectors.toMap(r -> r.getAs("id"), r -> r));
+        assertEquals(score.size(), rows.size(), "one row per record in both");
+        for (Row r : rows) {
+            String id = r.getAs("id");
+            Row s = score.get(id);
+            assertNotNull(s, "score has no row for " + id);
+            assertEquals((String) s.getAs("outcome"), r.getAs("outcome"), id);
+            assertEquals((String) s.getAs("reason"), r.getAs("reason"), id);
+            assertArrayEquals((byte[]) s.getAs("out"), (byte[]) r.getAs("out"), id + " out");
+            assertArrayEquals((byte[]) s.getAs("lse"), (byte[]) r.getAs("lse"), id + " lse");
+            for (String metric : List.of("recall", "cosine", "rel_error")) {
+                assertEquals(s.getList(s.fieldIndex(metric)), r.getList(r.fieldIndex(metric)), id + " " + metric);
+            }
+        }
+        return score;
+    }
+}
