@@ -28,30 +28,22 @@ public final class MobaAttentionTransformer extends Transformer implements Defau
     private static final long serialVersionUID = 1L;
 
     private final String uid;
-    private final IntParam chunkSize = new IntParam(this, "chunkSize", "MoBA chunk size (keys per chunk), > 0",
-            ParamValidators.gt(0));
-    private final IntParam topk = new IntParam(this, "topk", "chunks each query attends (its own included), >= 1",
-            ParamValidators.gtEq(1));
-    private final Param<String> backend = new Param<>(this, "backend", "auto, cuda or cpu",
-            ParamValidators.inArray(new String[] {"auto", "cuda", "cpu"}));
-    private final IntParam tokensPerBatch = new IntParam(this, "tokensPerBatch",
-            "token budget of one packed batch, > 0", ParamValidators.gt(0));
-    private final Param<String> badRecords = new Param<>(this, "badRecords",
-            "fail: stop at the first bad record; skip: give it a row with outcome = rejected and the reason",
-            ParamValidators.inArray(new String[] {"fail", "skip"}));
-    private final BooleanParam checkFinite = new BooleanParam(this, "checkFinite",
-            "whether NaN or infinity in q, k, v makes a record bad");
-    private final BooleanParam metrics = new BooleanParam(this, "metrics",
-            "also run dense attention and fill recall, cosine, rel_error per query head");
-    private final BooleanParam outputs = new BooleanParam(this, "outputs", "fill the output and lse columns");
-    private final BooleanParam selection = new BooleanParam(this, "selection", "add the selected-chunks column");
-    private final Param<String> idCol = new Param<>(this, "idCol", "input column of the sequence ids");
-    private final Param<String> qCol = new Param<>(this, "qCol", "input column of q");
-    private final Param<String> kCol = new Param<>(this, "kCol", "input column of k");
-    private final Param<String> vCol = new Param<>(this, "vCol", "input column of v");
-    private final Param<String> outCol = new Param<>(this, "outCol", "output column of MoBA's output");
-    private final Param<String> lseCol = new Param<>(this, "lseCol", "output column of the log-sum-exp");
-    private final Param<String> selectedCol = new Param<>(this, "selectedCol", "output column of the selected chunks");
+    private final IntParam chunkSize;
+    private final IntParam topk;
+    private final Param<String> backend;
+    private final IntParam tokensPerBatch;
+    private final Param<String> badRecords;
+    private final BooleanParam checkFinite;
+    private final BooleanParam metrics;
+    private final BooleanParam outputs;
+    private final BooleanParam selection;
+    private final Param<String> idCol;
+    private final Param<String> qCol;
+    private final Param<String> kCol;
+    private final Param<String> vCol;
+    private final Param<String> outCol;
+    private final Param<String> lseCol;
+    private final Param<String> selectedCol;
 
     public MobaAttentionTransformer() {
         this(Identifiable.randomUID("mobaAttention"));
@@ -60,6 +52,31 @@ public final class MobaAttentionTransformer extends Transformer implements Defau
     /** The constructor {@link DefaultParamsReader} calls when loading. */
     public MobaAttentionTransformer(String uid) {
         this.uid = uid;
+        // Params take their parent's uid when made: they are made here, once the uid is set.
+        chunkSize = new IntParam(this, "chunkSize", "MoBA chunk size (keys per chunk), > 0",
+                ParamValidators.gt(0));
+        topk = new IntParam(this, "topk", "chunks each query attends (its own included), >= 1",
+                ParamValidators.gtEq(1));
+        backend = new Param<>(this, "backend", "auto, cuda or cpu",
+                ParamValidators.inArray(new String[] {"auto", "cuda", "cpu"}));
+        tokensPerBatch = new IntParam(this, "tokensPerBatch",
+                "token budget of one packed batch, > 0", ParamValidators.gt(0));
+        badRecords = new Param<>(this, "badRecords",
+                "fail: stop at the first bad record; skip: give it a row with outcome = rejected and the reason",
+                ParamValidators.inArray(new String[] {"fail", "skip"}));
+        checkFinite = new BooleanParam(this, "checkFinite",
+                "whether NaN or infinity in q, k, v makes a record bad");
+        metrics = new BooleanParam(this, "metrics",
+                "also run dense attention and fill recall, cosine, rel_error per query head");
+        outputs = new BooleanParam(this, "outputs", "fill the output and lse columns");
+        selection = new BooleanParam(this, "selection", "add the selected-chunks column");
+        idCol = new Param<>(this, "idCol", "input column of the sequence ids");
+        qCol = new Param<>(this, "qCol", "input column of q");
+        kCol = new Param<>(this, "kCol", "input column of k");
+        vCol = new Param<>(this, "vCol", "input column of v");
+        outCol = new Param<>(this, "outCol", "output column of MoBA's output");
+        lseCol = new Param<>(this, "lseCol", "output column of the log-sum-exp");
+        selectedCol = new Param<>(this, "selectedCol", "output column of the selected chunks");
         MobaOptions d = MobaOptions.of(512, 3);
         setDefault(chunkSize, d.chunk());
         setDefault(topk, d.topk());
