@@ -31,6 +31,9 @@ if [ -n "${SPARK_HOME:-}" ] && [ -x "$SPARK_HOME/bin/spark-submit" ]; then
       --driver-java-options "$log_conf" ${SPARK_SUBMIT_OPTS_MOBA:-} "$shaded" "$@"
 fi
 
+# The embedded Spark UI (on by default; its address is printed) listens on SPARK_LOCAL_IP, else on every interface:
+# keep it on this host unless asked otherwise.
+export SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}"
 # The JVM flags Spark needs on Java 17, kept in one place: the parent pom.
 java_opts=$(sed -n 's:.*<spark.module.opens>\(.*\)</spark.module.opens>.*:\1:p' "$here/pom.xml")
 # shellcheck disable=SC2086

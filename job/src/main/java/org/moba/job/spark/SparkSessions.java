@@ -25,7 +25,12 @@ public final class SparkSessions {
         // The result beans have ~20 fields; Spark's default of 25 printable fields warns about them on every plan.
         conf.setIfMissing("spark.sql.debug.maxToStringFields", "100");
         checkGpuSettings(conf);
-        return SparkSession.builder().config(conf).getOrCreate();
+        SparkSession spark = SparkSession.builder().config(conf).getOrCreate();
+        // The UI's stage pages show the MoBA accumulators per task (org.moba.spark.MobaTimings): say where it is.
+        if (spark.sparkContext().uiWebUrl().isDefined()) {
+            System.err.println("Spark UI: " + spark.sparkContext().uiWebUrl().get() + " (while the job runs)");
+        }
+        return spark;
     }
 
     /**

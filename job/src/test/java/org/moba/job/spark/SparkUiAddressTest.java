@@ -1,0 +1,35 @@
+package org.moba.job.spark;
+
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import org.apache.spark.sql.SparkSession;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+
+/** The embedded default keeps Spark's UI on (where the MoBA accumulators show per task) and says where it is. */
+class SparkUiAddressTest {
+    @Test
+    @Timeout(120)
+    void jobsPrintTheUiAddress() {
+        SparkSession.getActiveSession().foreach(s -> {
+            s.stop();
+            return null;
+        });
+        PrintStream err = System.err;
+        ByteArrayOutputStream captured = new ByteArrayOutputStream();
+        System.setErr(new PrintStream(captured, true));
+        SparkSession spark = null;
+        try {
+            spark = SparkSessions.create("ui test");
+        } finally {
+            System.setErr(err);
+            if (spark != null) {
+                spark.stop();
+            }
+        }
+        String out = captured.toString();
+        assertTrue(out.contains("Spark UI: http://"), out);
+    }
+}
