@@ -32,14 +32,20 @@ final class ScoreParity {
     static Map<String, Row> assertSameAsScore(Dataset<Row> input, List<Row> rows, Path dir, int chunk, int topk,
                                               String... extra) {
         input.write().parquet(dir.resolve("in").toString());
-        List<String> args = new ArrayList<>(List.of("score", "--input", dir.resolve("in").toString(), "--out",
-                dir.resolve("out").toString(), "--backend", "cpu", "--chunk", Integer.toString(chunk), "--topk",
-                Integer.toString(topk)));
+        return assertSameAsScore(dir.resolve("in").toString(), dir.resolve("out").toString(), rows, chunk, topk, extra);
+    }
+
+    /** {@link #assertSameAsScore(Dataset, List, Path, int, int, String...)} on Parquet already at {@code in}, with
+     *  score's outputs under {@code out} (any Hadoop filesystem). */
+    static Map<String, Row> assertSameAsScore(String in, String out, List<Row> rows, int chunk, int topk,
+                                              String... extra) {
+        List<String> args = new ArrayList<>(List.of("score", "--input", in, "--out", out, "--backend", "cpu",
+                "--chunk", Integer.toString(chunk), "--topk", Integer.toString(topk)));
         args.addAll(List.of(extra));
         assertEquals(0, new CommandLine(new MobaCli()).execute(args.toArray(String[]::new)), "score failed");
         // score stopped the session it ran in; the caller's next getOrCreate() starts a fresh one.
         Map<String, Row> score = SparkSession.builder().master("local[2]").getOrCreate().read()
-                .parquet(dir.resolve("out/score.parquet").toString()).collectAsList().stream()
+                .parquet(out + "/score.parquet").collectAsList().stream()
                 .collect(Collectors.toMap(r -> r.getAs("id"), r -> r));
         assertEquals(score.size(), rows.size(), "one row per record in both");
         for (Row r : rows) {
