@@ -43,10 +43,7 @@ class MobaDatasetTest {
 
     @AfterAll
     static void stopSpark() {
-        SparkSession.getActiveSession().foreach(s -> {
-            s.stop();
-            return null;
-        });
+        SparkTestSessions.stopAll();
     }
 
     static List<Sequence> sequences(int... lengths) {

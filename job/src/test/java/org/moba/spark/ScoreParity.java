@@ -26,7 +26,7 @@ final class ScoreParity {
 
     /**
      * Writes {@code input} as Parquet under {@code dir}, runs {@code score} over it with {@code chunk}, {@code topk},
-     * the CPU backend and {@code extra} options, and compares its rows with {@code rows} (collected before: the
+     * the CPU backend (unless {@code extra} names one) and {@code extra} options, and compares its rows with {@code rows} (collected before: the
      * command stops the session it finds). Returns score's rows by id.
      */
     static Map<String, Row> assertSameAsScore(Dataset<Row> input, List<Row> rows, Path dir, int chunk, int topk,
@@ -39,9 +39,12 @@ final class ScoreParity {
      *  score's outputs under {@code out} (any Hadoop filesystem). */
     static Map<String, Row> assertSameAsScore(String in, String out, List<Row> rows, int chunk, int topk,
                                               String... extra) {
-        List<String> args = new ArrayList<>(List.of("score", "--input", in, "--out", out, "--backend", "cpu",
+        List<String> args = new ArrayList<>(List.of("score", "--input", in, "--out", out,
                 "--chunk", Integer.toString(chunk), "--topk", Integer.toString(topk)));
         args.addAll(List.of(extra));
+        if (!args.contains("--backend")) {
+            args.addAll(List.of("--backend", "cpu"));
+        }
         assertEquals(0, new CommandLine(new MobaCli()).execute(args.toArray(String[]::new)), "score failed");
         // score stopped the session it ran in; the caller's next getOrCreate() starts a fresh one.
         Map<String, Row> score = SparkSession.builder().master("local[2]").getOrCreate().read()

@@ -7,16 +7,14 @@ import java.io.PrintStream;
 import org.apache.spark.sql.SparkSession;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
+import org.moba.spark.SparkTestSessions;
 
 /** The embedded default keeps Spark's UI on (where the MoBA accumulators show per task) and says where it is. */
 class SparkUiAddressTest {
     @Test
     @Timeout(120)
     void jobsPrintTheUiAddress() {
-        SparkSession.getActiveSession().foreach(s -> {
-            s.stop();
-            return null;
-        });
+        SparkTestSessions.stopAll(); // a fresh session, started by the jobs' own code
         PrintStream err = System.err;
         ByteArrayOutputStream captured = new ByteArrayOutputStream();
         System.setErr(new PrintStream(captured, true));
