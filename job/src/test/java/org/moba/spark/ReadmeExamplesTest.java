@@ -1,5 +1,6 @@
 package org.moba.spark;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
@@ -12,6 +13,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Arrays;
 import java.util.List;
+import java.util.Map;
 import org.apache.spark.sql.Dataset;
 import org.apache.spark.sql.Row;
 import org.apache.spark.sql.SparkSession;
@@ -30,8 +32,8 @@ import scala.tools.nsc.interpreter.shell.ReplReporterImpl;
 /**
  * The README's examples run as printed: the Java block is {@link JavaExample}'s code (checked line by line), the
  * Scala block is compiled and run by the Scala 2.13 interpreter with {@code spark} bound, as {@code spark-shell}
- * would; both give {@code score}'s bits on the same records, on {@code local[*]} and (Java) on a
- * {@code local-cluster} whose tasks are assigned fake GPUs.
+ * would; both give {@code score}'s bits on the same records, on {@code local[*]} and on a {@code local-cluster}
+ * whose tasks are assigned fake GPUs.
  */
 @Timeout(300)
 class ReadmeExamplesTest {
@@ -75,9 +77,12 @@ class ReadmeExamplesTest {
         ScoreParity.assertSameAsScore(run.input(), run.scored().collectAsList(), dir, CHUNK, TOPK);
     }
 
-    /** Two executors with two fake GPUs each: every task binds to the address Spark assigned it, bits unchanged. */
+    /**
+     * Two executors with two fake GPUs each: every task binds to the address Spark assigned it; both examples (the
+     * same records: both draw from java.util.Random seeded 7 in the same order) give score's bits.
+     */
     @Test
-    void javaExampleOnLocalClusterWithFakeGpus(@TempDir Path dir) {
+    void javaAndScalaExamplesOnLocalClusterWithFakeGpus(@TempDir Path dir) throws IOException {
         SparkSession spark = SparkSession.builder().master("local-cluster[2,2,1024]")
                 .config("spark.worker.resource.gpu.amount", "2")
                 .config("spark.resources.discoveryPlugin", FakeGpuDiscovery.class.getName())
@@ -96,32 +101,46 @@ class ReadmeExamplesTest {
             assertNotNull(gpu, "Spark assigned the task a GPU");
             assertEquals(Integer.parseInt(gpu), (int) r.getAs("device_ordinal"), "bound to Spark's address");
         }
-        ScoreParity.assertSameAsScore(run.input(), rows, dir.resolve("local"), CHUNK, TOPK);
+        List<Row> scala = runScalaExample(spark).scored().collectAsList();
+        Map<String, Row> score = ScoreParity.assertSameAsScore(run.input(), rows, dir.resolve("java"), CHUNK, TOPK);
+        assertEquals(score.size(), scala.size());
+        for (Row r : scala) {
+            assertNotEquals("driver", r.getAs("executor_id"), "ran on an executor");
+            Row s = score.get((String) r.getAs("id"));
+            assertArrayEquals((byte[]) s.getAs("out"), (byte[]) r.getAs("out"), "Scala example's out");
+            assertEquals(s.getList(s.fieldIndex("recall")), r.getList(r.fieldIndex("recall")));
+        }
     }
 
     @Test
-    void scalaExampleRunsInTheScalaInterpreterAndGivesScoresBits(@TempDir Path dir) throws IOException {
-        SparkSession spark = SparkSession.builder().master("local[2]").getOrCreate();
+    void scalaExampleGivesScoresBits(@TempDir Path dir) throws IOException {
+        JavaExample.Run run = runScalaExample(SparkSession.builder().master("local[2]").getOrCreate());
+        List<Row> rows = run.scored().collectAsList();
+        assertEquals(6, rows.size());
+        assertTrue(Arrays.asList(run.scored().columns()).contains("selected"));
+        ScoreParity.assertSameAsScore(run.input(), rows, dir, CHUNK, TOPK);
+    }
+
+    /**
+     * The README's Scala block through the Scala 2.13 interpreter with {@code spark} bound, as in
+     * {@code spark-shell} (class-based wrappers, like it); its {@code input} and {@code scored}.
+     */
+    @SuppressWarnings("unchecked")
+    private static JavaExample.Run runScalaExample(SparkSession spark) throws IOException {
         Settings settings = new Settings();
         // Under Surefire the JVM's class path is a manifest-only jar: give the compiler the real one.
         String classpath = System.getProperty("surefire.test.class.path", System.getProperty("java.class.path"));
         settings.processArgumentString("-Yrepl-class-based");
         settings.classpath().value_$eq(classpath);
         StringWriter transcript = new StringWriter();
-        IMain repl = new IMain(settings, Option.apply(getClass().getClassLoader()), settings,
+        IMain repl = new IMain(settings, Option.apply(ReadmeExamplesTest.class.getClassLoader()), settings,
                 new ReplReporterImpl(settings, new PrintWriter(transcript, true)));
         try {
             repl.directBind("spark", SparkSession.class.getName(), spark);
             Results.Result result = repl.interpret(readmeBlock("scala"));
             assertEquals(Results.Success$.MODULE$, result, "the README's Scala example failed:\n" + transcript);
-            @SuppressWarnings("unchecked")
-            Dataset<Row> input = (Dataset<Row>) repl.valueOfTerm("input").get();
-            @SuppressWarnings("unchecked")
-            Dataset<Row> scored = (Dataset<Row>) repl.valueOfTerm("scored").get();
-            List<Row> rows = scored.collectAsList();
-            assertEquals(6, rows.size());
-            assertTrue(Arrays.asList(scored.columns()).contains("selected"));
-            ScoreParity.assertSameAsScore(input, rows, dir, CHUNK, TOPK);
+            return new JavaExample.Run((Dataset<Row>) repl.valueOfTerm("input").get(),
+                    (Dataset<Row>) repl.valueOfTerm("scored").get());
         } finally {
             repl.close();
         }
