@@ -1,15 +1,12 @@
 package org.moba.job.score;
 
 import java.io.IOException;
-import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.List;
-import java.util.Locale;
 import java.util.Map;
 import java.util.concurrent.Callable;
 import org.apache.spark.TaskContext;
 import org.apache.spark.api.java.JavaRDD;
-import org.apache.spark.api.java.JavaSparkContext;
 import org.apache.spark.sql.Dataset;
 import org.apache.spark.sql.Row;
 import org.apache.spark.sql.SaveMode;
@@ -17,7 +14,13 @@ import org.apache.spark.sql.SparkSession;
 import org.apache.spark.sql.functions;
 import org.moba.job.BackendOption;
 import org.moba.job.JobOutput;
+import org.moba.job.run.ExitCode;
+import org.moba.job.run.JobException;
+import org.moba.job.run.Preflight;
+import org.moba.job.run.RunOptions;
+import org.moba.job.run.RunOutput;
 import org.moba.job.spark.DeviceAssignment;
+import org.moba.job.spark.Progress;
 import org.moba.job.spark.DeviceSlots;
 import org.moba.job.spark.ExecutorBackends;
 import org.moba.job.spark.SparkSessions;
@@ -47,8 +50,9 @@ public final class ScoreCommand implements Callable<Integer> {
     @Option(names = "--input", required = true, description = "input path (local, hdfs://, s3a://, ...)")
     String input;
 
-    @Option(names = "--format", defaultValue = "parquet", description = "parquet or safetensors (default: ${DEFAULT-VALUE})")
-    String format;
+    @Option(names = "--format", defaultValue = "parquet",
+            description = "${COMPLETION-CANDIDATES} (default: ${DEFAULT-VALUE})")
+    InputFormat format;
 
     @Option(names = "--out", defaultValue = "results/score", description = "output folder (default: ${DEFAULT-VALUE})")
     String out;
@@ -69,9 +73,10 @@ public final class ScoreCommand implements Callable<Integer> {
     int tokensPerBatch;
 
     @Option(names = "--bad-records", defaultValue = "fail",
-            description = "fail: stop the job at the first bad record, naming it; skip: write it with the reason"
-                    + " to the rejects (outcome=rejected) (default: ${DEFAULT-VALUE})")
-    String badRecords;
+            description = "${COMPLETION-CANDIDATES}. fail: stop the job at the first bad record or unreadable file,"
+                    + " naming it; skip: write it with the reason to the rejects (outcome=rejected)"
+                    + " (default: ${DEFAULT-VALUE})")
+    ScoreRunner.BadRecords badRecords;
 
     @Option(names = "--no-check-finite",
             description = "accept records holding NaN or infinity (by default they are bad records)")
@@ -91,13 +96,19 @@ public final class ScoreCommand implements Callable<Integer> {
             description = "repartition the input to this many tasks; 0 keeps the input's (default: ${DEFAULT-VALUE})")
     int partitions;
 
+    @Mixin
+    RunOptions run;
+
     @Override
     public Integer call() throws Exception {
-        ScoreRunner.BadRecords mode = ScoreRunner.BadRecords.valueOf(badRecords.toUpperCase(Locale.ROOT));
-        ScoreRunner runner = new ScoreRunner(MobaParams.of(chunk, topk), tokensPerBatch, mode, !noFiniteCheck,
-                !metricsOnly);
-        try (SparkSession spark = SparkSessions.create("moba score")) {
-            JavaRDD<TensorRecord> records = read(spark);
+        MobaParams params = MobaParams.of(chunk, topk);
+        Preflight.atLeast("--tokens-per-batch", tokensPerBatch, 1);
+        Preflight.atLeast("--partitions", partitions, 0);
+        Preflight.cudaChunk(backend.backend(), params);
+        ScoreRunner runner = new ScoreRunner(params, tokensPerBatch, badRecords, !noFiniteCheck, !metricsOnly);
+        try (SparkSession spark = SparkSessions.create("moba score"); RunOutput run = this.run.open(spark, out)) {
+            Progress.register(spark.sparkContext(), "score", "partition");
+            JavaRDD<TensorRecord> records = ScoreInput.read(spark, input, format, badRecords);
             if (partitions > 0) {
                 records = records.repartition(partitions);
             }
@@ -113,7 +124,7 @@ public final class ScoreCommand implements Callable<Integer> {
                 return runner.run(it, attention, TaskDevice.of(task, a, attention), timings);
             });
             long start = System.nanoTime();
-            JobOutput output = new JobOutput(spark, out);
+            JobOutput output = new JobOutput(run);
             String table = output.path("score.parquet");
             try {
                 spark.createDataFrame(results, ScoreSchema.RESULT).write().mode(SaveMode.Overwrite)
@@ -121,41 +132,19 @@ public final class ScoreCommand implements Callable<Integer> {
             } catch (Exception e) { // SparkException is checked, but Spark also throws it sneakily
                 String bad = badRecordMessage(e);
                 if (bad != null) {
-                    System.err.println("score failed: " + bad + " (rerun with --bad-records skip to write such"
-                            + " records to the rejects instead)");
-                    return 2;
+                    throw new JobException(ExitCode.BAD_INPUT, bad + ", in " + input + "; rerun with --bad-records"
+                            + " skip to write such records to the rejects instead", e);
                 }
                 throw e;
             }
             double scoreWallMs = (System.nanoTime() - start) / 1e6;
-            return summarize(spark, output, table, throughput(timings, scoreWallMs, decodeOnlyMs));
+            Map<String, Object> manifest = summarize(spark, output, table,
+                    throughput(timings, scoreWallMs, decodeOnlyMs));
+            int exit = run.commit(manifest, ExitCode.OK);
+            System.out.println("results: " + output.finalPath("score.parquet") + " (outcome=scored |"
+                    + " outcome=rejected); report: " + output.finalPath("score-report.html"));
+            return exit;
         }
-    }
-
-    private JavaRDD<TensorRecord> read(SparkSession spark) {
-        if (format.equals("safetensors")) {
-            JavaSparkContext jsc = JavaSparkContext.fromSparkContext(spark.sparkContext());
-            return jsc.binaryFiles(input).flatMap(f -> {
-                String name = f._1().substring(f._1().lastIndexOf('/') + 1).replaceAll("\\.safetensors$", "");
-                return Safetensors.read(name, f._2().toArray()).iterator();
-            });
-        }
-        if (!format.equals("parquet")) {
-            throw new IllegalArgumentException("--format must be parquet or safetensors, got '" + format + "'");
-        }
-        // Rows hold whole tensors (megabytes each): the vectorized reader would buffer 4,096 of them per column
-        // batch, so read row by row.
-        spark.conf().set("spark.sql.parquet.enableVectorizedReader", "false");
-        Dataset<Row> df = spark.read().parquet(input);
-        List<String> missing = Arrays.stream(ScoreSchema.INPUT.fieldNames())
-                .filter(c -> !Arrays.asList(df.columns()).contains(c)).toList();
-        if (!missing.isEmpty()) {
-            throw new IllegalArgumentException("input " + input + " lacks column(s) " + missing + "; expected "
-                    + Arrays.toString(ScoreSchema.INPUT.fieldNames()));
-        }
-        return df.select("id", "length", "dtype", "heads", "kv_heads", "head_dim", "q", "k", "v").javaRDD()
-                .map(r -> TensorRecord.of(r.getString(0), r.getInt(1), r.getString(2), r.getInt(3), r.getInt(4),
-                        r.getInt(5), (byte[]) r.get(6), (byte[]) r.get(7), (byte[]) r.get(8)));
     }
 
     /** Wall time of reading and decoding every record, with no scoring: the decode part of the bound. */
@@ -184,9 +173,11 @@ public final class ScoreCommand implements Callable<Integer> {
         return m;
     }
 
-    private int summarize(SparkSession spark, JobOutput output, String table, Map<String, Object> throughput)
-            throws IOException {
-        Dataset<Row> result = spark.read().parquet(table);
+    /** Writes the metrics, summary and report of the staged results; returns what the run manifest records. */
+    private Map<String, Object> summarize(SparkSession spark, JobOutput output, String table,
+                                          Map<String, Object> throughput) throws IOException {
+        // With the schema given, a zero-row result (no partition folders, only _SUCCESS) reads as an empty table.
+        Dataset<Row> result = spark.read().schema(ScoreSchema.RESULT).parquet(table);
         Dataset<Row> metrics = result.select(functions.col("id"), functions.col("outcome"), functions.col("length"),
                 functions.col("dtype"), functions.col("heads"), functions.col("device"), functions.col("host"),
                 functions.col("executor_id"), functions.col("gpu_addresses"), functions.col("device_ordinal"),
@@ -234,11 +225,10 @@ public final class ScoreCommand implements Callable<Integer> {
         List<Row> perSequence = metrics.select("id", "outcome", "length", "mean_recall", "min_cosine", "max_rel_error",
                 "reason").collectAsList();
         List<Row> perHead = heads.select("head", "recall", "cosine", "rel_error", "length").collectAsList();
-        String report = output.writeReport("score", () -> ScoreReport.of(summary, perSequence, perHead, devices));
+        output.writeReport("score", () -> ScoreReport.of(summary, perSequence, perHead, devices));
         summary.forEach((k, v) -> System.out.printf("%-18s %s%n", k, v));
         devices.forEach(d -> System.out.printf("%-18s %s%n", "device", d));
-        System.out.println("results: " + table + " (outcome=scored | outcome=rejected); report: " + report);
-        return 0;
+        return Map.of("backend", backend.name(), "devices", devices, "records", summary.get("records"));
     }
 
     /** Where the records went: one entry per distinct task device, with its records and scored tokens. */

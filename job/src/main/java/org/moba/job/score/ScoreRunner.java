@@ -29,7 +29,15 @@ public final class ScoreRunner implements Serializable {
     private static final long serialVersionUID = 1L;
 
     /** What to do with a record that cannot be scored. */
-    public enum BadRecords { FAIL, SKIP }
+    public enum BadRecords {
+        FAIL, SKIP;
+
+        /** The name the option takes and the help lists. */
+        @Override
+        public String toString() {
+            return name().toLowerCase(java.util.Locale.ROOT);
+        }
+    }
 
     private final MobaParams params;
     private final int tokenBudget;

@@ -14,7 +14,6 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
 import org.moba.job.MobaCli;
-import picocli.CommandLine;
 
 /** {@code gen} writes to and {@code score} reads from and writes back to a real HDFS (NameNode + DataNode). */
 class HdfsScoreTest {
@@ -28,10 +27,10 @@ class HdfsScoreTest {
         try {
             hdfs.waitActive();
             String base = hdfs.getURI().toString() + "/moba";
-            assertEquals(0, new CommandLine(new MobaCli()).execute("gen", "--out", base + "/in", "--lengths",
+            assertEquals(0, MobaCli.commandLine().execute("gen", "--out", base + "/in", "--lengths",
                     "uniform:12:30-400", "--heads", "4/2", "--head-dim", "32", "--partitions", "3",
                     "--format", "safetensors"));
-            assertEquals(0, new CommandLine(new MobaCli()).execute("score", "--input", base + "/in", "--format",
+            assertEquals(0, MobaCli.commandLine().execute("score", "--input", base + "/in", "--format",
                     "safetensors", "--out", base + "/out", "--backend", "cpu", "--chunk", "64", "--topk", "2"));
 
             FileSystem fs = hdfs.getFileSystem();
