@@ -24,6 +24,7 @@ import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.FileStatus;
 import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
+import org.apache.hadoop.util.ShutdownHookManager;
 import org.apache.spark.sql.SparkSession;
 import org.moba.job.MobaCli;
 import org.slf4j.Logger;
@@ -57,8 +58,10 @@ public final class RunOutput implements AutoCloseable {
     private final Path staging;
     private final Map<String, Object> manifest = new LinkedHashMap<>();
     private final Instant start = Instant.now();
+    private final Runnable onShutdown = this::interrupted;
     private Path superseded;
     private boolean committed;
+    private boolean closed;
 
     private RunOutput(FileSystem fs, Path out, String job, List<String> arguments, SparkSession spark) {
         this.fs = fs;
@@ -101,6 +104,8 @@ public final class RunOutput implements AutoCloseable {
         }
         RunOutput run = new RunOutput(fs, out, job, arguments, spark);
         run.prepare(overwrite);
+        // Ctrl-C: say so in the manifest. Before Hadoop closes its filesystems (a lower priority runs later).
+        ShutdownHookManager.get().addShutdownHook(run.onShutdown, FileSystem.SHUTDOWN_HOOK_PRIORITY + 40);
         return run;
     }
 
@@ -171,13 +176,12 @@ public final class RunOutput implements AutoCloseable {
 
     private void moveAside(JsonNode previous) throws IOException {
         superseded = new Path(out, SUPERSEDED_PREFIX + manifest.get("runId"));
+        List<String> earlier = list(out);
         fs.mkdirs(superseded);
-        for (String e : list(out)) {
-            Path from = new Path(out, e);
-            if (from.equals(staging)) {
-                continue;
+        for (String e : earlier) {
+            if (!e.equals(staging.getName())) {
+                rename(new Path(out, e), new Path(superseded, e));
             }
-            rename(from, new Path(superseded, e));
         }
         manifest.put("replaced", previous.path("job").asText("") + " run " + previous.path("runId").asText()
                 + " (kept in " + superseded.getName() + " until this run commits)");
@@ -210,7 +214,7 @@ public final class RunOutput implements AutoCloseable {
      * complete with {@code details} (e.g. the devices used) and the exit code; the earlier run's outputs, if any,
      * are deleted only now. Returns {@code exitCode}'s number for the command to return.
      */
-    public int commit(Map<String, ?> details, ExitCode exitCode) throws IOException {
+    public synchronized int commit(Map<String, ?> details, ExitCode exitCode) throws IOException {
         List<String> staged = new ArrayList<>(list(staging));
         staged.sort(Comparator.comparing((String e) -> e.endsWith(".json") || e.endsWith(".html"))
                 .thenComparing(e -> e));
@@ -233,10 +237,14 @@ public final class RunOutput implements AutoCloseable {
      * manifest says {@code failed}; the earlier run's outputs stay in their {@code .moba-superseded-} folder.
      */
     @Override
-    public void close() {
-        if (committed) {
+    public synchronized void close() {
+        if (!ShutdownHookManager.get().isShutdownInProgress()) {
+            ShutdownHookManager.get().removeShutdownHook(onShutdown);
+        }
+        if (committed || closed) {
             return;
         }
+        closed = true;
         try {
             fs.delete(staging, true);
             finish("failed", null);
@@ -244,6 +252,23 @@ public final class RunOutput implements AutoCloseable {
             LOG.warn("{}: could not mark the failed run in {}: {}", out, MANIFEST, e.toString());
         }
         LAST_FAILED.set(this);
+    }
+
+    /**
+     * The JVM is going down (Ctrl-C, SIGTERM) before this run committed or failed: the manifest says
+     * {@code interrupted}. The staging folder stays (tasks may still be writing to it); the next run with
+     * {@code --overwrite} removes it.
+     */
+    private synchronized void interrupted() {
+        if (committed || closed) {
+            return;
+        }
+        closed = true;
+        try {
+            finish("interrupted", ExitCode.INTERRUPTED);
+        } catch (IOException | RuntimeException e) {
+            LOG.warn("{}: could not mark the interrupted run in {}: {}", out, MANIFEST, e.toString());
+        }
     }
 
     /** Adds the error line of the run that failed last on this thread to its manifest (the command line's handler). */

@@ -138,6 +138,10 @@ public final class ScoreCommand implements Callable<Integer> {
                 throw e;
             }
             double scoreWallMs = (System.nanoTime() - start) / 1e6;
+            if (spark.read().schema(ScoreSchema.RESULT).parquet(table).isEmpty()) {
+                // No rows, so no outcome= folders: one empty file carries the schema, so readers need none.
+                spark.createDataFrame(List.of(), ScoreSchema.RESULT).write().mode(SaveMode.Overwrite).parquet(table);
+            }
             Map<String, Object> manifest = summarize(spark, output, table,
                     throughput(timings, scoreWallMs, decodeOnlyMs));
             int exit = run.commit(manifest, ExitCode.OK);
@@ -206,9 +210,10 @@ public final class ScoreCommand implements Callable<Integer> {
                         functions.col("length")).otherwise(0)),
                 functions.avg("mean_recall"), functions.min("min_cosine"), functions.max("max_rel_error")).first();
         Map<String, Object> summary = new LinkedHashMap<>();
+        long scored = totals.isNullAt(1) ? 0 : totals.getLong(1); // a sum over no rows is null
         summary.put("records", totals.getLong(0));
-        summary.put("scored", totals.getLong(1));
-        summary.put("rejected", totals.getLong(0) - totals.getLong(1));
+        summary.put("scored", scored);
+        summary.put("rejected", totals.getLong(0) - scored);
         summary.put("tokensScored", totals.isNullAt(2) ? 0 : totals.getLong(2));
         summary.put("meanRecall", totals.isNullAt(3) ? null : totals.getDouble(3));
         summary.put("minCosine", totals.isNullAt(4) ? null : totals.getDouble(4));
