@@ -117,6 +117,7 @@ public final class BenchCommand implements Callable<Integer> {
         List<BenchShape> shapes = shapes();
         BenchRunner runner = new BenchRunner(warmup, repeats, seed);
         Preflight.atLeast("--slots", slots, 0);
+        Preflight.atLeast("--tokens-per-batch", tokensPerBatch, 1);
         Preflight.cudaShapes(backend.backend(), shapes.stream().map(BenchShape::shape).toList());
         for (BenchShape s : shapes) {
             int[] lengths = s.lengths().lengths(seed, s.shape().chunk());
@@ -124,9 +125,9 @@ public final class BenchCommand implements Callable<Integer> {
             Preflight.cudaSelection(backend.backend(), s.shape(), Math.max(s.tokensPerBatch(), longest), longest,
                     s.label());
         }
-        try (SparkSession spark = SparkSessions.create("moba bench"); RunOutput run = this.run.open(spark, out)) {
+        try (SparkSession spark = SparkSessions.create("moba bench");
+             RunOutput run = refuseSlowCpuRun(spark, shapes).open(spark, out)) {
             JavaSparkContext jsc = JavaSparkContext.fromSparkContext(spark.sparkContext());
-            refuseSlowCpuRun(spark, shapes);
             int n = slots > 0 ? slots : DeviceSlots.count(jsc, backend.name());
             LOG.info("bench: {} shape(s) x {} device slot(s), backend {}", shapes.size(), n, backend.name());
             String requested = backend.name();
@@ -186,20 +187,22 @@ public final class BenchCommand implements Callable<Integer> {
         try {
             return BenchSpec.read(spec);
         } catch (IOException | IllegalArgumentException e) {
-            throw JobException.usage("--spec cannot be read", "--spec", spec + " (" + e.getMessage().replaceAll(
-                    "\\s+", " ") + ")", "give a JSON spec file like conf/bench-cpu-small.json");
+            String why = String.valueOf(e.getMessage()).replaceAll("\\s+", " ");
+            throw JobException.usage("--spec cannot be read", "--spec", spec + " (" + why + ")",
+                    "give a JSON spec file like conf/bench-cpu-small.json");
         }
     }
 
     /**
      * A grid that will run on the CPU backend (asked for, or auto in local mode with no usable GPU) and is estimated
-     * to take longer than {@link CpuEstimate#LIMIT_SECONDS} is refused, with the estimate, unless --allow-slow.
+     * to take longer than {@link CpuEstimate#LIMIT_SECONDS} is refused, with the estimate, unless --allow-slow;
+     * before --out is touched. Returns the run options, to open the run with.
      */
-    private void refuseSlowCpuRun(SparkSession spark, List<BenchShape> shapes) {
+    private RunOptions refuseSlowCpuRun(SparkSession spark, List<BenchShape> shapes) {
         boolean cpu = backend.backend() == Backend.CPU || backend.backend() == Backend.AUTO
                 && spark.sparkContext().isLocal() && DeviceSlots.visibleDevices(backend.name()) == 0;
         if (!cpu) {
-            return;
+            return run;
         }
         double rate = CpuEstimate.measureFlopsPerSecond();
         double seconds = CpuEstimate.seconds(shapes, warmup, repeats, seed, rate);
@@ -212,6 +215,7 @@ public final class BenchCommand implements Callable<Integer> {
                     + " shapes (e.g. --spec conf/bench-cpu-small.json)");
         }
         LOG.info("bench: the grid runs on the CPU backend, estimated {}", estimate);
+        return run;
     }
 
     private List<BenchShape> grid() {

@@ -1,6 +1,7 @@
 package org.moba.job.run;
 
 import java.io.PrintWriter;
+import org.apache.hadoop.util.ShutdownHookManager;
 import org.moba.kernels.MobaInputException;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -63,9 +64,10 @@ public final class ErrorHandler implements IExecutionExceptionHandler, IParamete
             return new Failure(ExitCode.USAGE, firstLine(e.getMessage()) + "; see './submit.sh " + job
                     + " --help'");
         }
-        if (e instanceof InterruptedException) {
-            return new Failure(ExitCode.INTERRUPTED, job + " interrupted, before committing; --out holds no"
-                    + " results of this run");
+        if (e instanceof InterruptedException || ShutdownHookManager.get().isShutdownInProgress()) {
+            // Ctrl-C stops Spark from its shutdown hook, so the job sees Spark failing: say what really happened.
+            return new Failure(ExitCode.INTERRUPTED, job + " interrupted, the JVM is shutting down (Ctrl-C or a"
+                    + " signal), before committing; --out holds no results of this run");
         }
         Throwable root = e;
         while (root.getCause() != null && root.getCause() != root) {

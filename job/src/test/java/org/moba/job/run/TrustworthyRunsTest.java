@@ -218,6 +218,17 @@ class TrustworthyRunsTest {
     }
 
     @Test
+    void aGpuSizedBenchOnTheCpuIsRefusedWithAnEstimate(@TempDir Path dir) {
+        Path out = dir.resolve("out");
+        Run r = run("bench", "--backend", "cpu", "--spec", "../conf/bench-flashmoba.json", "--out", out.toString());
+        assertEquals(ExitCode.USAGE.code(), r.exit(), r.err());
+        assertOneErrorLine(r, "this grid is GPU-sized and no GPU will run it, --backend cpu --spec ");
+        assertTrue(r.err().matches("(?s).*about \\d+ min on the CPU backend here \\([0-9.]+ GFLOP/s measured\\);"
+                + " pass --allow-slow.*"), r.err());
+        assertFalse(Files.exists(out), "--out untouched");
+    }
+
+    @Test
     void everyJobListsTheExitCodesInItsHelp() {
         for (String job : List.of("bench", "sweep", "score", "gen")) {
             String help = MobaCli.commandLine().getSubcommands().get(job).getUsageMessage();

@@ -36,6 +36,9 @@ class HdfsScoreTest {
             FileSystem fs = hdfs.getFileSystem();
             assertTrue(fs.exists(new org.apache.hadoop.fs.Path("/moba/out/score-summary.json")));
             assertTrue(fs.exists(new org.apache.hadoop.fs.Path("/moba/out/score.parquet/outcome=scored")));
+            // Committed on HDFS too: the manifest says so and no staging folder is left.
+            assertTrue(fs.exists(new org.apache.hadoop.fs.Path("/moba/out/_moba-run.json")));
+            assertEquals(0, fs.globStatus(new org.apache.hadoop.fs.Path("/moba/out/.moba-*")).length);
             try (SparkSession spark = SparkSession.builder().master("local[1]").getOrCreate()) {
                 List<Row> rows = spark.read().parquet(base + "/out/score.parquet").select("id", "outcome")
                         .collectAsList();
