@@ -20,9 +20,9 @@ import org.moba.job.run.Preflight;
 import org.moba.job.run.RunOptions;
 import org.moba.job.run.RunOutput;
 import org.moba.job.spark.DeviceAssignment;
-import org.moba.job.spark.Progress;
 import org.moba.job.spark.DeviceSlots;
 import org.moba.job.spark.ExecutorBackends;
+import org.moba.job.spark.Progress;
 import org.moba.job.spark.SparkSessions;
 import org.moba.job.spark.TaskDevice;
 import org.moba.kernels.MobaAttention;
@@ -146,7 +146,7 @@ public final class ScoreCommand implements Callable<Integer> {
                     throughput(timings, scoreWallMs, decodeOnlyMs));
             int exit = run.commit(manifest, ExitCode.OK);
             System.out.println("results: " + output.finalPath("score.parquet") + " (outcome=scored |"
-                    + " outcome=rejected); report: " + output.finalPath("score-report.html"));
+                    + " outcome=rejected); report: " + manifest.get("report"));
             return exit;
         }
     }
@@ -230,10 +230,11 @@ public final class ScoreCommand implements Callable<Integer> {
         List<Row> perSequence = metrics.select("id", "outcome", "length", "mean_recall", "min_cosine", "max_rel_error",
                 "reason").collectAsList();
         List<Row> perHead = heads.select("head", "recall", "cosine", "rel_error", "length").collectAsList();
-        output.writeReport("score", () -> ScoreReport.of(summary, perSequence, perHead, devices));
+        String report = output.writeReport("score", () -> ScoreReport.of(summary, perSequence, perHead, devices));
         summary.forEach((k, v) -> System.out.printf("%-18s %s%n", k, v));
         devices.forEach(d -> System.out.printf("%-18s %s%n", "device", d));
-        return Map.of("backend", backend.name(), "devices", devices, "records", summary.get("records"));
+        return Map.of("backend", backend.name(), "devices", devices, "records", summary.get("records"),
+                "report", report);
     }
 
     /** Where the records went: one entry per distinct task device, with its records and scored tokens. */
