@@ -33,7 +33,8 @@ public final class ErrorHandler implements IExecutionExceptionHandler, IParamete
 
     @Override
     public int handleExecutionException(Exception e, CommandLine cmd, ParseResult parseResult) {
-        Failure f = classify(e, jobName(cmd));
+        Failure classified = classify(e, jobName(cmd));
+        Failure f = new Failure(classified.code(), RunOptions.maskCredentials(classified.line()));
         PrintWriter err = cmd.getErr();
         err.println("error: " + f.line());
         TRACE.error("{} failed (exit {}): {}", jobName(cmd), f.code().code(), f.line(), e);

@@ -25,8 +25,17 @@ public final class RunOptions {
         return RunOutput.open(spark, command.name(), out, overwrite, arguments());
     }
 
-    /** The job's own arguments as given (they hold no secrets: Spark settings come through Spark, not here). */
+    /**
+     * The job's own arguments as given, for the run manifest. Spark settings (where secrets live) come through Spark,
+     * not here; credentials written into a path's URI ({@code s3a://key:secret@bucket/...}) are masked.
+     */
     public List<String> arguments() {
-        return command.commandLine().getParseResult().originalArgs();
+        return command.commandLine().getParseResult().originalArgs().stream().map(RunOptions::maskCredentials)
+                .toList();
+    }
+
+    /** {@code scheme://user:password@host} becomes {@code scheme://***@host}. */
+    static String maskCredentials(String text) {
+        return text.replaceAll("://[^/@\\s]*:[^/@\\s]*@", "://***@");
     }
 }

@@ -98,7 +98,7 @@ public final class RunOutput implements AutoCloseable {
             Path p = new Path(folder);
             fs = p.getFileSystem(hadoop);
             out = fs.makeQualified(p);
-        } catch (IOException | IllegalArgumentException e) {
+        } catch (IOException | RuntimeException e) { // an unknown or unconfigured filesystem fails unchecked
             throw JobException.usage("--out is not a usable path", "--out", "'" + folder + "' (" + e.getMessage()
                     + ")", "give a local path or a URI of a configured filesystem (hdfs://, s3a://, ...)");
         }

@@ -71,31 +71,40 @@ final class ScoreInput {
 
     /** The input files under {@code input} (a file or a folder), skipping hidden ones as Spark does. */
     static List<String> files(SparkSession spark, String input) {
+        List<String> files;
         try {
-            Path root = new Path(input);
-            FileSystem fs = root.getFileSystem(spark.sparkContext().hadoopConfiguration());
-            if (!fs.exists(root)) {
-                throw JobException.badInput("input does not exist", "--input", input, "give an existing file or"
-                        + " folder (local, hdfs://, s3a://, ...)");
-            }
-            List<String> files = new ArrayList<>();
-            RemoteIterator<LocatedFileStatus> it = fs.listFiles(root, true);
-            while (it.hasNext()) {
-                Path p = it.next().getPath();
-                if (!hidden(root, p)) {
-                    files.add(p.toString());
-                }
-            }
-            if (files.isEmpty()) {
-                throw JobException.badInput("no input files", "--input", input + " (empty, or only hidden files)",
-                        "point --input at the folder gen wrote, or a folder of Parquet or safetensors files");
-            }
-            files.sort(null);
-            return files;
-        } catch (IOException e) {
-            throw JobException.badInput("input cannot be listed", "--input", input + " (" + e.getMessage() + ")",
-                    "check the path and its permissions");
+            files = list(spark, new Path(input));
+        } catch (IOException | RuntimeException e) { // an unknown or unconfigured filesystem fails unchecked
+            throw JobException.badInput("input cannot be listed", "--input", input + " (" + e + ")",
+                    "check the path, its permissions and that its filesystem is configured");
         }
+        if (files == null) {
+            throw JobException.badInput("input does not exist", "--input", input, "give an existing file or"
+                    + " folder (local, hdfs://, s3a://, ...)");
+        }
+        if (files.isEmpty()) {
+            throw JobException.badInput("no input files", "--input", input + " (empty, or only hidden files)",
+                    "point --input at the folder gen wrote, or a folder of Parquet or safetensors files");
+        }
+        return files;
+    }
+
+    /** The visible files below {@code root}, sorted; null when it does not exist. */
+    private static List<String> list(SparkSession spark, Path root) throws IOException {
+        FileSystem fs = root.getFileSystem(spark.sparkContext().hadoopConfiguration());
+        if (!fs.exists(root)) {
+            return null;
+        }
+        List<String> files = new ArrayList<>();
+        RemoteIterator<LocatedFileStatus> it = fs.listFiles(root, true);
+        while (it.hasNext()) {
+            Path p = it.next().getPath();
+            if (!hidden(root, p)) {
+                files.add(p.toString());
+            }
+        }
+        files.sort(null);
+        return files;
     }
 
     /** Names starting with '_' or '.' below the root, as Spark's file index skips them (_SUCCESS, .crc, ...). */

@@ -229,6 +229,19 @@ class TrustworthyRunsTest {
     }
 
     @Test
+    void credentialsInAPathAreMaskedInTheManifestAndTheErrorLine(@TempDir Path dir) throws IOException {
+        Path out = dir.resolve("out");
+        // No s3a filesystem on this class path: the input cannot be listed, after the run has started.
+        Run r = run("score", "--input", "s3a://AKIAKEY:the-secret@bucket/in", "--out", out.toString(), "--backend",
+                "cpu");
+        assertEquals(ExitCode.BAD_INPUT.code(), r.exit(), r.err());
+        assertOneErrorLine(r, "input cannot be listed, --input, s3a://***@bucket/in");
+        assertFalse(r.err().contains("the-secret"), r.err());
+        String manifest = Files.readString(out.resolve(RunOutput.MANIFEST));
+        assertTrue(manifest.contains("s3a://***@bucket/in") && !manifest.contains("the-secret"), manifest);
+    }
+
+    @Test
     void everyJobListsTheExitCodesInItsHelp() {
         for (String job : List.of("bench", "sweep", "score", "gen")) {
             String help = MobaCli.commandLine().getSubcommands().get(job).getUsageMessage();
