@@ -73,7 +73,7 @@ public final class RunOutput implements AutoCloseable {
         manifest.put("runId", runId);
         manifest.put("status", "running");
         manifest.put("arguments", arguments);
-        manifest.put("out", out.toString());
+        manifest.put("out", out());
         manifest.put("versions", Map.of("mobaSpark", MobaCli.VERSION, "spark", spark.version(),
                 "java", System.getProperty("java.version")));
         // Master and application id only: the Spark configuration can hold secrets and never lands here.
@@ -185,7 +185,7 @@ public final class RunOutput implements AutoCloseable {
         }
         manifest.put("replaced", previous.path("job").asText("") + " run " + previous.path("runId").asText()
                 + " (kept in " + superseded.getName() + " until this run commits)");
-        LOG.info("{}: the earlier run's outputs are moved aside to {} until this run commits", out,
+        LOG.info("{}: the earlier run's outputs are moved aside to {} until this run commits", out(),
                 superseded.getName());
     }
 
@@ -199,9 +199,9 @@ public final class RunOutput implements AutoCloseable {
         return staging.toString();
     }
 
-    /** {@code --out}, qualified: where the outputs are after {@link #commit}. */
+    /** {@code --out}, qualified, credentials masked: where the outputs are after {@link #commit}, for messages. */
     public String out() {
-        return out.toString();
+        return RunOptions.maskCredentials(out.toString());
     }
 
     /** The filesystem of {@code --out}. */
@@ -249,7 +249,7 @@ public final class RunOutput implements AutoCloseable {
             fs.delete(staging, true);
             finish("failed", null);
         } catch (IOException | RuntimeException e) {
-            LOG.warn("{}: could not mark the failed run in {}: {}", out, MANIFEST, e.toString());
+            LOG.warn("{}: could not mark the failed run in {}: {}", out(), MANIFEST, e.toString());
         }
         LAST_FAILED.set(this);
     }
@@ -267,7 +267,7 @@ public final class RunOutput implements AutoCloseable {
         try {
             finish("interrupted", ExitCode.INTERRUPTED);
         } catch (IOException | RuntimeException e) {
-            LOG.warn("{}: could not mark the interrupted run in {}: {}", out, MANIFEST, e.toString());
+            LOG.warn("{}: could not mark the interrupted run in {}: {}", out(), MANIFEST, e.toString());
         }
     }
 
@@ -283,7 +283,7 @@ public final class RunOutput implements AutoCloseable {
         try {
             run.writeManifest();
         } catch (IOException | RuntimeException e) {
-            LOG.warn("{}: could not record the error in {}: {}", run.out, MANIFEST, e.toString());
+            LOG.warn("{}: could not record the error in {}: {}", run.out(), MANIFEST, e.toString());
         }
     }
 
@@ -310,7 +310,8 @@ public final class RunOutput implements AutoCloseable {
         } catch (FileNotFoundException e) {
             return null;
         } catch (IOException e) {
-            LOG.warn("{} is not a readable run manifest ({}); treating the folder as foreign", p, e.toString());
+            LOG.warn("{} is not a readable run manifest ({}); treating the folder as foreign",
+                    RunOptions.maskCredentials(p.toString()), e.toString());
             return null;
         }
     }
