@@ -4,6 +4,8 @@
 # With Spark installed ($SPARK_HOME set), the job goes through $SPARK_HOME/bin/spark-submit with the shaded jar;
 # Spark settings (--master, --conf, ...) go in SPARK_SUBMIT_OPTS_MOBA, e.g.
 #   SPARK_SUBMIT_OPTS_MOBA="--master spark://host:7077 --properties-file conf/spark-defaults.conf" ./submit.sh bench
+# (conf/spark-defaults.conf: your copy of conf/spark-defaults.conf.template).
+# Exit codes: 0 ok, 1 checks failed (sweep), 2 usage, 3 bad input, 4 crashed, 130 interrupted (./submit.sh JOB --help).
 # Without Spark, the embedded default runs: Spark local[*] from the project's own Maven-built classpath.
 # Either way the project is built first when it has not been, or its sources changed.
 set -euo pipefail
@@ -24,7 +26,10 @@ if needs_build; then
       -Dmdep.outputFile="$cp_file" >&2)
 fi
 
-log_conf="-Dlog4j.configurationFile=$here/conf/log4j2.properties"
+# The console gets the job's lines and one "error:" line per failure; full traces go to the log file.
+log_file=${MOBA_LOG:-$here/logs/moba-spark.log}
+mkdir -p "$(dirname "$log_file")"
+log_conf="-Dlog4j.configurationFile=$here/conf/log4j2.properties -Dmoba.log=$log_file"
 if [ -n "${SPARK_HOME:-}" ] && [ -x "$SPARK_HOME/bin/spark-submit" ]; then
   # shellcheck disable=SC2086
   exec "$SPARK_HOME/bin/spark-submit" --class org.moba.job.MobaCli \

@@ -12,7 +12,7 @@ mkdir -p "$out" "$work"
 . /opt/moba-device/env.sh
 moba() {
   # spark.ui.enabled=false: the re-zipped jars of a packed base lack directory entries the web UI looks up.
-  java $MOBA_JAVA_OPTS -Xmx48g -Dspark.master='local[8]' -Dspark.ui.enabled=false -Dlog4j.configurationFile="$root/conf/log4j2.properties" -cp "$MOBA_CP" \
+  java $MOBA_JAVA_OPTS -Xmx48g -Dspark.master='local[8]' -Dspark.ui.enabled=false -Dlog4j.configurationFile="$root/conf/log4j2.properties" -Dmoba.log="$out/moba-spark.log" -cp "$MOBA_CP" \
       org.moba.job.MobaCli "$@"
 }
 status=0
@@ -26,10 +26,10 @@ run() {
   [ $rc = 0 ] || status=1
 }
 nvidia-smi --query-gpu=name,pci.bus_id --format=csv,noheader
-[ "${MOBA_BENCH:-1}" = 0 ] || run bench bench --backend cuda --spec "$root/conf/bench-flashmoba.json" --repeats 10 --out "$work/bench"
-run sweep sweep --backend cuda --backward --out "$work/sweep"
-run gen gen --out "$work/in" --lengths uniform:256:256-8192 --heads 16/4 --head-dim 128 --partitions 8
-run score score --backend cuda --input "$work/in" --out "$work/score" --chunk 512 --topk 3 --measure-bound
+[ "${MOBA_BENCH:-1}" = 0 ] || run bench bench --backend cuda --spec "$root/conf/bench-flashmoba.json" --repeats 10 --out "$work/bench" --overwrite
+run sweep sweep --backend cuda --backward --out "$work/sweep" --overwrite
+run gen gen --overwrite --out "$work/in" --lengths uniform:256:256-8192 --heads 16/4 --head-dim 128 --partitions 8
+run score score --backend cuda --input "$work/in" --out "$work/score" --overwrite --chunk 512 --topk 3 --measure-bound
 for f in bench/bench-summary.json sweep/sweep-summary.json score/score-summary.json bench/bench-report.html; do
   cp "$work/$f" "$out/" 2>/dev/null
 done

@@ -86,7 +86,7 @@ if [ "$fake" -gt 0 ]; then
   mem_gb=${MOBA_EXECUTOR_MEMORY_GB:-1}
   driver_mem=1g
   bench_args=${MOBA_BENCH_ARGS:---dtype fp16 --heads 2/2 --head-dim 32 --chunk 64 --topk 2 --lengths 2x512 --warmup 1 --repeats 3}
-  load_args=${MOBA_LOAD_ARGS:---backend cpu --slots 1 --dtype fp16 --heads 2/2 --head-dim 32 --chunk 64 --topk 2 --lengths 1x256 --warmup 0 --repeats 1000000}
+  load_args=${MOBA_LOAD_ARGS:---backend cpu --slots 1 --dtype fp16 --heads 2/2 --head-dim 32 --chunk 64 --topk 2 --lengths 1x256 --warmup 0 --repeats 1000000 --allow-slow}
   sweep_args=${MOBA_SWEEP_ARGS:---dtype fp16 --heads 4/2 --topk 1,3 --mixes boundary:2,single:3,uniform:4:1-300}
   gen_args=${MOBA_GEN_ARGS:---lengths uniform:32:64-600 --heads 4/2 --head-dim 32 --partitions 8}
   score_args=${MOBA_SCORE_ARGS:---chunk 64 --topk 2 --no-write-outputs}
@@ -245,9 +245,10 @@ step() { # NAME CAP_SECONDS COMMAND...: runs it under the remaining budget, logs
   fi
 }
 log_conf=-Dlog4j.configurationFile=$root/conf/log4j2.properties
+log_file=-Dmoba.log=$logs/moba-spark.log   # full traces of failed jobs
 standalone() { # TASK_GPU_AMOUNT CORES_MAX: the driver command of a job on the standalone cluster, in array $cmd
   # shellcheck disable=SC2206
-  cmd=(java $MOBA_JAVA_OPTS "-Xmx$driver_mem" "$log_conf" -cp "$MOBA_CP"
+  cmd=(java $MOBA_JAVA_OPTS "-Xmx$driver_mem" "$log_conf" "$log_file" -cp "$MOBA_CP"
     "-Dspark.master=spark://127.0.0.1:$port" -Dspark.ui.enabled=false -Dspark.ui.showConsoleProgress=false
     -Dspark.driver.host=127.0.0.1
     "-Dspark.executor.cores=$cores" "-Dspark.executor.memory=${mem_gb}g" "-Dspark.cores.max=$2"
@@ -258,7 +259,7 @@ standalone() { # TASK_GPU_AMOUNT CORES_MAX: the driver command of a job on the s
 }
 local_mode() { # MASTER XMX: a job in local mode (no GPU scheduling), in array $cmd
   # shellcheck disable=SC2206
-  cmd=(java $MOBA_JAVA_OPTS "-Xmx$2" "$log_conf" -cp "$MOBA_CP" "-Dspark.master=$1" -Dspark.ui.enabled=false
+  cmd=(java $MOBA_JAVA_OPTS "-Xmx$2" "$log_conf" "$log_file" -cp "$MOBA_CP" "-Dspark.master=$1" -Dspark.ui.enabled=false
     -Dspark.ui.showConsoleProgress=false org.moba.job.MobaCli)
 }
 
@@ -272,7 +273,7 @@ load_gpu=$((n - 1))
 start_load() {
   local_mode 'local[4]' "$load_xmx"
   # shellcheck disable=SC2086
-  CUDA_VISIBLE_DEVICES=$load_gpu "${cmd[@]}" bench $load_args --out "$work/load" > "$logs/load$1.log" 2>&1 &
+  CUDA_VISIBLE_DEVICES=$load_gpu "${cmd[@]}" bench $load_args --out "$work/load" --overwrite > "$logs/load$1.log" 2>&1 &
   load_pid=$!; pids+=("$load_pid")
   say "load on GPU $load_gpu started (pid $load_pid, log load$1.log)"
 }

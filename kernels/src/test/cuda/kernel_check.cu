@@ -1,6 +1,6 @@
 // Dev harness for the MoBA CUDA kernels: loads moba.fatbin by name (exactly as the JCuda backend
 // does), runs the forward on random inputs and checks it against its own float64 CPU reference
-// of MOBA.md; `time` mode measures the benchmark shapes. Not part of the Maven build.
+// of docs/semantics.md; `time` mode measures the benchmark shapes. Not part of the Maven build.
 //
 //   kernel_check <moba.fatbin> check [seed]     correctness matrix (exit 1 on any failure)
 //   kernel_check <moba.fatbin> time             timings (CUDA events, median of 25)
@@ -317,7 +317,7 @@ struct Reference {
             s += q[(static_cast<long>(t) * c.H + h) * c.D + d] * mu[((static_cast<long>(L.chunk_base[b]) + j) * c.Hkv + hk) * c.D + d];
         return s;
     }
-    // Selection per MOBA.md; `use` (if non-null) overrides it for the attention part.
+    // Selection per docs/semantics.md; `use` (if non-null) overrides it for the attention part.
     RefRow row(int t, int h, const std::vector<int>* use) const {
         RefRow r;
         const int b = L.seq_of(t), p = t - L.cu[b], own = p / c.C, hk = h / (c.H / c.Hkv);
@@ -664,7 +664,7 @@ static void run_backward(const Kernels& K, const Case& c, const Layout& L, Devic
     if (ev) CHECK(cudaEventRecord(ev[4], st));
 }
 
-// Float64 backward of MOBA.md following the GPU's selection; delta from the GPU's (16-bit) out.
+// Float64 backward of docs/semantics.md following the GPU's selection; delta from the GPU's (16-bit) out.
 struct BwdReference {
     std::vector<double> dq, dk, dv;
 };

@@ -5,38 +5,40 @@ import com.fasterxml.jackson.databind.SerializationFeature;
 import java.io.IOException;
 import java.io.OutputStream;
 import java.util.Map;
-import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
+import org.moba.job.run.RunOutput;
 import org.apache.spark.sql.Dataset;
 import org.apache.spark.sql.Row;
 import org.apache.spark.sql.SaveMode;
-import org.apache.spark.sql.SparkSession;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * The output folder of a job run, on any Hadoop filesystem (local, HDFS, S3A): Parquet and CSV tables plus a JSON
- * summary per result, for notebooks.
+ * The results of a job run, on any Hadoop filesystem (local, HDFS, S3A): Parquet and CSV tables plus a JSON
+ * summary and an HTML report per result, for notebooks. They are written into the run's staging folder and appear
+ * in {@code --out} together when the run commits ({@link RunOutput}).
  */
 public final class JobOutput {
     private static final Logger LOG = LoggerFactory.getLogger(JobOutput.class);
-    private final SparkSession spark;
-    private final Path root;
+    private final RunOutput run;
 
-    public JobOutput(SparkSession spark, String folder) throws IOException {
-        this.spark = spark;
-        Path p = new Path(folder);
-        this.root = p.getFileSystem(spark.sparkContext().hadoopConfiguration()).makeQualified(p);
+    public JobOutput(RunOutput run) {
+        this.run = run;
     }
 
-    /** The folder as a fully qualified URI string. */
+    /** {@code --out} as a fully qualified URI string: where the results are once the run commits. */
     public String root() {
-        return root.toString();
+        return run.out();
     }
 
-    /** {@code root/name}, for results a job writes itself. */
+    /** Where the job writes {@code name} (in the staging folder), for results a job writes itself. */
     public String path(String name) {
-        return new Path(root, name).toString();
+        return run.path(name);
+    }
+
+    /** Where {@code name} is once the run commits, for messages. */
+    public String finalPath(String name) {
+        return new Path(run.out(), name).toString();
     }
 
     /** Writes {@code name}.parquet and {@code name}.csv (one file, with a header). */
@@ -60,7 +62,7 @@ public final class JobOutput {
     public String writeReport(String name, ReportBuilder builder) {
         try (OutputStream out = create(name + "-report.html")) {
             out.write(builder.build().toHtml());
-            return path(name + "-report.html");
+            return finalPath(name + "-report.html");
         } catch (IOException | RuntimeException | LinkageError e) {
             LOG.warn("{} report not written ({}); the tables and summary are complete", name, e.toString());
             return "not written: " + e;
@@ -74,8 +76,6 @@ public final class JobOutput {
     }
 
     private OutputStream create(String file) throws IOException {
-        Path p = new Path(root, file);
-        FileSystem fs = p.getFileSystem(spark.sparkContext().hadoopConfiguration());
-        return fs.create(p, true);
+        return run.fileSystem().create(new Path(run.path(file)), true);
     }
 }

@@ -4,6 +4,7 @@ import java.io.Serializable;
 import java.util.Arrays;
 import java.util.Locale;
 import java.util.SplittableRandom;
+import org.moba.kernels.MobaInputException;
 import org.moba.kernels.SyntheticSequences;
 
 /**
@@ -127,8 +128,8 @@ public record LengthMix(String spec) implements Serializable {
         return n;
     }
 
-    private static IllegalArgumentException bad(String spec, String why) {
-        return new IllegalArgumentException("length mix '" + spec + "': " + why + " (forms: NxL, uniform:N:MIN-MAX,"
+    private static MobaInputException bad(String spec, String why) {
+        return new MobaInputException("length mix '" + spec + "': " + why + " (forms: NxL, uniform:N:MIN-MAX,"
                 + " lognormal:N:MEDIAN:SIGMA, bimodal:N:SHORT:LONG:FRACTION, boundary:K, single:N, huge:N:SHORT:HUGE)");
     }
 

@@ -29,6 +29,12 @@ public record MobaOptions(int chunk, int topk, String backend, int tokensPerBatc
     /** What to do with a record that cannot be scored. */
     public enum BadRecords { FAIL, SKIP;
 
+        /** The name options take and help lists: {@code fail}, {@code skip}. */
+        @Override
+        public String toString() {
+            return name().toLowerCase(Locale.ROOT);
+        }
+
         /** {@code fail} or {@code skip}, in any case. */
         public static BadRecords parse(String name) {
             try {

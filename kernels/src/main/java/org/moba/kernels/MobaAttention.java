@@ -1,7 +1,7 @@
 package org.moba.kernels;
 
 /**
- * A MoBA backend: computes exactly the function of MOBA.md on a packed batch.
+ * A MoBA backend: computes exactly the function of docs/semantics.md on a packed batch.
  * Implementations are thread-safe; {@link #close()} releases what the backend owns (device memory, threads).
  */
 public interface MobaAttention extends AutoCloseable {

@@ -1,8 +1,8 @@
 package org.moba.kernels;
 
 /**
- * What a MoBA backward pass returns (MOBA.md "Backward"): the gradients of {@code sum(out * dout)} with the forward's
- * selection held fixed.
+ * What a MoBA backward pass returns (docs/semantics.md "Backward"): the gradients of {@code sum(out * dout)} with the
+ * forward's selection held fixed.
  *
  * @param dq      {@code [T, H, D]} in the batch's dtype (raw bits)
  * @param dk      {@code [T, Hkv, D]} in the batch's dtype, summed over the query heads of each kv head

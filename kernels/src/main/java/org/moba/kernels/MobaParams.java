@@ -1,7 +1,7 @@
 package org.moba.kernels;
 
 /**
- * The MoBA hyper-parameters of one call (MOBA.md "Inputs").
+ * The MoBA hyper-parameters of one call (docs/semantics.md "Inputs").
  *
  * @param chunkSize    C, the key chunk length (> 0)
  * @param topk         chunks attended per query, the own chunk included (>= 1)

@@ -7,8 +7,8 @@ package org.moba.kernels;
 public interface MobaTraining extends MobaAttention {
 
     /**
-     * Backward pass (MOBA.md "Backward"): gradients of {@code sum(out * dout)} with respect to q, k and v, using the
-     * forward's {@code out}, {@code lse} and selection (no gradient flows through the gate), with
+     * Backward pass (docs/semantics.md "Backward"): gradients of {@code sum(out * dout)} with respect to q, k and v,
+     * using the forward's {@code out}, {@code lse} and selection (no gradient flows through the gate), with
      * {@code delta = rowsum(dout * out)} taken from the forward's {@code out} as returned (in the batch's dtype).
      *
      * @param batch   the batch the forward ran on

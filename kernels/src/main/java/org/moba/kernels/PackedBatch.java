@@ -1,7 +1,7 @@
 package org.moba.kernels;
 
 /**
- * A packed variable-length batch in the FlashAttention "varlen" layout (MOBA.md "Inputs"):
+ * A packed variable-length batch in the FlashAttention "varlen" layout (docs/semantics.md "Inputs"):
  * {@code q [T, H, D]}, {@code k, v [T, Hkv, D]} as raw fp16/bf16 bits, row-major, with {@code cu_seqlens [B+1]}.
  * Instances are validated on construction and immutable by contract (the arrays are not copied).
  */
@@ -56,7 +56,8 @@ public final class PackedBatch {
     }
 
     /**
-     * Checks {@code cu_seqlens} and {@code max_seqlen} (MOBA.md "Inputs"); shared with the other varlen containers.
+     * Checks {@code cu_seqlens} and {@code max_seqlen} (docs/semantics.md "Inputs"); shared with the other varlen
+     * containers.
      */
     public static void checkCuSeqlens(int[] cu, int maxSeqlen) {
         if (cu == null || cu.length < 1) {

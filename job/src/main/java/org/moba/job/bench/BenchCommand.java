@@ -3,6 +3,7 @@ package org.moba.job.bench;
 import java.io.File;
 import java.io.IOException;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.Iterator;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -25,6 +26,12 @@ import org.moba.job.spark.DeviceSlots;
 import org.moba.job.spark.ExecutorBackends;
 import org.moba.job.spark.SparkSessions;
 import org.moba.job.spark.TaskDevice;
+import org.moba.job.BackendOption.Backend;
+import org.moba.job.run.ExitCode;
+import org.moba.job.run.JobException;
+import org.moba.job.run.Preflight;
+import org.moba.job.run.RunOptions;
+import org.moba.job.run.RunOutput;
 import org.moba.kernels.MobaAttention;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -96,15 +103,34 @@ public final class BenchCommand implements Callable<Integer> {
     @Option(names = "--out", defaultValue = "results/bench", description = "output folder (default: ${DEFAULT-VALUE})")
     String out;
 
+    @Option(names = "--allow-slow",
+            description = "run a grid on the CPU backend even when it is estimated to take more than "
+                    + (int) CpuEstimate.LIMIT_SECONDS / 60 + " minutes (by default such a grid is refused with the"
+                    + " estimate)")
+    boolean allowSlow;
+
+    @Mixin
+    RunOptions run;
+
     @Override
     public Integer call() throws IOException {
-        List<BenchShape> shapes = spec != null ? BenchSpec.read(spec) : grid();
-        try (SparkSession spark = SparkSessions.create("moba bench")) {
+        List<BenchShape> shapes = shapes();
+        BenchRunner runner = new BenchRunner(warmup, repeats, seed);
+        Preflight.atLeast("--slots", slots, 0);
+        Preflight.atLeast("--tokens-per-batch", tokensPerBatch, 1);
+        Preflight.cudaShapes(backend.backend(), shapes.stream().map(BenchShape::shape).toList());
+        for (BenchShape s : shapes) {
+            int[] lengths = s.lengths().lengths(seed, s.shape().chunk());
+            int longest = Arrays.stream(lengths).max().orElse(0);
+            Preflight.cudaSelection(backend.backend(), s.shape(), Math.max(s.tokensPerBatch(), longest), longest,
+                    s.label());
+        }
+        try (SparkSession spark = SparkSessions.create("moba bench");
+             RunOutput run = refuseSlowCpuRun(spark, shapes).open(spark, out)) {
             JavaSparkContext jsc = JavaSparkContext.fromSparkContext(spark.sparkContext());
             int n = slots > 0 ? slots : DeviceSlots.count(jsc, backend.name());
             LOG.info("bench: {} shape(s) x {} device slot(s), backend {}", shapes.size(), n, backend.name());
             String requested = backend.name();
-            BenchRunner runner = new BenchRunner(warmup, repeats, seed);
             long jobStart = System.nanoTime();
             List<BenchMeasurement> rows = jsc.parallelize(IntStream.range(0, n).boxed().toList(), n)
                     .mapPartitions((Iterator<Integer> slot) -> {
@@ -128,7 +154,7 @@ public final class BenchCommand implements Callable<Integer> {
                             "lengths", "sequences", "meanLength", "tokens", "batches", "attendedPairs", "mobaMedianMs", "mobaP10Ms", "mobaP90Ms", "gateMedianMs",
                             "attentionMedianMs", "copyMedianMs", "denseMedianMs", "speedupOverDense",
                             "usefulTflops", "tokensPerSecond", "straggler", "timedKernelMs", "taskWallMs");
-            JobOutput output = new JobOutput(spark, out);
+            JobOutput output = new JobOutput(run);
             output.write(table, "bench");
             List<Map<String, Object>> devices = TaskDevice.usage(rows, BenchCommand::taskDevice,
                     BenchMeasurement::getTokens);
@@ -148,9 +174,48 @@ public final class BenchCommand implements Callable<Integer> {
             if (rows.stream().allMatch(r -> r.getBackend().equals("cpu"))) {
                 System.out.println("bench ran on the CPU backend (no usable CUDA device): numbers are CPU timings.");
             }
+            int exit = run.commit(Map.of("backend", backend.name(), "devices", devices), ExitCode.OK);
             System.out.println("results: " + output.root() + " (report: " + report + ")");
+            return exit;
         }
-        return 0;
+    }
+
+    private List<BenchShape> shapes() {
+        if (spec == null) {
+            return grid();
+        }
+        try {
+            return BenchSpec.read(spec);
+        } catch (IOException | IllegalArgumentException e) {
+            String why = String.valueOf(e.getMessage()).replaceAll("\\s+", " ");
+            throw JobException.usage("--spec cannot be read", "--spec", spec + " (" + why + ")",
+                    "give a JSON spec file like conf/bench-cpu-small.json");
+        }
+    }
+
+    /**
+     * A grid that will run on the CPU backend (asked for, or auto in local mode with no usable GPU) and is estimated
+     * to take longer than {@link CpuEstimate#LIMIT_SECONDS} is refused, with the estimate, unless --allow-slow;
+     * before --out is touched. Returns the run options, to open the run with.
+     */
+    private RunOptions refuseSlowCpuRun(SparkSession spark, List<BenchShape> shapes) {
+        boolean cpu = backend.backend() == Backend.CPU || backend.backend() == Backend.AUTO
+                && spark.sparkContext().isLocal() && DeviceSlots.visibleDevices(backend.name()) == 0;
+        if (!cpu) {
+            return run;
+        }
+        double rate = CpuEstimate.measureFlopsPerSecond();
+        double seconds = CpuEstimate.seconds(shapes, warmup, repeats, seed, rate);
+        String estimate = String.format("about %.0f min on the CPU backend here (%.1f GFLOP/s measured)",
+                seconds / 60, rate / 1e9);
+        if (seconds > CpuEstimate.LIMIT_SECONDS && !allowSlow) {
+            throw JobException.usage("this grid is GPU-sized and no GPU will run it", "--backend "
+                    + backend.name() + (spec != null ? " --spec " + spec : ""), estimate,
+                    "pass --allow-slow to run it anyway, run it on a GPU host (--backend cuda), or choose smaller"
+                    + " shapes (e.g. --spec conf/bench-cpu-small.json)");
+        }
+        LOG.info("bench: the grid runs on the CPU backend, estimated {}", estimate);
+        return run;
     }
 
     private List<BenchShape> grid() {

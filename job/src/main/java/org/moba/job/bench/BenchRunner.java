@@ -4,6 +4,7 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.stream.IntStream;
+import org.moba.job.run.Preflight;
 import org.moba.job.spark.DeviceAssignment;
 import org.moba.job.spark.TaskDevice;
 import org.moba.kernels.AttendedPairs;
@@ -30,12 +31,8 @@ public final class BenchRunner implements java.io.Serializable {
     private final long seed;
 
     public BenchRunner(int warmup, int repeats, long seed) {
-        if (repeats < 1) {
-            throw new IllegalArgumentException("--repeats must be >= 1, got " + repeats);
-        }
-        if (warmup < 0) {
-            throw new IllegalArgumentException("--warmup must be >= 0, got " + warmup);
-        }
+        Preflight.atLeast("--repeats", repeats, 1);
+        Preflight.atLeast("--warmup", warmup, 0);
         this.warmup = warmup;
         this.repeats = repeats;
         this.seed = seed;
@@ -44,10 +41,16 @@ public final class BenchRunner implements java.io.Serializable {
     public List<BenchMeasurement> run(List<BenchShape> shapes, MobaAttention backend, DeviceAssignment assignment,
                                       TaskDevice device) {
         List<BenchMeasurement> rows = new ArrayList<>();
+        long start = System.nanoTime();
         for (BenchShape shape : shapes) {
             LOG.info("bench {} on {} (executor/gpu/ordinal/bus {}): warm-up {}, repeats {}", shape.label(),
                     backend.device(), device.label(), warmup, repeats);
             rows.add(measure(shape, backend, assignment, device));
+            // Progress with a naive ETA (the mean time per shape so far): grids on slow devices run for a long time.
+            double elapsed = (System.nanoTime() - start) / 1e9;
+            int done = rows.size();
+            LOG.info("bench: shape {}/{} done on {} after {} s; ETA {} s", done, shapes.size(), device.label(),
+                    Math.round(elapsed), Math.round(elapsed / done * (shapes.size() - done)));
         }
         return rows;
     }

@@ -4,6 +4,7 @@ import java.io.IOException;
 import java.util.ArrayList;
 import java.util.Iterator;
 import java.util.List;
+import java.util.Map;
 import java.util.concurrent.Callable;
 import java.util.stream.IntStream;
 import org.apache.hadoop.fs.FSDataOutputStream;
@@ -18,6 +19,10 @@ import org.apache.spark.sql.SaveMode;
 import org.apache.spark.sql.SparkSession;
 import org.moba.job.LengthMix;
 import org.moba.job.Shape;
+import org.moba.job.run.ExitCode;
+import org.moba.job.run.Preflight;
+import org.moba.job.run.RunOptions;
+import org.moba.job.run.RunOutput;
 import org.moba.job.spark.SparkSessions;
 import org.moba.kernels.BatchLayout;
 import org.moba.kernels.DType;
@@ -26,6 +31,7 @@ import org.moba.kernels.SequencePacker;
 import org.moba.kernels.SyntheticSequences;
 import org.apache.spark.util.SerializableConfiguration;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 /** {@code gen}: writes a synthetic input dataset for {@code score}, as Parquet or safetensors files. */
@@ -51,25 +57,33 @@ public final class GenCommand implements Callable<Integer> {
     @Option(names = "--partitions", defaultValue = "4", description = "output files (default: ${DEFAULT-VALUE})")
     int partitions;
 
-    @Option(names = "--format", defaultValue = "parquet", description = "parquet or safetensors (default: ${DEFAULT-VALUE})")
-    String format;
+    @Option(names = "--format", defaultValue = "parquet",
+            description = "${COMPLETION-CANDIDATES} (default: ${DEFAULT-VALUE})")
+    InputFormat format;
 
-    @Option(names = "--out", required = true, description = "output path on any Hadoop filesystem")
+    @Option(names = "--out", required = true, description = "output folder on any Hadoop filesystem (new or empty;"
+            + " --overwrite replaces an earlier gen run there)")
     String out;
+
+    @Mixin
+    RunOptions run;
 
     @Override
     public Integer call() throws IOException {
         int[] hk = Shape.parseHeads(heads);
         BatchLayout layout = new BatchLayout(DType.parse(dtype), hk[0], hk[1], headDim);
         int[] lens = new LengthMix(lengths).lengths(seed, 64);
+        Preflight.atLeast("--partitions", partitions, 1);
         long s = seed;
-        try (SparkSession spark = SparkSessions.create("moba gen")) {
+        try (SparkSession spark = SparkSessions.create("moba gen"); RunOutput run = this.run.open(spark, out)) {
+            // The dataset is the folder itself: its files are staged, then moved to the top of --out on commit.
+            String staging = run.stagingFolder();
             JavaSparkContext jsc = JavaSparkContext.fromSparkContext(spark.sparkContext());
-            JavaRDD<Integer> ids = jsc.parallelize(IntStream.range(0, lens.length).boxed().toList(),
-                    Math.max(1, partitions));
-            if (format.equals("safetensors")) {
+            JavaRDD<Integer> ids = jsc.parallelize(IntStream.range(0, lens.length).boxed().toList(), partitions);
+            String wrote;
+            if (format == InputFormat.SAFETENSORS) {
                 SerializableConfiguration hadoop = new SerializableConfiguration(jsc.hadoopConfiguration());
-                String root = out;
+                String root = staging;
                 long files = ids.mapPartitions((Iterator<Integer> it) -> {
                     List<Sequence> seqs = new ArrayList<>();
                     SyntheticSequences synth = new SyntheticSequences(s, layout);
@@ -84,20 +98,21 @@ public final class GenCommand implements Callable<Integer> {
                     }
                     return List.of(1).iterator();
                 }).count();
-                System.out.println("wrote " + lens.length + " sequences in " + files + " safetensors file(s) to " + out);
-            } else if (format.equals("parquet")) {
+                wrote = lens.length + " sequences in " + files + " safetensors file(s)";
+            } else {
                 JavaRDD<Row> rows = ids.map(i -> {
                     Sequence q = new SyntheticSequences(s, layout).generate(i, lens[i]);
                     return RowFactory.create("seq-" + i, q.length(), layout.dtype().label(), layout.heads(),
                             layout.kvHeads(), layout.headDim(), TensorRecord.bytes(q.q()), TensorRecord.bytes(q.k()),
                             TensorRecord.bytes(q.v()));
                 });
-                spark.createDataFrame(rows, ScoreSchema.INPUT).write().mode(SaveMode.Overwrite).parquet(out);
-                System.out.println("wrote " + lens.length + " sequences as Parquet to " + out);
-            } else {
-                throw new IllegalArgumentException("--format must be parquet or safetensors, got '" + format + "'");
+                // Overwrite replaces the staging folder only: this run's own, empty until now.
+                spark.createDataFrame(rows, ScoreSchema.INPUT).write().mode(SaveMode.Overwrite).parquet(staging);
+                wrote = lens.length + " sequences as Parquet";
             }
+            int exit = run.commit(Map.of("sequences", lens.length, "format", format.toString()), ExitCode.OK);
+            System.out.println("wrote " + wrote + " to " + run.out());
+            return exit;
         }
-        return 0;
     }
 }

@@ -1,7 +1,6 @@
 package org.moba.job.score;
 
 import java.io.IOException;
-import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -13,6 +12,12 @@ import org.apache.spark.sql.SparkSession;
 import org.apache.spark.sql.functions;
 import org.moba.job.BackendOption;
 import org.moba.job.JobOutput;
+import org.moba.job.run.ExitCode;
+import org.moba.job.run.JobException;
+import org.moba.job.run.Preflight;
+import org.moba.job.run.RunOptions;
+import org.moba.job.run.RunOutput;
+import org.moba.job.spark.Progress;
 import org.moba.job.spark.SparkSessions;
 import org.moba.spark.MobaDataset;
 import org.moba.spark.MobaOptions;
@@ -42,8 +47,9 @@ public final class ScoreCommand implements Callable<Integer> {
     @Option(names = "--input", required = true, description = "input path (local, hdfs://, s3a://, ...)")
     String input;
 
-    @Option(names = "--format", defaultValue = "parquet", description = "parquet or safetensors (default: ${DEFAULT-VALUE})")
-    String format;
+    @Option(names = "--format", defaultValue = "parquet",
+            description = "${COMPLETION-CANDIDATES} (default: ${DEFAULT-VALUE})")
+    InputFormat format;
 
     @Option(names = "--out", defaultValue = "results/score", description = "output folder (default: ${DEFAULT-VALUE})")
     String out;
@@ -64,9 +70,10 @@ public final class ScoreCommand implements Callable<Integer> {
     int tokensPerBatch;
 
     @Option(names = "--bad-records", defaultValue = "fail",
-            description = "fail: stop the job at the first bad record, naming it; skip: write it with the reason"
-                    + " to the rejects (outcome=rejected) (default: ${DEFAULT-VALUE})")
-    String badRecords;
+            description = "${COMPLETION-CANDIDATES}. fail: stop the job at the first bad record or unreadable file,"
+                    + " naming it; skip: write it with the reason to the rejects (outcome=rejected)"
+                    + " (default: ${DEFAULT-VALUE})")
+    MobaOptions.BadRecords badRecords;
 
     @Option(names = "--no-check-finite",
             description = "accept records holding NaN or infinity (by default they are bad records)")
@@ -86,13 +93,20 @@ public final class ScoreCommand implements Callable<Integer> {
             description = "repartition the input to this many tasks; 0 keeps the input's (default: ${DEFAULT-VALUE})")
     int partitions;
 
+    @Mixin
+    RunOptions run;
+
     @Override
     public Integer call() throws Exception {
+        Preflight.atLeast("--tokens-per-batch", tokensPerBatch, 1);
+        Preflight.atLeast("--partitions", partitions, 0);
         MobaOptions options = MobaOptions.of(chunk, topk).withBackend(backend.name()).withTokensPerBatch(tokensPerBatch)
-                .withBadRecords(MobaOptions.BadRecords.parse(badRecords)).withCheckFinite(!noFiniteCheck)
-                .withOutputs(!metricsOnly).withSelection(false).withMetrics(true);
-        try (SparkSession spark = SparkSessions.create("moba score")) {
-            Dataset<Row> records = read(spark);
+                .withBadRecords(badRecords).withCheckFinite(!noFiniteCheck).withOutputs(!metricsOnly)
+                .withSelection(false).withMetrics(true);
+        Preflight.cudaChunk(backend.backend(), options.params());
+        try (SparkSession spark = SparkSessions.create("moba score"); RunOutput run = this.run.open(spark, out)) {
+            Progress.register(spark.sparkContext(), "score", "partition");
+            Dataset<Row> records = ScoreInput.read(spark, input, format, badRecords);
             if (partitions > 0) {
                 records = records.repartition(partitions);
             }
@@ -102,43 +116,30 @@ public final class ScoreCommand implements Callable<Integer> {
             // The whole computation is the Dataset API's: this command only reads files and writes results.
             MobaResult result = MobaDataset.attention(records, options);
             long start = System.nanoTime();
-            JobOutput output = new JobOutput(spark, out);
+            JobOutput output = new JobOutput(run);
             String table = output.path("score.parquet");
             try {
                 result.all().write().mode(SaveMode.Overwrite).partitionBy("outcome").parquet(table);
             } catch (Exception e) { // SparkException is checked, but Spark also throws it sneakily
                 String bad = badRecordMessage(e);
                 if (bad != null) {
-                    System.err.println("score failed: " + bad + " (rerun with --bad-records skip to write such"
-                            + " records to the rejects instead)");
-                    return 2;
+                    throw new JobException(ExitCode.BAD_INPUT, bad + ", in " + input + "; rerun with --bad-records"
+                            + " skip to write such records to the rejects instead", e);
                 }
                 throw e;
             }
             double scoreWallMs = (System.nanoTime() - start) / 1e6;
-            return summarize(spark, output, table, throughput(result.timings(), scoreWallMs, decodeOnlyMs));
+            if (spark.read().schema(ScoreSchema.RESULT).parquet(table).isEmpty()) {
+                // No rows, so no outcome= folders: one empty file carries the schema, so readers need none.
+                spark.createDataFrame(List.of(), ScoreSchema.RESULT).write().mode(SaveMode.Overwrite).parquet(table);
+            }
+            Map<String, Object> manifest = summarize(spark, output, table,
+                    throughput(result.timings(), scoreWallMs, decodeOnlyMs));
+            int exit = run.commit(manifest, ExitCode.OK);
+            System.out.println("results: " + output.finalPath("score.parquet") + " (outcome=scored |"
+                    + " outcome=rejected); report: " + manifest.get("report"));
+            return exit;
         }
-    }
-
-    /** The input files as {@link MobaDataset}'s input columns. */
-    private Dataset<Row> read(SparkSession spark) {
-        if (format.equals("safetensors")) {
-            return MobaTensors.readSafetensors(spark, input);
-        }
-        if (!format.equals("parquet")) {
-            throw new IllegalArgumentException("--format must be parquet or safetensors, got '" + format + "'");
-        }
-        // Rows hold whole tensors (megabytes each): the vectorized reader would buffer 4,096 of them per column
-        // batch, so read row by row.
-        spark.conf().set("spark.sql.parquet.enableVectorizedReader", "false");
-        Dataset<Row> df = spark.read().parquet(input);
-        List<String> missing = Arrays.stream(ScoreSchema.INPUT.fieldNames())
-                .filter(c -> !Arrays.asList(df.columns()).contains(c)).toList();
-        if (!missing.isEmpty()) {
-            throw new IllegalArgumentException("input " + input + " lacks column(s) " + missing + "; expected "
-                    + Arrays.toString(ScoreSchema.INPUT.fieldNames()));
-        }
-        return df.select("id", "length", "dtype", "heads", "kv_heads", "head_dim", "q", "k", "v");
     }
 
     /** Wall time of reading and decoding every record, with no scoring: the decode part of the bound. */
@@ -168,9 +169,11 @@ public final class ScoreCommand implements Callable<Integer> {
         return m;
     }
 
-    private int summarize(SparkSession spark, JobOutput output, String table, Map<String, Object> throughput)
-            throws IOException {
-        Dataset<Row> result = spark.read().parquet(table);
+    /** Writes the metrics, summary and report of the staged results; returns what the run manifest records. */
+    private Map<String, Object> summarize(SparkSession spark, JobOutput output, String table,
+                                          Map<String, Object> throughput) throws IOException {
+        // With the schema given, a zero-row result (no partition folders, only _SUCCESS) reads as an empty table.
+        Dataset<Row> result = spark.read().schema(ScoreSchema.RESULT).parquet(table);
         Dataset<Row> metrics = result.select(functions.col("id"), functions.col("outcome"), functions.col("length"),
                 functions.col("dtype"), functions.col("heads"), functions.col("device"), functions.col("host"),
                 functions.col("executor_id"), functions.col("gpu_addresses"), functions.col("device_ordinal"),
@@ -199,9 +202,10 @@ public final class ScoreCommand implements Callable<Integer> {
                         functions.col("length")).otherwise(0)),
                 functions.avg("mean_recall"), functions.min("min_cosine"), functions.max("max_rel_error")).first();
         Map<String, Object> summary = new LinkedHashMap<>();
+        long scored = totals.isNullAt(1) ? 0 : totals.getLong(1); // a sum over no rows is null
         summary.put("records", totals.getLong(0));
-        summary.put("scored", totals.getLong(1));
-        summary.put("rejected", totals.getLong(0) - totals.getLong(1));
+        summary.put("scored", scored);
+        summary.put("rejected", totals.getLong(0) - scored);
         summary.put("tokensScored", totals.isNullAt(2) ? 0 : totals.getLong(2));
         summary.put("meanRecall", totals.isNullAt(3) ? null : totals.getDouble(3));
         summary.put("minCosine", totals.isNullAt(4) ? null : totals.getDouble(4));
@@ -221,8 +225,8 @@ public final class ScoreCommand implements Callable<Integer> {
         String report = output.writeReport("score", () -> ScoreReport.of(summary, perSequence, perHead, devices));
         summary.forEach((k, v) -> System.out.printf("%-18s %s%n", k, v));
         devices.forEach(d -> System.out.printf("%-18s %s%n", "device", d));
-        System.out.println("results: " + table + " (outcome=scored | outcome=rejected); report: " + report);
-        return 0;
+        return Map.of("backend", backend.name(), "devices", devices, "records", summary.get("records"),
+                "report", report);
     }
 
     /** Where the records went: one entry per distinct task device, with its records and scored tokens. */

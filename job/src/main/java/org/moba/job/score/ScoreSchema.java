@@ -49,4 +49,14 @@ public final class ScoreSchema {
 
     private ScoreSchema() {
     }
+
+    /** What to store in an input column, for the message about a column of the wrong type. */
+    static String describe(String column) {
+        return switch (column) {
+            case "q", "k", "v" -> "store " + column + " as binary: the little-endian fp16/bf16 bytes of [length,"
+                    + " heads, head_dim] (as gen writes it)";
+            case "id", "dtype" -> "store " + column + " as a string";
+            default -> "store " + column + " as an int32 (int64 is read where the value fits)";
+        };
+    }
 }

@@ -3,6 +3,7 @@ package org.moba.job.spark;
 import java.util.Locale;
 import org.apache.spark.SparkConf;
 import org.apache.spark.sql.SparkSession;
+import org.moba.job.run.JobException;
 
 /**
  * Creates the job's SparkSession. Under {@code spark-submit} the master and every setting come from there; started
@@ -11,6 +12,7 @@ import org.apache.spark.sql.SparkSession;
 public final class SparkSessions {
     /** Spark's key for the GPU amount each task asks for. */
     public static final String TASK_GPU_AMOUNT = "spark.task.resource.gpu.amount";
+    private static final String LOOPBACK = "127.0.0.1";
 
     private SparkSessions() {
     }
@@ -21,6 +23,12 @@ public final class SparkSessions {
             conf.setMaster("local[*]");
         }
         conf.setIfMissing("spark.app.name", appName);
+        if (isLocal(conf)) {
+            // One JVM needs no network: the driver's RPC and block manager listen on loopback only (the web UI
+            // follows SPARK_LOCAL_IP, which submit.sh sets to 127.0.0.1 for the embedded default).
+            conf.setIfMissing("spark.driver.bindAddress", LOOPBACK);
+            conf.setIfMissing("spark.driver.host", LOOPBACK);
+        }
         conf.setIfMissing("spark.ui.showConsoleProgress", "true");
         // The result beans have ~20 fields; Spark's default of 25 printable fields warns about them on every plan.
         conf.setIfMissing("spark.sql.debug.maxToStringFields", "100");
@@ -34,16 +42,17 @@ public final class SparkSessions {
     }
 
     /**
-     * Spark's local mode never hands GPUs to tasks, and with a task GPU amount it hangs without a word (SPARK.md 1):
-     * refuse that combination with an error that says what to do instead.
+     * Spark's local mode never hands GPUs to tasks, and with a task GPU amount it hangs without a word
+     * (docs/spark-gpu.md, "Local mode"): refuse that combination with an error that says what to do instead.
      */
     static void checkGpuSettings(SparkConf conf) {
         if (isLocal(conf) && conf.contains(TASK_GPU_AMOUNT)) {
-            throw new IllegalArgumentException(TASK_GPU_AMOUNT + "=" + conf.get(TASK_GPU_AMOUNT) + " cannot be used with"
-                    + " master '" + conf.get("spark.master") + "': local mode never assigns GPUs and Spark would hang."
-                    + " Drop the setting (local tasks then spread over the visible GPUs), or use a standalone,"
-                    + " local-cluster, YARN or Kubernetes master with spark.executor.resource.gpu.amount and a"
-                    + " discovery script (see conf/spark-defaults.conf).");
+            throw JobException.usage(TASK_GPU_AMOUNT + " cannot be used with a local master (local mode never"
+                    + " assigns GPUs and Spark would hang)", "master " + conf.get("spark.master"),
+                    TASK_GPU_AMOUNT + "=" + conf.get(TASK_GPU_AMOUNT), "drop the setting (local tasks then spread"
+                    + " over the visible GPUs), or use a standalone, local-cluster, YARN or Kubernetes master with"
+                    + " spark.executor.resource.gpu.amount and a discovery script (see"
+                    + " conf/spark-defaults.conf.template)");
         }
     }
 

@@ -15,7 +15,12 @@ import org.moba.job.JobOutput;
 import org.moba.job.BackendOption;
 import org.moba.job.LengthMix;
 import org.moba.job.Shape;
+import org.moba.job.run.ExitCode;
+import org.moba.job.run.Preflight;
+import org.moba.job.run.RunOptions;
+import org.moba.job.run.RunOutput;
 import org.moba.job.spark.DeviceAssignment;
+import org.moba.job.spark.Progress;
 import org.moba.job.spark.DeviceSlots;
 import org.moba.job.spark.ExecutorBackends;
 import org.moba.job.spark.SparkSessions;
@@ -36,7 +41,8 @@ import picocli.CommandLine.Option;
  */
 @Command(name = "sweep", mixinStandardHelpOptions = true, sortOptions = false,
         description = {"Check a backend against the float64 oracle over length mixes, dtypes, head dims, GQA,",
-                "chunk sizes, topk and seeds. Exits with status 1 when any configuration fails."})
+                "chunk sizes, topk and seeds. Exits with status 1 when any configuration fails (outputs committed),",
+                "with 4 when the run itself crashed."})
 public final class SweepCommand implements Callable<Integer> {
     private static final Logger LOG = LoggerFactory.getLogger(SweepCommand.class);
 
@@ -83,10 +89,17 @@ public final class SweepCommand implements Callable<Integer> {
     @Option(names = "--out", defaultValue = "results/sweep", description = "output folder (default: ${DEFAULT-VALUE})")
     String out;
 
+    @Mixin
+    RunOptions run;
+
     @Override
     public Integer call() throws IOException {
         List<SweepConfig> configs = grid();
-        try (SparkSession spark = SparkSessions.create("moba sweep")) {
+        Preflight.atLeast("--oracle-rows", oracleRows, 1);
+        Preflight.atLeast("--tokens-per-batch", tokensPerBatch, 1);
+        Preflight.cudaShapes(backend.backend(), configs.stream().map(SweepConfig::shape).distinct().toList());
+        try (SparkSession spark = SparkSessions.create("moba sweep"); RunOutput run = this.run.open(spark, out)) {
+            Progress.register(spark.sparkContext(), "sweep", "configuration");
             JavaSparkContext jsc = JavaSparkContext.fromSparkContext(spark.sparkContext());
             LOG.info("sweep: {} configuration(s), backend {}, oracle on up to {} tokens per batch{}", configs.size(),
                     backend.name(), oracleRows, backwardCheck ? ", backward checked" : "");
@@ -104,7 +117,7 @@ public final class SweepCommand implements Callable<Integer> {
                         return result.iterator();
                     }).collect();
 
-            JobOutput output = new JobOutput(spark, out);
+            JobOutput output = new JobOutput(run);
             output.write(spark.createDataFrame(rows, SweepRow.class).select("config", "dtype", "backend", "device",
                     "host", "executorId", "gpuAddresses", "deviceOrdinal", "pciBusId", "sequenceId", "length",
                     "tokensCompared", "rowsCompared", "outRelL2", "outMaxAbs", "lseRelL2", "lseMaxAbs",
@@ -132,9 +145,12 @@ public final class SweepCommand implements Callable<Integer> {
             System.out.println(SweepVerdict.render(verdicts));
             List<SweepVerdict> failed = verdicts.stream().filter(v -> !v.pass()).collect(Collectors.toList());
             failed.forEach(v -> System.out.println("FAILED " + v.config() + "\n  reproduce: " + v.reproduce()));
+            // Failures are a result, committed like any other: exit 1 says "ran and found failures", never a crash.
+            int exit = run.commit(Map.of("backend", backend.name(), "devices", devices, "failedConfigurations",
+                    failed.size()), failed.isEmpty() ? ExitCode.OK : ExitCode.CHECKS_FAILED);
             System.out.println(verdicts.size() - failed.size() + " passed, " + failed.size() + " failed; results: "
                     + output.root() + " (report: " + report + ")");
-            return failed.isEmpty() ? 0 : 1;
+            return exit;
         }
     }
 

@@ -11,12 +11,13 @@ public record SweepConfig(Shape shape, LengthMix lengths, long seed) implements 
         return shape.label() + " " + lengths + " seed " + seed;
     }
 
-    /** The command that reruns exactly this configuration alone. */
+    /** The command that reruns exactly this configuration alone, into results/sweep-reproduce. */
     public String reproduceCommand(String backend, int oracleRows, int tokensPerBatch, boolean backward) {
         return "./submit.sh sweep --backend " + backend + " --dtype " + shape.dtype().label() + " --heads "
                 + shape.heads() + "/" + shape.kvHeads() + " --head-dim " + shape.headDim() + " --chunk "
                 + shape.chunk() + " --topk " + shape.topk() + " --mixes '" + lengths + "' --seeds " + seed
                 + " --oracle-rows " + oracleRows + " --tokens-per-batch " + tokensPerBatch
-                + (backward ? " --backward" : "");
+                // Its own folder, replaced by each reproduction: never the sweep's outputs, never refused.
+                + " --out results/sweep-reproduce --overwrite" + (backward ? " --backward" : "");
     }
 }

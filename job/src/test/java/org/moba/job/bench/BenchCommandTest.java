@@ -12,7 +12,6 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
 import org.moba.job.MobaCli;
-import picocli.CommandLine;
 
 /** {@code bench} end to end on Spark {@code local[*]} with the CPU backend. */
 class BenchCommandTest {
@@ -20,7 +19,7 @@ class BenchCommandTest {
     @Test
     @Timeout(180)
     void benchWritesOneRowPerShapeAndDevice(@TempDir Path out) throws Exception {
-        int exit = new CommandLine(new MobaCli()).execute("bench", "--backend", "cpu", "--heads", "4/2,2/2",
+        int exit = MobaCli.commandLine().execute("bench", "--backend", "cpu", "--heads", "4/2,2/2",
                 "--head-dim", "32", "--chunk", "64", "--topk", "2", "--lengths", "3x300", "--warmup", "1",
                 "--repeats", "3", "--out", out.toString());
         assertEquals(0, exit);

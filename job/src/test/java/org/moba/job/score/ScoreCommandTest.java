@@ -36,7 +36,6 @@ import org.moba.kernels.Sequence;
 import org.moba.kernels.SequencePacker;
 import org.moba.kernels.SyntheticSequences;
 import org.moba.kernels.reference.MobaReference;
-import picocli.CommandLine;
 
 /** {@code score} end to end on Spark {@code local[*]} with the CPU backend: real Parquet and safetensors files. */
 @Timeout(300)
@@ -71,7 +70,7 @@ class ScoreCommandTest {
         List<String> args = new ArrayList<>(List.of("score", "--input", input.toString(), "--out", out.toString(),
                 "--backend", "cpu", "--chunk", "64", "--topk", "2", "--tokens-per-batch", "500"));
         args.addAll(List.of(extra));
-        return new CommandLine(new MobaCli()).execute(args.toArray(String[]::new));
+        return MobaCli.commandLine().execute(args.toArray(String[]::new));
     }
 
     private static Map<String, Row> results(Path out) {
@@ -159,8 +158,9 @@ class ScoreCommandTest {
         } finally {
             System.setErr(err);
         }
-        assertEquals(2, exit);
-        assertTrue(captured.toString().contains("score failed: " + message), captured.toString());
+        assertEquals(3, exit, "bad input");
+        assertTrue(captured.toString().startsWith("error: " + message), captured.toString());
+        assertEquals(1, captured.toString().lines().count(), "one line: " + captured);
     }
 
     @Test
@@ -211,7 +211,7 @@ class ScoreCommandTest {
 
     @Test
     void genThenScoreRoundTrip(@TempDir Path dir) throws Exception {
-        assertEquals(0, new CommandLine(new MobaCli()).execute("gen", "--out", dir.resolve("in").toString(),
+        assertEquals(0, MobaCli.commandLine().execute("gen", "--out", dir.resolve("in").toString(),
                 "--lengths", "uniform:10:20-300", "--heads", "4/2", "--head-dim", "32", "--partitions", "2"));
         assertEquals(0, score(dir.resolve("in"), dir.resolve("out"), "--measure-bound"));
         assertEquals(10, results(dir.resolve("out")).size());

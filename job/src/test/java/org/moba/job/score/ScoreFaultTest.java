@@ -21,7 +21,6 @@ import org.moba.kernels.BatchLayout;
 import org.moba.kernels.DType;
 import org.moba.kernels.Sequence;
 import org.moba.kernels.SyntheticSequences;
-import picocli.CommandLine;
 
 /**
  * An executor JVM is killed while {@code score} runs on a {@code local-cluster}: the job must still finish, with
@@ -58,7 +57,7 @@ class ScoreFaultTest {
         killer.start();
         int exit;
         try {
-            exit = new CommandLine(new MobaCli()).execute("score", "--input", dir.resolve("in").toString(),
+            exit = MobaCli.commandLine().execute("score", "--input", dir.resolve("in").toString(),
                     "--out", dir.resolve("out").toString(), "--backend", "cpu", "--chunk", "128", "--topk", "2",
                     "--tokens-per-batch", "3000", "--partitions", "12", "--bad-records", "skip");
         } finally {

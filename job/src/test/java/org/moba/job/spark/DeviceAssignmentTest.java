@@ -6,6 +6,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import org.apache.spark.SparkConf;
 import org.junit.jupiter.api.Test;
+import org.moba.job.run.ExitCode;
+import org.moba.job.run.JobException;
 
 class DeviceAssignmentTest {
 
@@ -44,8 +46,8 @@ class DeviceAssignmentTest {
     @Test
     void localMasterWithTaskGpuAmountIsRefusedInsteadOfHanging() {
         SparkConf conf = new SparkConf(false).setMaster("local[4]").set(SparkSessions.TASK_GPU_AMOUNT, "1");
-        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                () -> SparkSessions.checkGpuSettings(conf));
+        JobException e = assertThrows(JobException.class, () -> SparkSessions.checkGpuSettings(conf));
+        assertEquals(ExitCode.USAGE, e.exitCode());
         assertTrue(e.getMessage().contains("local mode never assigns GPUs"), e.getMessage());
         SparkSessions.checkGpuSettings(new SparkConf(false).setMaster("local-cluster[2,1,1024]")
                 .set(SparkSessions.TASK_GPU_AMOUNT, "1"));

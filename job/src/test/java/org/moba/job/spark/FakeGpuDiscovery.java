@@ -8,8 +8,9 @@ import org.apache.spark.resource.ResourceInformation;
 import org.apache.spark.resource.ResourceRequest;
 
 /**
- * Hands each in-process local-cluster worker its own block of fake GPU addresses (SPARK.md 3): the workers share
- * one JVM, so a counter gives distinct blocks where a fixed discovery script would give every worker the same.
+ * Hands each in-process local-cluster worker its own block of fake GPU addresses (docs/spark-gpu.md "GPUs per worker"):
+ * the workers share one JVM, so a counter gives distinct blocks where a fixed discovery script would give every worker
+ * the same.
  */
 public class FakeGpuDiscovery implements ResourceDiscoveryPlugin {
     private static final AtomicInteger NEXT = new AtomicInteger();

@@ -40,7 +40,6 @@ import org.moba.kernels.PackedBatch;
 import org.moba.kernels.SequencePacker;
 import org.moba.kernels.SyntheticSequences;
 import org.moba.kernels.cpu.CpuMobaAttention;
-import picocli.CommandLine;
 
 /**
  * GPU scheduling on a real {@code local-cluster} (2 workers, separate executor JVMs) with fake GPU addresses:
@@ -189,7 +188,7 @@ class LocalClusterGpuTest {
         props.forEach(System::setProperty);
         int exit;
         try {
-            exit = new CommandLine(new MobaCli()).execute("bench", "--backend", "auto", "--heads", "2/2",
+            exit = MobaCli.commandLine().execute("bench", "--backend", "auto", "--heads", "2/2",
                     "--head-dim", "32", "--chunk", "64", "--topk", "2", "--lengths", "2x200", "--warmup", "0",
                     "--repeats", "2", "--out", out.toString());
         } finally {

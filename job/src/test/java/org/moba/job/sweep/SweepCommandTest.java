@@ -15,7 +15,6 @@ import org.junit.jupiter.api.io.TempDir;
 import org.moba.job.MobaCli;
 import org.moba.kernels.DType;
 import org.moba.kernels.reference.OracleComparison;
-import picocli.CommandLine;
 
 /** {@code sweep} end to end on Spark {@code local[*]}: the CPU backend against the float64 oracle. */
 class SweepCommandTest {
@@ -23,7 +22,7 @@ class SweepCommandTest {
     @Test
     @Timeout(180)
     void cpuBackendPassesASmallSweepAndEverySequenceIsReported(@TempDir Path out) throws Exception {
-        int exit = new CommandLine(new MobaCli()).execute("sweep", "--backend", "cpu", "--dtype", "fp16,bf16",
+        int exit = MobaCli.commandLine().execute("sweep", "--backend", "cpu", "--dtype", "fp16,bf16",
                 "--heads", "4/2", "--head-dim", "32", "--chunk", "16", "--topk", "1,3",
                 "--mixes", "boundary:2,huge:5:3:600,single:3", "--oracle-rows", "300", "--out", out.toString());
         assertEquals(0, exit, "every configuration should pass");
@@ -46,7 +45,7 @@ class SweepCommandTest {
     @Test
     @Timeout(180)
     void backwardChecksEveryGradientOfSmallBatches(@TempDir Path out) throws Exception {
-        int exit = new CommandLine(new MobaCli()).execute("sweep", "--backend", "cpu", "--dtype", "bf16",
+        int exit = MobaCli.commandLine().execute("sweep", "--backend", "cpu", "--dtype", "bf16",
                 "--heads", "4/2", "--head-dim", "32", "--chunk", "16", "--topk", "3", "--backward",
                 "--mixes", "boundary:2,single:3", "--out", out.toString());
         assertEquals(0, exit, "every configuration should pass");

@@ -24,8 +24,8 @@ import org.moba.kernels.reference.MobaReference;
  *
  * <p>Usage: {@code CpuBench [threads] [runs] [warmups] [oracle rows to sample, 0 = all]}. Prints a markdown table:
  * median, p10 and p90 wall time over the timed runs, tokens/s and useful GFLOP/s (4*D per attended (query, key)
- * pair and head, the ANCHORS.md metric); then the backward and forward + backward (training) times, counting
- * 10*D useful FLOPs per attended pair and head backward.
+ * pair and head, the docs/public-kernels.md metric); then the backward and forward + backward (training) times,
+ * counting 10*D useful FLOPs per attended pair and head backward.
  */
 public final class CpuBench {
     private static final int TOKENS = 16384;

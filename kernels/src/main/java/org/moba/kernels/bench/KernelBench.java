@@ -21,8 +21,8 @@ import org.moba.kernels.cuda.DeviceBackward;
 import org.moba.kernels.cuda.DeviceBatch;
 
 /**
- * Times the CUDA kernels on the shapes of ANCHORS.md with CUDA events, transfers excluded: each input set is
- * uploaded once ({@link CudaMobaAttention#upload}) and its kernels run repeatedly ({@link DeviceBatch#run()}).
+ * Times the CUDA kernels on the shapes of docs/public-kernels.md with CUDA events, transfers excluded: each input set
+ * is uploaded once ({@link CudaMobaAttention#upload}) and its kernels run repeatedly ({@link DeviceBatch#run()}).
  * Per shape it prints the medians of the gate (chunk means + gate/top-k) and attention, the useful TFLOP/s
  * ({@code 4 * D * attended (query, key) pairs summed over heads / time}, pairs counted from the returned
  * selection), the same for our dense causal kernel on the same inputs, the speedup over it, and the extra device

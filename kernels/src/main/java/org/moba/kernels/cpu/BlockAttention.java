@@ -3,7 +3,7 @@ package org.moba.kernels.cpu;
 import java.util.Arrays;
 
 /**
- * Attention of one row block (MOBA.md "Attention"): each row attends the keys of its selected chunks and the
+ * Attention of one row block (docs/semantics.md "Attention"): each row attends the keys of its selected chunks and the
  * causal prefix of its own chunk, as one online softmax in fp32 (scores in base 2, with {@code scale * log2(e)}
  * folded into q). Work is ordered chunk by chunk: the rows that attend a chunk are processed back to back, two at a
  * time, so its key and value tiles stay in cache and each pass over a tile serves two rows ({@link RowBlockPass}).

@@ -3,10 +3,10 @@ package org.moba.kernels.cpu;
 import java.util.Arrays;
 
 /**
- * {@code dq} of one row block (MOBA.md "Backward"), query-block-stationary like {@link BlockAttention} (the shared
- * walk is {@link RowBlockPass}): for every attended key, {@code p = 2^(s - lse2)}, {@code dS = p (dout . v - delta)},
- * {@code dq += dS k}, then {@code dq *= scale}. Rows are grouped by the chunk they attend and processed two at a time
- * per pass over a tile, as in the forward. Each row's sum runs over its chunks in ascending order, then its own
+ * {@code dq} of one row block (docs/semantics.md "Backward"), query-block-stationary like {@link BlockAttention} (the
+ * shared walk is {@link RowBlockPass}): for every attended key, {@code p = 2^(s - lse2)}, {@code dS = p (dout . v -
+ * delta)}, {@code dq += dS k}, then {@code dq *= scale}. Rows are grouped by the chunk they attend and processed two at
+ * a time per pass over a tile, as in the forward. Each row's sum runs over its chunks in ascending order, then its own
  * chunk's causal prefix, so the result does not depend on threads. One instance per worker thread (it holds scratch).
  */
 final class BlockGradQ extends RowBlockPass {

@@ -5,8 +5,8 @@ import java.util.function.IntConsumer;
 
 /**
  * {@code dk} and {@code dv} of one key segment (a chunk, or a {@link VectorMath#SEGMENT}-key piece of a longer one)
- * of one kv head, key-chunk-stationary (MOBA.md "Backward"): the segment's accumulators stay in this worker while
- * every query row that attends it streams past, four rows per pass: {@code dv += p^T dout}, {@code dk += dS^T q},
+ * of one kv head, key-chunk-stationary (docs/semantics.md "Backward"): the segment's accumulators stay in this worker
+ * while every query row that attends it streams past, four rows per pass: {@code dv += p^T dout}, {@code dk += dS^T q},
  * then {@code dk *= scale}. The rows are, per query head of the group in ascending order, the own chunk's (causal)
  * rows, then the rows that selected the chunk (every later row for dense attention), ascending: a fixed order, so the
  * sums do not depend on threads, and each output row is written by exactly one task. One instance per worker

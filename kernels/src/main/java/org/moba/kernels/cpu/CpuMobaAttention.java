@@ -21,8 +21,8 @@ import org.moba.kernels.MobaTraining;
 import org.moba.kernels.PhaseTimings;
 
 /**
- * The fast CPU backend: MOBA.md's function in fp32 on a pool of threads, parallel over (sequence, head, block of
- * query rows). Phases: {@code convert} (inputs to fp32 once, keys transposed per tile segment), {@code chunk_means},
+ * The fast CPU backend: docs/semantics.md's function in fp32 on a pool of threads, parallel over (sequence, head, block
+ * of query rows). Phases: {@code convert} (inputs to fp32 once, keys transposed per tile segment), {@code chunk_means},
  * {@code gate_topk}, {@code attention} and, in {@link #forward}, {@code round_output}. No {@code [chunks x tokens]}
  * score matrix is ever formed: the gate keeps a per-row top-k and attention is an online softmax per row.
  * Thread-safe: concurrent calls share the pool.

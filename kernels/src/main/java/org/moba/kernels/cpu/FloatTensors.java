@@ -12,8 +12,8 @@ import org.moba.kernels.PackedBatch;
  *       {@link VectorMath#SEGMENT} keys of one chunk (one segment per chunk unless C is larger): keys as a
  *       transposed tile {@code [D][segment length]} (scores in axpy form), values as rows
  *       {@code [segment length][D]};</li>
- *   <li>chunk key means per (sequence, kv head) transposed, {@code [D][full chunks]} (MOBA.md: fp32 sums times
- *       {@code 1/C}; only full chunks are ever candidates, so partial ones get no mean).</li>
+ *   <li>chunk key means per (sequence, kv head) transposed, {@code [D][full chunks]} (docs/semantics.md: fp32
+ *       sums times {@code 1/C}; only full chunks are ever candidates, so partial ones get no mean).</li>
  * </ul>
  * Chunks are numbered globally: sequence {@code b}'s chunk {@code j} is {@code chunkBase[b] + j}; its segments are
  * {@code segmentBase[chunk] ..< segmentBase[chunk + 1]}.

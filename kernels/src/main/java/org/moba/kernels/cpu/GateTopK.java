@@ -3,7 +3,7 @@ package org.moba.kernels.cpu;
 import java.util.function.IntConsumer;
 
 /**
- * The MoBA gate of one row block (MOBA.md "Chunks and the gate"): fp32 scores {@code q . mu} against the full
+ * The MoBA gate of one row block (docs/semantics.md "Chunks and the gate"): fp32 scores {@code q . mu} against the full
  * chunks before the own chunk, the {@code min(topk - 1, c)} best with ties to the lower chunk index, written
  * ascending into {@code selected [T, H, W]} and padded with -1. One instance per worker thread (it holds scratch).
  */

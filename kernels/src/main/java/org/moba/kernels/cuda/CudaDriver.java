@@ -13,8 +13,9 @@ import jcuda.driver.JCudaDriver;
  * Loads JCuda's driver binding once per JVM and initializes the CUDA driver, remembering the verdict.
  *
  * <p>JCuda copies its native libraries into {@code java.io.tmpdir} under fixed names without a lock; two JVMs
- * doing that at once crash in the dynamic loader (SPARK.md section 7). The first load therefore happens under a
- * host-wide {@link FileLock} on a file in that same directory, so every JVM that shares the copies shares the lock.
+ * doing that at once crash in the dynamic loader (docs/spark-gpu.md "JCuda's native libraries"). The first load
+ * therefore happens under a host-wide {@link FileLock} on a file in that same directory, so every JVM that shares the
+ * copies shares the lock.
  */
 public final class CudaDriver {
     private static final String LOCK_FILE = "moba-jcuda-natives.lock";

@@ -8,8 +8,11 @@ import org.moba.kernels.MobaOutput;
 import org.moba.kernels.MobaParams;
 import org.moba.kernels.PackedBatch;
 
-/** What the CUDA kernels support beyond the general batch rules; checked before any device work. */
-final class CudaInputRules {
+/**
+ * What the CUDA kernels support beyond the general batch rules; checked before any device work, and by the jobs
+ * against the requested shapes before any task runs.
+ */
+public final class CudaInputRules {
     static final int[] HEAD_DIMS = {64, 128};
     /** Attention tiles are 64 query rows and must not straddle a chunk boundary. */
     static final int CHUNK_MULTIPLE = BatchPlan.TILE_ROWS;
@@ -27,17 +30,34 @@ final class CudaInputRules {
         if (params == null) {
             throw new MobaInputException("params are missing");
         }
-        int d = batch.headDim();
-        if (d != HEAD_DIMS[0] && d != HEAD_DIMS[1]) {
-            throw new MobaInputException("head_dim (D) = " + d + " is not supported by the CUDA backend (supported: "
-                    + HEAD_DIMS[0] + ", " + HEAD_DIMS[1] + ")");
+        checkShape(batch.headDim(), params);
+        checkSelection(batch.totalTokens(), batch.heads(), batch.maxSeqlen(), params, batch.toString());
+    }
+
+    /** The head dim and chunk size the kernels are built for. */
+    public static void checkShape(int headDim, MobaParams params) {
+        if (headDim != HEAD_DIMS[0] && headDim != HEAD_DIMS[1]) {
+            throw new MobaInputException("head_dim (D) = " + headDim + " is not supported by the CUDA backend"
+                    + " (supported: " + HEAD_DIMS[0] + ", " + HEAD_DIMS[1] + ")");
         }
+        checkChunk(params);
+    }
+
+    /** The chunk sizes the kernels are built for (a job checks this before it knows the data's head dim). */
+    public static void checkChunk(MobaParams params) {
         int c = params.chunkSize();
         if (c % CHUNK_MULTIPLE != 0 || c > MAX_CHUNK) {
             throw new MobaInputException("chunk_size = " + c + " is not supported by the CUDA backend (supported: "
                     + "a positive multiple of " + CHUNK_MULTIPLE + " up to " + MAX_CHUNK + ")");
         }
-        long selected = (long) batch.totalTokens() * batch.heads() * params.selectionWidth(batch.maxSeqlen());
+    }
+
+    /**
+     * The selection of a batch of {@code tokens} x {@code heads} whose longest sequence is {@code maxSeqlen} fits one
+     * Java array (and so the routing's 32-bit indices).
+     */
+    public static void checkSelection(long tokens, int heads, int maxSeqlen, MobaParams params, String batch) {
+        long selected = tokens * heads * params.selectionWidth(maxSeqlen);
         if (selected > MAX_ARRAY) {
             throw new MobaInputException("the selection of " + batch + " with " + params + " has " + selected
                     + " entries (T*H*W), more than one array holds; split the batch (e.g. halve the token budget)");

@@ -136,8 +136,8 @@ public final class CudaMobaAttention implements MobaTraining {
     }
 
     /**
-     * Backward pass (MOBA.md "Backward", ABI.md "# Backward"): dq, dk, dv of {@code sum(out * dout)} with the
-     * forward's selection held fixed, in the batch's dtype, with the phases {@code h2d}, {@code delta},
+     * Backward pass (docs/semantics.md "Backward", ABI.md "# Backward"): dq, dk, dv of {@code sum(out * dout)} with
+     * the forward's selection held fixed, in the batch's dtype, with the phases {@code h2d}, {@code delta},
      * {@code route}, {@code dq_selected}, {@code dq}, {@code dkdv}, {@code d2h} (CUDA events, ms).
      *
      * @throws MobaInputException        when {@code dout} or the forward's arrays do not fit the batch, or the batch

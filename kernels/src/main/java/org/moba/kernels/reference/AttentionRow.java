@@ -1,7 +1,7 @@
 package org.moba.kernels.reference;
 
 /**
- * Softmax attention of one query row over an explicit key list, forward and backward (MOBA.md "Attention",
+ * Softmax attention of one query row over an explicit key list, forward and backward (docs/semantics.md "Attention",
  * "Backward"), in float64. Rows are addressed by global token and query head; kv head {@code h / groupSize}.
  */
 final class AttentionRow {

@@ -4,8 +4,9 @@ import java.util.Arrays;
 import org.moba.kernels.MobaParams;
 
 /**
- * The MoBA gate (MOBA.md "Chunks and the gate"), in float64: the key mean of every full chunk of every sequence and
- * kv head, and per query the top {@code topk - 1} full chunks before its own, ties to the lower chunk index.
+ * The MoBA gate (docs/semantics.md "Chunks and the gate"), in float64: the key mean of every full chunk of every
+ * sequence and kv head, and per query the top {@code topk - 1} full chunks before its own, ties to the lower chunk
+ * index.
  */
 final class ChunkGate {
     /**
@@ -80,7 +81,10 @@ final class ChunkGate {
         return new Choice(chunks, (weakestSelected - strongestUnselected) / magnitude);
     }
 
-    /** Gate scores {@code dot(q[token, h], mu[j])} of chunks {@code 0 .. candidates-1} (unscaled, as in MOBA.md). */
+    /**
+     * Gate scores {@code dot(q[token, h], mu[j])} of chunks {@code 0 .. candidates-1} (unscaled, as in
+     * docs/semantics.md).
+     */
     private double[] scores(int b, int candidates, int token, int h) {
         int d = x.headDim();
         double[] mu = means[b * x.kvHeads() + x.kvHeadOf(h)];

@@ -7,7 +7,7 @@ import org.moba.kernels.MobaParams;
 import org.moba.kernels.PackedBatch;
 
 /**
- * The float64 oracle: MoBA forward and backward exactly as MOBA.md defines them, gate included, written for
+ * The float64 oracle: MoBA forward and backward exactly as docs/semantics.md defines them, gate included, written for
  * clarity rather than speed. Every backend is tested against it.
  *
  * <p>Two deliberate differences from a backend: the gate runs in float64 rather than fp32 (so on near-ties a backend

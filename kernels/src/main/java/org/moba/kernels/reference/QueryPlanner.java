@@ -2,7 +2,7 @@ package org.moba.kernels.reference;
 
 import org.moba.kernels.MobaParams;
 
-/** Decides, per (token, query head), which keys the query attends (MOBA.md "Attention"). */
+/** Decides, per (token, query head), which keys the query attends (docs/semantics.md "Attention"). */
 final class QueryPlanner {
     /**
      * What one query attends.

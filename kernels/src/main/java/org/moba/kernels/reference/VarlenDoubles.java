@@ -6,9 +6,9 @@ import org.moba.kernels.MobaInputException;
 import org.moba.kernels.PackedBatch;
 
 /**
- * A varlen batch held in float64 (MOBA.md "Inputs"): {@code q [T, H, D]}, {@code k, v [T, Hkv, D]}, row-major,
- * sequence {@code b} owning tokens {@code [cuSeqlens[b], cuSeqlens[b+1])}. Unlike {@link PackedBatch} any head
- * dimension is accepted and the values need not be representable in 16 bits, so tests can build tiny hand-made
+ * A varlen batch held in float64 (docs/semantics.md "Inputs"): {@code q [T, H, D]}, {@code k, v [T, Hkv, D]},
+ * row-major, sequence {@code b} owning tokens {@code [cuSeqlens[b], cuSeqlens[b+1])}. Unlike {@link PackedBatch} any
+ * head dimension is accepted and the values need not be representable in 16 bits, so tests can build tiny hand-made
  * cases and perturb inputs for finite differences. The arrays are not copied.
  */
 public record VarlenDoubles(int[] cuSeqlens, int heads, int kvHeads, int headDim, double[] q, double[] k,

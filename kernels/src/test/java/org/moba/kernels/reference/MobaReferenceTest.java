@@ -22,7 +22,10 @@ import org.moba.kernels.MobaParams;
 import org.moba.kernels.PackedBatch;
 import org.moba.kernels.Sequence;
 
-/** The oracle's forward semantics (MOBA.md), checked against brute force, hand arithmetic and its own symmetries. */
+/**
+ * The oracle's forward semantics (docs/semantics.md), checked against brute force, hand arithmetic and its own
+ * symmetries.
+ */
 class MobaReferenceTest {
     /** Two float64 evaluations of the same formula in different summation orders. */
     private static final double FLOAT64_TOLERANCE = 1e-12;
@@ -149,7 +152,8 @@ class MobaReferenceTest {
         assertTrue(ErrorMetrics.relativeL2(dense.out(), moba.out()) > 1e-3,
                 "the case must exercise a real selection (differ from dense)");
         for (int row = 0; row < moba.lse().length; row++) {
-            // recall exp(lse_moba - lse_dense) is in (0, 1] (MOBA.md): MoBA keeps part of the dense softmax mass
+            // recall exp(lse_moba - lse_dense) is in (0, 1] (docs/semantics.md): MoBA keeps part of the dense softmax
+            // mass
             assertTrue(moba.lse()[row] <= dense.lse()[row] + 1e-12, "recall > 1 at row " + row);
         }
     }
@@ -323,7 +327,7 @@ class MobaReferenceTest {
     @Test
     void selectionWidthFollowsTheDeclaredMaxSeqlen() {
         PackedBatch exact = ReferenceFixtures.randomBatch(37, ReferenceFixtures.layout(2, 1), 20, 9);
-        // max_seqlen may be an upper bound (MOBA.md); a backend sizes its selection from the declared value
+        // max_seqlen may be an upper bound (docs/semantics.md); a backend sizes its selection from the declared value
         PackedBatch loose = PackedBatch.of(exact.layout(), exact.cuSeqlens(), 40, exact.q(), exact.k(), exact.v());
         MobaParams params = MobaParams.of(4, 8);
         MobaReference.Forward tight = MobaReference.forward(exact, params);
