@@ -201,4 +201,27 @@ __device__ __forceinline__ void write_rows(const Rows& rows, const long (&row_to
     }
 }
 
+// The gathered kernels' epilogue: this thread's two rows (index row[i] into the group's `entries`, written when
+// below group_rows) normalised and written as one selected chunk's partial: o in the input dtype at
+// partial_o[e * HD], lse at partial_lse[e], e the row's (token, head, slot) entry.
+template <class DT, int HD, class Rows>
+__device__ __forceinline__ void write_partial_rows(const Rows& rows, const int (&row)[2], int group_rows,
+                                                   const int* __restrict__ entries, uint16_t* __restrict__ partial_o,
+                                                   float* __restrict__ partial_lse) {
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+        const float l = rows.denominator(i);
+        if (row[i] >= group_rows) continue;
+        const long e = entries[row[i]];
+        const float inv = 1.f / l;
+        uint16_t* o_row = partial_o + e * HD;
+#pragma unroll
+        for (int dt = 0; dt < Rows::kDT; ++dt)
+            *reinterpret_cast<uint32_t*>(o_row + Rows::column(dt)) =
+                DT::pack(rows.acc_o[dt][2 * i] * inv, rows.acc_o[dt][2 * i + 1] * inv);
+        if ((lane & 3) == 0) partial_lse[e] = rows.lse(i, l);
+    }
+}
+
 }  // namespace moba

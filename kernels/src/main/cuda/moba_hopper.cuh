@@ -33,6 +33,19 @@ __device__ __forceinline__ void mbarrier_wait(uint32_t bar, int parity) {
         : "memory");
 }
 
+// Whether the phase of the given parity has completed, without blocking.
+__device__ __forceinline__ bool mbarrier_done(uint32_t bar, int parity) {
+    uint32_t done;
+    asm volatile(
+        "{\n.reg .pred p;\n"
+        "mbarrier.test_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        "selp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+    return done != 0;
+}
+
 // Generic-proxy writes (cp.async, st.shared) made visible to the async proxy (wgmma operand reads).
 // Each writing thread runs it after its writes complete and before the barrier that publishes them.
 __device__ __forceinline__ void fence_proxy_async_shared() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
@@ -50,6 +63,39 @@ __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.a
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 template <int N>
 __device__ __forceinline__ void wgmma_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
+
+// The producer side of a warp-specialized kernel: every thread of the producer warpgroup issues its share of
+// each cp.async group, and a group is published (all 128 threads arrive on its `full` barrier, count 128) once it
+// has landed and been fenced for the async proxy. A group stays pending until the next one is issued, so loads
+// overlap; before blocking on an `empty` barrier the producer publishes what is pending, so a consumer never waits
+// for data that has landed and a stage is never awaited while the group that frees it is unpublished.
+struct AsyncProducer {
+    uint32_t pending = 0;  // the full barrier of the last issued, unpublished group (0: none)
+
+    __device__ __forceinline__ void flush() {
+        if (pending == 0) return;
+        cp_async_wait<0>();
+        fence_proxy_async_shared();
+        mbarrier_arrive(pending);
+        pending = 0;
+    }
+    // Waits until the consumers have released a stage (the phase of `parity` of its empty barrier).
+    __device__ __forceinline__ void acquire(uint32_t empty_bar, int parity) {
+        if (mbarrier_done(empty_bar, parity)) return;
+        flush();
+        mbarrier_wait(empty_bar, parity);
+    }
+    // Closes the cp.async group just issued; it will be published on `full_bar`.
+    __device__ __forceinline__ void commit(uint32_t full_bar) {
+        cp_async_commit();
+        if (pending != 0) {
+            cp_async_wait<1>();
+            fence_proxy_async_shared();
+            mbarrier_arrive(pending);
+        }
+        pending = full_bar;
+    }
+};
 
 // Pins accumulator registers at this point of the program: reads after a wgmma_wait stay after it.
 template <int R>

@@ -82,7 +82,7 @@ static void fill_normal(std::vector<uint16_t>& x, uint64_t seed, int dt) {
 struct Kernels {
     cudaLibrary_t lib;
     cudaKernel_t chunk_mean[2], gate[2][2], attn[2][2], selected[2][2], combine[2][2], sel_sort;
-    cudaKernel_t attn_h[2][2], combine_h[2][2];  // sm_90a engine (loaded on compute capability 9.0 only)
+    cudaKernel_t attn_h[2][2], combine_h[2][2], selected_h[2][2];  // sm_90a engine (compute capability 9.0 only)
     bool hopper = false;
     cudaKernel_t route_count, route_scan, route_fill;
     cudaKernel_t bwd_delta[2], bwd_dq_selected[2][2], bwd_dq[2][2], bwd_dkdv[2][2];
@@ -96,6 +96,8 @@ struct Kernels {
     static int attn_smem(int d) { return (64 + 4 * 64) * d * 2; }
     // HopperFwdConfig: alignment slack, a 128-row q tile, three stages of 128-key k and v, seven mbarriers.
     static int attn_h_smem(int d) { return 1024 + 128 * d * 2 + 3 * 2 * 128 * d * 2 + 7 * 8; }
+    // HopperSelectedConfig: alignment slack, three 128-row q stages, two k/v stages, a full and an empty barrier each.
+    static int selected_h_smem(int d) { return 1024 + 3 * 128 * d * 2 + 2 * 2 * 128 * d * 2 + 2 * 5 * 8; }
     void load(const char* path) {
         CHECK(cudaFree(nullptr));
         cudaDeviceProp prop;
@@ -114,6 +116,9 @@ struct Kernels {
                 if (hopper) {
                     get(attn_h[dt][hd_index(d)], "moba_attn_fwd_h_" + suffix);
                     get(combine_h[dt][hd_index(d)], "moba_attn_own_combine_h_" + suffix);
+                    get(selected_h[dt][hd_index(d)], "moba_attn_selected_h_" + suffix);
+                    CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(selected_h[dt][hd_index(d)]),
+                                               cudaFuncAttributeMaxDynamicSharedMemorySize, selected_h_smem(d)));
                     for (cudaKernel_t kh : {attn_h[dt][hd_index(d)], combine_h[dt][hd_index(d)]})
                         CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(kh),
                                                    cudaFuncAttributeMaxDynamicSharedMemorySize, attn_h_smem(d)));
@@ -292,16 +297,22 @@ static void run_attn(const Kernels& K, const Case& c, const Layout& L, DeviceRun
     const unsigned entry_blocks = (entries + 255) / 256;
     launch(K.route_count, dim3(entry_blocks), dim3(256), 0, st,
            {&r.sel.p, &r.cu.p, &r.chunk_base.p, &B, &H, &W, &nfc, &entries, &r.bucket_count.p});
-    // Groups of 8 tiles keep a C <= 128 chunk resident in shared memory; longer chunks stream.
-    int rows_per_group = C <= 128 ? 8 * 64 : 64;
+    // Groups of 8 tiles keep a C <= 128 chunk resident in shared memory; longer chunks stream. The sm_90a kernel
+    // takes 128-row tiles: four of them against a resident C <= 256 chunk, else one.
+    int rows_per_group = c.hopper ? (C <= 256 ? 4 * 128 : 128) : (C <= 128 ? 8 * 64 : 64);
     launch(K.route_scan, dim3(1), dim3(1024), 0, st,
            {&r.bucket_count.p, &buckets, &rows_per_group, &r.bucket_row0.p, &r.bucket_tile0.p, &r.bucket_cursor.p});
     launch(K.route_fill, dim3(entry_blocks), dim3(256), 0, st,
            {&r.sel.p, &r.cu.p, &r.chunk_base.p, &B, &H, &W, &nfc, &entries, &r.bucket_cursor.p, &r.rows.p});
     const unsigned max_groups = (entries + rows_per_group - 1) / rows_per_group + buckets;
-    launch(K.selected[c.dt][hd], dim3(max_groups), dim3(128), Kernels::selected_smem(c.D), st,
-           {&r.q.p, &r.k.p, &r.v.p, &r.cu.p, &r.chunk_base.p, &B, &r.bucket_row0.p, &r.bucket_tile0.p, &r.rows.p,
-            &rows_per_group, &r.partial_o.p, &r.partial_lse.p, &H, &Hkv, &W, &C, &nfc, &scale});
+    if (c.hopper)
+        launch(K.selected_h[c.dt][hd], dim3(max_groups), dim3(384), Kernels::selected_h_smem(c.D), st,
+               {&r.q.p, &r.k.p, &r.v.p, &r.cu.p, &r.chunk_base.p, &B, &r.bucket_row0.p, &r.bucket_tile0.p, &r.rows.p,
+                &rows_per_group, &r.partial_o.p, &r.partial_lse.p, &H, &Hkv, &W, &C, &nfc, &scale});
+    else
+        launch(K.selected[c.dt][hd], dim3(max_groups), dim3(128), Kernels::selected_smem(c.D), st,
+               {&r.q.p, &r.k.p, &r.v.p, &r.cu.p, &r.chunk_base.p, &B, &r.bucket_row0.p, &r.bucket_tile0.p, &r.rows.p,
+                &rows_per_group, &r.partial_o.p, &r.partial_lse.p, &H, &Hkv, &W, &C, &nfc, &scale});
     if (c.hopper)
         launch(K.combine_h[c.dt][hd], dim3(nt128, H), dim3(384), Kernels::attn_h_smem(c.D), st,
                {&r.q.p, &r.k.p, &r.v.p, &r.out.p, &r.lse.p, &r.cu.p, &r.sel.p, &W, &r.tiles128.p, &H, &Hkv, &C, &scale,

@@ -7,9 +7,10 @@
 #
 # usage (from the project root on the GPU host):  bash kernels/src/test/device/gpu-run.sh [KernelBench options]
 #   e.g. bash kernels/src/test/device/gpu-run.sh --only FlashMoBA
-# Environment: MOBA_ENGINES (default "auto mma-sync") lists the forward engines the tests run under, MOBA_TESTS=0 skips the tests, MOBA_BENCH=0 skips the forward benchmark, MOBA_TRAIN_BENCH=0 the
+# Environment: MOBA_BENCH_ENGINE (default wgmma on compute capability 9.0, else auto) is KernelBench's forward engine,
+#              MOBA_ENGINES (default "wgmma mma-sync" on compute capability 9.0, else "auto") lists the forward engines the tests run under, MOBA_TESTS=0 skips the tests, MOBA_BENCH=0 skips the forward benchmark, MOBA_TRAIN_BENCH=0 the
 #              training benchmark, MOBA_TEST_SEED=N reruns the tests with a given seed,
-#              MOBA_TEST_CLASS=CudaBackwardTest runs only that class of org.moba.kernels.cuda.
+#              MOBA_TEST_CLASS=CudaBackwardTest[,...] runs only those classes of org.moba.kernels.cuda.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../../../.." && pwd)
 out=${OUT:-$root/gpu-out}
@@ -21,18 +22,24 @@ nvidia-smi --query-gpu=name,pci.bus_id,driver_version,memory.total --format=csv 
 cat "$out/gpu.txt"
 status=0
 summary="$out/summary.txt"
+hopper=0
+[ "$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1)" = "9.0" ] && hopper=1
+# KernelBench's forward engine: the sm_90a engine on a Hopper GPU unless MOBA_BENCH_ENGINE says otherwise.
+bench_engine=${MOBA_BENCH_ENGINE:-$([ "$hopper" = 1 ] && echo wgmma || echo auto)}
 { echo "== gpu-run.sh summary =="; tail -n +2 "$out/gpu.txt"; } > "$summary"
 
 if [ "${MOBA_TESTS:-1}" != 0 ]; then
   seed=${MOBA_TEST_SEED:+-Dmoba.test.seed=$MOBA_TEST_SEED}
   if [ -n "${MOBA_TEST_CLASS:-}" ]; then
-    select="--select-class=org.moba.kernels.cuda.$MOBA_TEST_CLASS"
+    select=$(echo "$MOBA_TEST_CLASS" | tr ',' '\n' | sed 's/^/--select-class=org.moba.kernels.cuda./' | paste -sd' ')
   else
     select="--select-package=org.moba.kernels.cuda"
   fi
-  # Once per forward engine (ForwardEngine: auto = wgmma on an H100/H200, mma-sync forced), so both stay tested on
-  # a Hopper GPU. From kernels/, so FatbinFreshnessTest finds src/main/cuda.
-  for engine in ${MOBA_ENGINES:-auto mma-sync}; do
+  # Once per forward engine (ForwardEngine), so both stay tested on a Hopper GPU; elsewhere the default engine only.
+  # From kernels/, so FatbinFreshnessTest finds src/main/cuda.
+  engines="auto"
+  [ "$hopper" = 1 ] && engines="wgmma mma-sync"
+  for engine in ${MOBA_ENGINES:-$engines}; do
     log="$out/tests-$engine.log"
     (cd "$root/kernels" && java $MOBA_JAVA_OPTS -Xmx32g $seed -Dmoba.cuda.engine=$engine -cp "$MOBA_CP" \
         org.junit.platform.console.ConsoleLauncher execute $select \
@@ -62,7 +69,7 @@ if [ "${MOBA_BENCH:-1}" != 0 ] || [ "${MOBA_TRAIN_BENCH:-1}" != 0 ]; then
 fi
 
 if [ "${MOBA_BENCH:-1}" != 0 ]; then
-  java -Xmx64g -cp "$MOBA_CP" org.moba.kernels.bench.KernelBench --mode forward "${cudnn[@]}" "$@" > "$out/bench.log" 2>&1
+  java -Xmx64g -Dmoba.cuda.engine=$bench_engine -cp "$MOBA_CP" org.moba.kernels.bench.KernelBench --mode forward "${cudnn[@]}" "$@" > "$out/bench.log" 2>&1
   rc=$?
   cat "$out/bench.log"
   echo "gpu-run.sh: KernelBench (forward) exited with $rc (log: $out/bench.log)"
@@ -71,7 +78,7 @@ if [ "${MOBA_BENCH:-1}" != 0 ]; then
 fi
 
 if [ "${MOBA_TRAIN_BENCH:-1}" != 0 ]; then
-  java -Xmx64g -cp "$MOBA_CP" org.moba.kernels.bench.KernelBench --mode training "${cudnn[@]}" "$@" > "$out/bench-training.log" 2>&1
+  java -Xmx64g -Dmoba.cuda.engine=$bench_engine -cp "$MOBA_CP" org.moba.kernels.bench.KernelBench --mode training "${cudnn[@]}" "$@" > "$out/bench-training.log" 2>&1
   rc=$?
   cat "$out/bench-training.log"
   echo "gpu-run.sh: KernelBench (training) exited with $rc (log: $out/bench-training.log)"

@@ -94,13 +94,17 @@ public final class KernelBench {
                 }
                 for (String line : lines.subList(1, lines.size())) {
                     String[] cells = line.split(",");
-                    times.put(cells[shape], new double[] {Double.parseDouble(cells[fwd]),
-                            Double.parseDouble(cells[step])});
+                    times.put(cells[shape], new double[] {parseMs(cells[fwd]), parseMs(cells[step])});
                 }
             } catch (IOException e) {
                 throw new UncheckedIOException("cannot read the cuDNN times " + csv, e);
             }
             return new CudnnTimes(times);
+        }
+
+        /** Python writes an untimed value as {@code nan}, which Double.parseDouble does not take. */
+        private static double parseMs(String cell) {
+            return cell.trim().equalsIgnoreCase("nan") ? Double.NaN : Double.parseDouble(cell);
         }
 
         /** Forward (0) or forward + backward (1) ms of the shape, NaN when cuDNN was not timed on it. */

@@ -110,7 +110,7 @@ public final class DeviceBatch implements AutoCloseable {
         this.params = params;
         this.plan = plan;
         this.path = path;
-        this.rowsPerGroup = MobaKernels.rowsPerGroup(params.chunkSize());
+        this.rowsPerGroup = kernels.forwardRowsPerGroup(params.chunkSize());
         this.context = () -> device.describe() + ", " + batch + ", " + params;
         this.call = new DeviceCall(device, pool, streams, streams.acquire(), 0, context, kernels, "device batch");
         this.stream = call.stream();
@@ -278,10 +278,10 @@ public final class DeviceBatch implements AutoCloseable {
                     routedRows.pointer(), rowsPerGroup, partialOut.pointer(), partialLse.pointer(), heads, hkv, w, c,
                     plan.numFullChunks, entries, plan.scale);
         }
+        ForwardEngine engine = kernels.wideGathered(c) ? ForwardEngine.WGMMA : ForwardEngine.MMA_SYNC;
         kernels.attentionOwnCombine(stream, context, q.pointer(), k.pointer(), v.pointer(), out.pointer(),
-                lse.pointer(), cuSeqlens.pointer(), sel.pointer(), w, tilesFor(kernels.engine()),
-                plan.numTilesFor(kernels.engine()), heads, hkv, c, plan.scale, partialOut.pointer(),
-                partialLse.pointer());
+                lse.pointer(), cuSeqlens.pointer(), sel.pointer(), w, tilesFor(engine), plan.numTilesFor(engine), heads,
+                hkv, c, plan.scale, partialOut.pointer(), partialLse.pointer());
     }
 
     private CUdeviceptr tilesFor(ForwardEngine engine) {

@@ -4,13 +4,14 @@ import java.util.Locale;
 
 /**
  * Which tensor-core engine runs the forward attention kernels that have two (kernels/src/main/cuda/ABI.md, "Hopper
- * forward"): dense causal attention, the own chunk when no query selects chunks, and the gathered path's own chunk +
- * merge. The gate, the routing, the gathered selected-chunk kernel and the backward have one engine.
+ * forward"): dense causal attention, the own chunk when no query selects chunks, and the gathered path (selected
+ * chunks, then own chunk + merge) for chunks of {@link MobaKernels#MIN_WIDE_GATHERED_CHUNK} keys or more. The gate,
+ * the routing, the union walk over selected chunks and the backward have one engine.
  *
- * <p>Chosen once per device when its kernels load: {@link #WGMMA} on compute capability 9.0 (H100/H200, the fatbin's
- * sm_90a code), {@link #MMA_SYNC} elsewhere. The system property {@value #PROPERTY} (or the environment variable
- * {@value #ENVIRONMENT}) overrides it: {@code mma-sync} forces the sm_80 kernels on a Hopper GPU too, so both engines
- * are tested on one card; {@code wgmma} on a device without sm_90a is refused.
+ * <p>Chosen once per device when its kernels load: {@code auto} (the default) takes {@link #WGMMA} on compute
+ * capability 9.0 (H100/H200, the fatbin's sm_90a code), {@link #MMA_SYNC} elsewhere. The system property {@value #PROPERTY} (or the environment variable {@value #ENVIRONMENT})
+ * overrides it: {@code mma-sync} forces the sm_80 kernels on a Hopper GPU too, so both engines are tested on one
+ * card; {@code wgmma} on a device without sm_90a is refused.
  */
 public enum ForwardEngine {
     /** {@code moba_attn_fwd_*} / {@code moba_attn_own_combine_*}: mma.sync m16n8k16, 64-row query tiles. */

@@ -44,6 +44,7 @@ final class MobaKernels {
     private final Kernel ownCombine;
     private final Kernel wideAttention;
     private final Kernel wideOwnCombine;
+    private final Kernel wideSelected;
     private final Kernel score;
 
     MobaKernels(KernelModule module, DType dtype, int headDim) {
@@ -63,6 +64,7 @@ final class MobaKernels {
         boolean wide = engine == ForwardEngine.WGMMA;
         this.wideAttention = wide ? module.function("moba_attn_fwd_h_" + suffix) : null;
         this.wideOwnCombine = wide ? module.function("moba_attn_own_combine_h_" + suffix) : null;
+        this.wideSelected = wide ? module.function("moba_attn_selected_h_" + suffix) : null;
         this.score = module.function("moba_score_" + suffix);
     }
 
@@ -107,6 +109,14 @@ final class MobaKernels {
             return 1024 + 128 * headDim * 2 + 3 * 2 * 128 * headDim * 2 + 7 * 8;
         }
 
+        /**
+         * moba_attn_selected_h (HopperSelectedConfig): alignment slack, three 128-row q stages, two stages of
+         * 128-key k and v tiles, a full and an empty mbarrier per stage.
+         */
+        static int wideSelected(int headDim) {
+            return 1024 + 3 * 128 * headDim * 2 + 2 * 2 * 128 * headDim * 2 + 2 * 5 * 8;
+        }
+
         /** moba_bwd_dq (backward step 9): one q and one dout tile, two double-buffered k/v stages of 64 rows. */
         static int backwardDq(int headDim) {
             return 2 * 64 * headDim * 2 + 2 * 2 * 64 * headDim * 2;
@@ -125,10 +135,32 @@ final class MobaKernels {
 
     /**
      * Rows of one (head, chunk) bucket that one block of {@code moba_attn_selected} handles: 8 query tiles when the
-     * chunk ({@code C <= 128}) stays resident in shared memory, else one tile (ABI.md section 4, step 3).
+     * chunk ({@code C <= 128}) stays resident in shared memory, else one tile (ABI.md section 4, step 3). The
+     * backward's gathered kernel uses this too.
      */
     static int rowsPerGroup(int chunkSize) {
         return chunkSize <= 128 ? 8 * BatchPlan.TILE_ROWS : BatchPlan.TILE_ROWS;
+    }
+
+    /**
+     * Smallest chunk whose gathered path (selected chunks + own chunk and merge) runs on the wgmma engine. Measured on
+     * an H100 (docs/perf.md, "Hopper forward engine"): with C = 128 a gathered 128-row tile does one key step and the
+     * wgmma kernels lost to the mma.sync ones (2x64K: 15.7 against 12.2 ms), from C = 512 they won (C = 4096: 25.7
+     * against 44.4 ms); C = 256 was not measured and stays on mma.sync.
+     */
+    static final int MIN_WIDE_GATHERED_CHUNK = 512;
+
+    /** Whether the gathered path of a call with {@code chunkSize} runs on the wgmma kernels (and 128-row tiles). */
+    boolean wideGathered(int chunkSize) {
+        return engine == ForwardEngine.WGMMA && chunkSize >= MIN_WIDE_GATHERED_CHUNK;
+    }
+
+    /**
+     * {@link #rowsPerGroup} for the forward's gathered kernel: one 128-row tile on the wgmma kernels (whose chunks,
+     * {@code C >= 512}, stream; ABI.md section 5), else {@link #rowsPerGroup}.
+     */
+    int forwardRowsPerGroup(int chunkSize) {
+        return wideGathered(chunkSize) ? BatchPlan.WIDE_TILE_ROWS : rowsPerGroup(chunkSize);
     }
 
     /** Whether the gate needs the {@code sel_score [T, H, W]} scratch (only multi-pass selections do). */
@@ -233,20 +265,23 @@ final class MobaKernels {
                            CUdeviceptr partialLse, int heads, int kvHeads, int selectionWidth, int chunkSize,
                            int numFullChunks, int entries, float scale) {
         int grid = selectedGrid(entries, rowsPerGroup, heads, numFullChunks);
-        launch(selected, stream, context, grid, 1, SELECTED_THREADS, SharedMemory.selected(headDim),
+        boolean wide = wideGathered(chunkSize);
+        launch(wide ? wideSelected : selected, stream, context, grid, 1,
+                wide ? WIDE_ATTENTION_THREADS : SELECTED_THREADS,
+                wide ? SharedMemory.wideSelected(headDim) : SharedMemory.selected(headDim),
                 q, k, v, cuSeqlens, chunkBase, numSequences, bucketRow0, bucketGroup0, rows, rowsPerGroup, partialO,
                 partialLse, heads, kvHeads, selectionWidth, chunkSize, numFullChunks, scale);
     }
 
     /**
      * Gathered path, step 6: the own chunk's causal prefix merged with the selected partials into out and lse.
-     * {@code tiles} are the 128-row tiles on the wgmma engine, else the 64-row tiles.
+     * {@code tiles} are the 128-row tiles where {@link #wideGathered} holds, else the 64-row tiles.
      */
     void attentionOwnCombine(CUstream stream, Supplier<String> context, CUdeviceptr q, CUdeviceptr k,
                              CUdeviceptr v, CUdeviceptr out, CUdeviceptr lse, CUdeviceptr cuSeqlens, CUdeviceptr sel,
                              int selectionWidth, CUdeviceptr tiles, int numTiles, int heads, int kvHeads,
                              int chunkSize, float scale, CUdeviceptr partialO, CUdeviceptr partialLse) {
-        boolean wide = engine == ForwardEngine.WGMMA;
+        boolean wide = wideGathered(chunkSize);
         launch(wide ? wideOwnCombine : ownCombine, stream, context, numTiles, heads,
                 wide ? WIDE_ATTENTION_THREADS : ATTENTION_THREADS,
                 wide ? SharedMemory.wideAttention(headDim) : SharedMemory.ownCombine(headDim),
@@ -317,7 +352,8 @@ final class MobaKernels {
         return chunkMean.name + ", " + gateTopk.name + ", " + selectionSort.name + ", " + attention.name + ", "
                 + routeCount.name + ", " + routeScan.name + ", " + routeFill.name + ", " + selected.name + ", "
                 + ownCombine.name + ", " + score.name
-                + (wideAttention == null ? "" : ", " + wideAttention.name + ", " + wideOwnCombine.name)
+                + (wideAttention == null ? "" : ", " + wideAttention.name + ", " + wideOwnCombine.name + ", "
+                + wideSelected.name)
                 + " (forward engine " + engine.label() + ")";
     }
 }

@@ -13,7 +13,8 @@ class ForwardEngineTest {
     @CsvSource(nullValues = "null", value = {
         "null, 90, WGMMA", "auto, 90, WGMMA", "' AUTO ', 90, WGMMA", "'', 90, WGMMA",
         "null, 80, MMA_SYNC", "auto, 89, MMA_SYNC", "null, 100, MMA_SYNC",
-        "mma-sync, 90, MMA_SYNC", "MMA-SYNC, 90, MMA_SYNC", "wgmma, 90, WGMMA", "mma-sync, 86, MMA_SYNC"})
+        "mma-sync, 90, MMA_SYNC", "MMA-SYNC, 90, MMA_SYNC", "wgmma, 90, WGMMA", "' WGMMA ', 90, WGMMA",
+        "mma-sync, 86, MMA_SYNC"})
     void autoPicksWgmmaOnSm90OnlyAndTheSwitchForcesEitherWhereItRuns(String requested, int cc, ForwardEngine expected) {
         assertEquals(expected, ForwardEngine.choose(requested, "-Dmoba.cuda.engine", cc, "cuda:0"));
     }
