@@ -2,6 +2,7 @@
 // Launch rules and parameter lists: ABI.md beside this file.
 #include "moba_attn_bwd.cuh"
 #include "moba_attn_fwd.cuh"
+#include "moba_attn_fwd_hopper.cuh"
 #include "moba_attn_selected.cuh"
 #include "moba_chunk_mean.cuh"
 #include "moba_gate.cuh"
@@ -97,6 +98,52 @@ MOBA_ATTN_OWN_COMBINE(moba_attn_own_combine_fp16_d64, moba::Fp16, 64)
 MOBA_ATTN_OWN_COMBINE(moba_attn_own_combine_fp16_d128, moba::Fp16, 128)
 MOBA_ATTN_OWN_COMBINE(moba_attn_own_combine_bf16_d64, moba::Bf16, 64)
 MOBA_ATTN_OWN_COMBINE(moba_attn_own_combine_bf16_d128, moba::Bf16, 128)
+
+// ------------------------------------------------------------------------------------------ sm_90a forward
+// 128-row query tiles (ABI.md, "Hopper forward"); empty on other targets.
+#define MOBA_ATTN_FWD_HOPPER(NAME, DT, HD)                                                               \
+    extern "C" __global__ void __launch_bounds__(moba::HopperFwdConfig<HD>::kThreads, 1)                 \
+        NAME(const uint16_t* q, const uint16_t* k, const uint16_t* v, uint16_t* out, float* lse,         \
+             const int* cu_seqlens, const int2* tiles, int heads, int kv_heads, int chunk_size, float scale, \
+             int dense) {                                                                                \
+        moba::attn_fwd_hopper<DT, HD, false>(q, k, v, out, lse, cu_seqlens, nullptr, 0, tiles, heads, kv_heads, \
+                                             chunk_size, scale, dense, nullptr, nullptr);                \
+    }
+
+#define MOBA_ATTN_OWN_COMBINE_HOPPER(NAME, DT, HD)                                                       \
+    extern "C" __global__ void __launch_bounds__(moba::HopperFwdConfig<HD>::kThreads, 1)                 \
+        NAME(const uint16_t* q, const uint16_t* k, const uint16_t* v, uint16_t* out, float* lse,         \
+             const int* cu_seqlens, const int* sel, int width, const int2* tiles, int heads, int kv_heads, \
+             int chunk_size, float scale, const uint16_t* partial_o, const float* partial_lse) {        \
+        moba::attn_fwd_hopper<DT, HD, true>(q, k, v, out, lse, cu_seqlens, sel, width, tiles, heads, kv_heads, \
+                                            chunk_size, scale, 0, partial_o, partial_lse);               \
+    }
+
+#define MOBA_ATTN_SELECTED_HOPPER(NAME, DT, HD)                                                          \
+    extern "C" __global__ void __launch_bounds__(moba::HopperFwdConfig<HD>::kThreads, 1)                 \
+        NAME(const uint16_t* q, const uint16_t* k, const uint16_t* v, const int* cu_seqlens,             \
+             const int* chunk_base, int num_sequences, const int* bucket_row0, const int* bucket_group0, \
+             const int* rows, int rows_per_group, uint16_t* partial_o, float* partial_lse, int heads,     \
+             int kv_heads, int width, int chunk_size, int num_full_chunks, float scale) {                \
+        moba::attn_selected_hopper<DT, HD>(q, k, v, cu_seqlens, chunk_base, num_sequences, bucket_row0,  \
+                                           bucket_group0, rows, rows_per_group, partial_o, partial_lse, heads, \
+                                           kv_heads, width, chunk_size, num_full_chunks, scale);         \
+    }
+
+MOBA_ATTN_SELECTED_HOPPER(moba_attn_selected_h_fp16_d64, moba::Fp16, 64)
+MOBA_ATTN_SELECTED_HOPPER(moba_attn_selected_h_fp16_d128, moba::Fp16, 128)
+MOBA_ATTN_SELECTED_HOPPER(moba_attn_selected_h_bf16_d64, moba::Bf16, 64)
+MOBA_ATTN_SELECTED_HOPPER(moba_attn_selected_h_bf16_d128, moba::Bf16, 128)
+
+MOBA_ATTN_FWD_HOPPER(moba_attn_fwd_h_fp16_d64, moba::Fp16, 64)
+MOBA_ATTN_FWD_HOPPER(moba_attn_fwd_h_fp16_d128, moba::Fp16, 128)
+MOBA_ATTN_FWD_HOPPER(moba_attn_fwd_h_bf16_d64, moba::Bf16, 64)
+MOBA_ATTN_FWD_HOPPER(moba_attn_fwd_h_bf16_d128, moba::Bf16, 128)
+
+MOBA_ATTN_OWN_COMBINE_HOPPER(moba_attn_own_combine_h_fp16_d64, moba::Fp16, 64)
+MOBA_ATTN_OWN_COMBINE_HOPPER(moba_attn_own_combine_h_fp16_d128, moba::Fp16, 128)
+MOBA_ATTN_OWN_COMBINE_HOPPER(moba_attn_own_combine_h_bf16_d64, moba::Bf16, 64)
+MOBA_ATTN_OWN_COMBINE_HOPPER(moba_attn_own_combine_h_bf16_d128, moba::Bf16, 128)
 
 // ------------------------------------------------------------------------------------------ backward
 #define MOBA_BWD_DELTA(NAME, DT)                                                                         \

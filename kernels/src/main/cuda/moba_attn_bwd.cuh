@@ -1,4 +1,4 @@
-// MoBA backward (MOBA.md "Backward"), FlashAttention-2 style recomputation from q, k, v, lse:
+// MoBA backward (docs/semantics.md "Backward"), FlashAttention-2 style recomputation from q, k, v, lse:
 //   P = exp(scale*qk - lse), dv = P^T dout, dP = dout v^T, dS = P * (dP - delta),
 //   dq = scale * dS k, dk = scale * dS^T q,  delta = rowsum(dout * out).
 // Deterministic by construction (no floating-point atomics), in three kernels:

@@ -163,50 +163,10 @@ __device__ __forceinline__ void attn_fwd(const uint16_t* __restrict__ q, const u
     }
 
     // Epilogue: normalise, merge the gathered partials (combine mode), write out and lse.
+    long row_token[2];
 #pragma unroll
-    for (int i = 0; i < 2; ++i) {
-        const float l = rows.denominator(i);
-        const int r = row_in_tile[i];
-        if (r >= rows_valid) continue;
-        const long token = seq0 + start + r;
-        const float inv = 1.f / l;
-        float o[Rows::kDT][2];
-#pragma unroll
-        for (int dt = 0; dt < Rows::kDT; ++dt) { o[dt][0] = rows.acc_o[dt][2 * i] * inv; o[dt][1] = rows.acc_o[dt][2 * i + 1] * inv; }
-        float row_lse = rows.lse(i, l);
-        if constexpr (kCombine) {
-            // out = sum_j exp(lse_j - M) o_j / sum_j exp(lse_j - M) over the own chunk and every
-            // selected chunk, merged in slot order (a running M keeps every weight <= 1).
-            const long e0 = (token * heads + h) * width;
-            int selected = 0;  // sel rows are ascending with -1 padding last
-            while (selected < width && sel[e0 + selected] >= 0) ++selected;
-            float m = row_lse, den = 1.f;
-#pragma unroll 2
-            for (int slot = 0; slot < selected; ++slot) {
-                const float part_lse = partial_lse[e0 + slot];
-                const float m_new = fmaxf(m, part_lse);
-                const float keep = expf(m - m_new), w = expf(part_lse - m_new);
-                den = den * keep + w;
-                const uint16_t* part = partial_o + (e0 + slot) * HD;
-#pragma unroll
-                for (int dt = 0; dt < Rows::kDT; ++dt) {
-                    const uint32_t pair = *reinterpret_cast<const uint32_t*>(part + Rows::column(dt));
-                    o[dt][0] = o[dt][0] * keep + w * DT::to_float(static_cast<uint16_t>(pair & 0xffffu));
-                    o[dt][1] = o[dt][1] * keep + w * DT::to_float(static_cast<uint16_t>(pair >> 16));
-                }
-                m = m_new;
-            }
-            const float inv_den = 1.f / den;
-#pragma unroll
-            for (int dt = 0; dt < Rows::kDT; ++dt) { o[dt][0] *= inv_den; o[dt][1] *= inv_den; }
-            row_lse = m + logf(den);
-        }
-        uint16_t* o_row = out + (token * heads + h) * HD;
-#pragma unroll
-        for (int dt = 0; dt < Rows::kDT; ++dt)
-            *reinterpret_cast<uint32_t*>(o_row + Rows::column(dt)) = DT::pack(o[dt][0], o[dt][1]);
-        if ((lane & 3) == 0) lse[token * heads + h] = row_lse;
-    }
+    for (int i = 0; i < 2; ++i) row_token[i] = row_in_tile[i] < rows_valid ? seq0 + start + row_in_tile[i] : -1;
+    write_rows<DT, HD, kCombine>(rows, row_token, h, heads, width, sel, partial_o, partial_lse, out, lse);
 }
 
 }  // namespace moba

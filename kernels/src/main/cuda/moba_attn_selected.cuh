@@ -97,20 +97,8 @@ __device__ __forceinline__ void attn_selected(const uint16_t* __restrict__ q, co
         rows.attend(qf, k_tile, k_tile + Cfg::kKVBytes, scale_log2, false, all_keys);
 
         if (block == blocks - 1) {  // tile done: write its partials, start the next tile afresh
-#pragma unroll
-            for (int i = 0; i < 2; ++i) {
-                const float l = rows.denominator(i);
-                const int r = tile * Cfg::kBlockM + warp * 16 + (lane >> 2) + 8 * i;
-                if (r >= group_rows) continue;
-                const long e = entries[r];
-                const float inv = 1.f / l;
-                uint16_t* o_row = partial_o + e * HD;
-#pragma unroll
-                for (int dt = 0; dt < Rows::kDT; ++dt)
-                    *reinterpret_cast<uint32_t*>(o_row + Rows::column(dt)) =
-                        DT::pack(rows.acc_o[dt][2 * i] * inv, rows.acc_o[dt][2 * i + 1] * inv);
-                if ((lane & 3) == 0) partial_lse[e] = rows.lse(i, l);
-            }
+            const int row[2] = {tile * Cfg::kBlockM + warp * 16 + (lane >> 2), tile * Cfg::kBlockM + warp * 16 + (lane >> 2) + 8};
+            write_partial_rows<DT, HD>(rows, row, group_rows, entries, partial_o, partial_lse);
             rows = Rows();
         }
         __syncthreads();

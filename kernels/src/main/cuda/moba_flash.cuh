@@ -61,43 +61,33 @@ __device__ __forceinline__ void mma_accumulators_by_tile(float (&acc)[HD / 8][4]
 
 // The running softmax state of one thread's two query rows (lane/4 and lane/4 + 8 of its warp's
 // 16): row max m (log2 units of scaled scores), this thread's share of the denominator l, and
-// its columns of the unnormalised output.
-template <class DT, int HD>
+// its columns of the unnormalised output. BN keys per step. The register layout is that of an
+// m16n8 accumulator tile per 8 columns, which is also the layout of a wgmma m64nN accumulator in
+// each warp of the warpgroup: the sm_80 and sm_90a engines share this state and its epilogue.
+template <class DT, int HD, int BN = 64>
 struct FlashRows {
-    static constexpr int kNT = 64 / 8;  // n8 tiles of S
+    static constexpr int kNT = BN / 8;  // n8 tiles of S
     static constexpr int kDT = HD / 8;  // n8 tiles of O
     float row_max[2] = {kNegInf, kNegInf};
     float row_sum[2] = {0.f, 0.f};
     float acc_o[kDT][4] = {};
 
-    // One key block. A row i sees key columns 0..key_limit[i] (-1: none); `masked` false means
-    // every row sees all 64 keys and the masking pass is skipped.
-    __device__ __forceinline__ void attend(const uint32_t (&qf)[HD / 16][4], uint32_t k_tile, uint32_t v_tile,
-                                           float scale_log2, bool masked, const int (&key_limit)[2]) {
+    // Masks s[nt][e] (column nt*8 + (lane&3)*2 + (e&1) of row e>>1) outside [key_first, key_last] of its row.
+    __device__ __forceinline__ static void mask(float (&s)[kNT][4], const int (&key_first)[2], const int (&key_last)[2]) {
         const int lane = threadIdx.x & 31;
-        // S = Q K^T
-        float s[kNT][4] = {};
 #pragma unroll
-        for (int ks = 0; ks < HD / 16; ++ks) {
+        for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
-            for (int np = 0; np < kNT / 2; ++np) {
-                uint32_t b[4];
-                load_b_fragments_nk<HD>(b, k_tile, np * 16, ks * 16);
-                DT::mma(s[2 * np], qf[ks], b[0], b[1]);
-                DT::mma(s[2 * np + 1], qf[ks], b[2], b[3]);
+            for (int e = 0; e < 4; ++e) {
+                const int col = nt * 8 + (lane & 3) * 2 + (e & 1);
+                if (col < key_first[e >> 1] || col > key_last[e >> 1]) s[nt][e] = kNegInf;
             }
-        }
-        if (masked) {
-#pragma unroll
-            for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-                for (int e = 0; e < 4; ++e)
-                    if (nt * 8 + (lane & 3) * 2 + (e & 1) > key_limit[e >> 1]) s[nt][e] = kNegInf;
-        }
+    }
 
-        // Online softmax: new running max, rescale what was accumulated under the old max by
-        // exp2(m_old - m_new), then p = exp2(scale*log2e*s - m_new). A row that has seen no key
-        // yet keeps m = -inf; its reference point is 0 so no inf - inf appears.
+    // Online softmax over one step's scores: new running max, rescale what was accumulated under the
+    // old max by exp2(m_old - m_new), then s becomes p = exp2(scale*log2e*s - m_new). A row that has
+    // seen no key yet keeps m = -inf; its reference point is 0 so no inf - inf appears.
+    __device__ __forceinline__ void softmax_step(float (&s)[kNT][4], float scale_log2) {
 #pragma unroll
         for (int i = 0; i < 2; ++i) {
             float mx = kNegInf;
@@ -119,7 +109,26 @@ struct FlashRows {
                 row_sum[i] += s[nt][2 * i] + s[nt][2 * i + 1];
             }
         }
+    }
 
+    // One key block on the mma.sync engine. A row i sees key columns 0..key_limit[i] (-1: none);
+    // `masked` false means every row sees all BN keys and the masking pass is skipped.
+    __device__ __forceinline__ void attend(const uint32_t (&qf)[HD / 16][4], uint32_t k_tile, uint32_t v_tile,
+                                           float scale_log2, bool masked, const int (&key_limit)[2]) {
+        // S = Q K^T
+        float s[kNT][4] = {};
+#pragma unroll
+        for (int ks = 0; ks < HD / 16; ++ks) {
+#pragma unroll
+            for (int np = 0; np < kNT / 2; ++np) {
+                uint32_t b[4];
+                load_b_fragments_nk<HD>(b, k_tile, np * 16, ks * 16);
+                DT::mma(s[2 * np], qf[ks], b[0], b[1]);
+                DT::mma(s[2 * np + 1], qf[ks], b[2], b[3]);
+            }
+        }
+        if (masked) mask(s, {0, 0}, key_limit);
+        softmax_step(s, scale_log2);
         // O += P V, P re-packed from the S accumulators (16 keys per MMA k-step).
         mma_accumulators_by_tile<DT, HD, kNT / 2>(acc_o, s, v_tile, 0);
     }
@@ -137,5 +146,82 @@ struct FlashRows {
     // This thread's columns of row i: dt*8 + (lane&3)*2 + {0,1}.
     __device__ __forceinline__ static int column(int dt) { return dt * 8 + (threadIdx.x & 3) * 2; }
 };
+
+// The epilogue of a query tile: normalise this thread's two rows, merge the gathered kernel's
+// per-(row, slot) partials by their lse (kCombine), write out and lse. row_token[i] is row i's
+// global token, -1 for a row past the sequence end (not written).
+template <class DT, int HD, bool kCombine, class Rows>
+__device__ __forceinline__ void write_rows(const Rows& rows, const long (&row_token)[2], int h, int heads, int width,
+                                           const int* __restrict__ sel, const uint16_t* __restrict__ partial_o,
+                                           const float* __restrict__ partial_lse, uint16_t* __restrict__ out,
+                                           float* __restrict__ lse) {
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+        const float l = rows.denominator(i);
+        const long token = row_token[i];
+        if (token < 0) continue;
+        const float inv = 1.f / l;
+        float o[Rows::kDT][2];
+#pragma unroll
+        for (int dt = 0; dt < Rows::kDT; ++dt) { o[dt][0] = rows.acc_o[dt][2 * i] * inv; o[dt][1] = rows.acc_o[dt][2 * i + 1] * inv; }
+        float row_lse = rows.lse(i, l);
+        if constexpr (kCombine) {
+            // out = sum_j exp(lse_j - M) o_j / sum_j exp(lse_j - M) over the own chunk and every
+            // selected chunk, merged in slot order (a running M keeps every weight <= 1).
+            const long e0 = (token * heads + h) * width;
+            int selected = 0;  // sel rows are ascending with -1 padding last
+            while (selected < width && sel[e0 + selected] >= 0) ++selected;
+            float m = row_lse, den = 1.f;
+#pragma unroll 2
+            for (int slot = 0; slot < selected; ++slot) {
+                const float part_lse = partial_lse[e0 + slot];
+                const float m_new = fmaxf(m, part_lse);
+                const float keep = expf(m - m_new), w = expf(part_lse - m_new);
+                den = den * keep + w;
+                const uint16_t* part = partial_o + (e0 + slot) * HD;
+#pragma unroll
+                for (int dt = 0; dt < Rows::kDT; ++dt) {
+                    const uint32_t pair = *reinterpret_cast<const uint32_t*>(part + Rows::column(dt));
+                    o[dt][0] = o[dt][0] * keep + w * DT::to_float(static_cast<uint16_t>(pair & 0xffffu));
+                    o[dt][1] = o[dt][1] * keep + w * DT::to_float(static_cast<uint16_t>(pair >> 16));
+                }
+                m = m_new;
+            }
+            const float inv_den = 1.f / den;
+#pragma unroll
+            for (int dt = 0; dt < Rows::kDT; ++dt) { o[dt][0] *= inv_den; o[dt][1] *= inv_den; }
+            row_lse = m + logf(den);
+        }
+        uint16_t* o_row = out + (token * heads + h) * HD;
+#pragma unroll
+        for (int dt = 0; dt < Rows::kDT; ++dt)
+            *reinterpret_cast<uint32_t*>(o_row + Rows::column(dt)) = DT::pack(o[dt][0], o[dt][1]);
+        if ((lane & 3) == 0) lse[token * heads + h] = row_lse;
+    }
+}
+
+// The gathered kernels' epilogue: this thread's two rows (index row[i] into the group's `entries`, written when
+// below group_rows) normalised and written as one selected chunk's partial: o in the input dtype at
+// partial_o[e * HD], lse at partial_lse[e], e the row's (token, head, slot) entry.
+template <class DT, int HD, class Rows>
+__device__ __forceinline__ void write_partial_rows(const Rows& rows, const int (&row)[2], int group_rows,
+                                                   const int* __restrict__ entries, uint16_t* __restrict__ partial_o,
+                                                   float* __restrict__ partial_lse) {
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+        const float l = rows.denominator(i);
+        if (row[i] >= group_rows) continue;
+        const long e = entries[row[i]];
+        const float inv = 1.f / l;
+        uint16_t* o_row = partial_o + e * HD;
+#pragma unroll
+        for (int dt = 0; dt < Rows::kDT; ++dt)
+            *reinterpret_cast<uint32_t*>(o_row + Rows::column(dt)) =
+                DT::pack(rows.acc_o[dt][2 * i] * inv, rows.acc_o[dt][2 * i + 1] * inv);
+        if ((lane & 3) == 0) partial_lse[e] = rows.lse(i, l);
+    }
+}
 
 }  // namespace moba

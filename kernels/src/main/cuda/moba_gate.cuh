@@ -1,5 +1,5 @@
 // The MoBA gate: for every (query token, head) the top-W past full chunks of its own sequence by
-// the fp32 score q . mu, ties to the lower chunk index (MOBA.md "Chunks and the gate").
+// the fp32 score q . mu, ties to the lower chunk index (docs/semantics.md "Chunks and the gate").
 //
 // Scores run on the tensor cores without losing fp32 accuracy: q is exact in its own 16-bit type,
 // and mu (scaled by a power of two) is the exact sum of three 16-bit planes, so

@@ -82,6 +82,8 @@ static void fill_normal(std::vector<uint16_t>& x, uint64_t seed, int dt) {
 struct Kernels {
     cudaLibrary_t lib;
     cudaKernel_t chunk_mean[2], gate[2][2], attn[2][2], selected[2][2], combine[2][2], sel_sort;
+    cudaKernel_t attn_h[2][2], combine_h[2][2], selected_h[2][2];  // sm_90a engine (compute capability 9.0 only)
+    bool hopper = false;
     cudaKernel_t route_count, route_scan, route_fill;
     cudaKernel_t bwd_delta[2], bwd_dq_selected[2][2], bwd_dq[2][2], bwd_dkdv[2][2];
     cudaKernel_t bwd_route_count, bwd_route_totals, bwd_route_place, bwd_route_fill;
@@ -92,8 +94,15 @@ struct Kernels {
     static int gate_smem(int d) { return std::max(64 * d * 2, 64 * 32 * 8) + 64 * 12 + 2 * (3 * 32 * d * 2 + 128); }
     static int selected_smem(int d) { return 2 * 64 * d * 2 + 2 * 2 * 64 * d * 2; }
     static int attn_smem(int d) { return (64 + 4 * 64) * d * 2; }
+    // HopperFwdConfig: alignment slack, a 128-row q tile, three stages of 128-key k and v, seven mbarriers.
+    static int attn_h_smem(int d) { return 1024 + 128 * d * 2 + 3 * 2 * 128 * d * 2 + 7 * 8; }
+    // HopperSelectedConfig: alignment slack, three 128-row q stages, two k/v stages, a full and an empty barrier each.
+    static int selected_h_smem(int d) { return 1024 + 3 * 128 * d * 2 + 2 * 2 * 128 * d * 2 + 2 * 5 * 8; }
     void load(const char* path) {
         CHECK(cudaFree(nullptr));
+        cudaDeviceProp prop;
+        CHECK(cudaGetDeviceProperties(&prop, 0));
+        hopper = prop.major == 9 && prop.minor == 0;
         CHECK(cudaLibraryLoadFromFile(&lib, path, nullptr, nullptr, 0, nullptr, nullptr, 0));
         auto get = [&](cudaKernel_t& k, const std::string& name) { CHECK(cudaLibraryGetKernel(&k, lib, name.c_str())); };
         for (int dt = 0; dt < 2; ++dt) {
@@ -104,6 +113,16 @@ struct Kernels {
                 get(attn[dt][hd_index(d)], "moba_attn_fwd_" + suffix);
                 get(selected[dt][hd_index(d)], "moba_attn_selected_" + suffix);
                 get(combine[dt][hd_index(d)], "moba_attn_own_combine_" + suffix);
+                if (hopper) {
+                    get(attn_h[dt][hd_index(d)], "moba_attn_fwd_h_" + suffix);
+                    get(combine_h[dt][hd_index(d)], "moba_attn_own_combine_h_" + suffix);
+                    get(selected_h[dt][hd_index(d)], "moba_attn_selected_h_" + suffix);
+                    CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(selected_h[dt][hd_index(d)]),
+                                               cudaFuncAttributeMaxDynamicSharedMemorySize, selected_h_smem(d)));
+                    for (cudaKernel_t kh : {attn_h[dt][hd_index(d)], combine_h[dt][hd_index(d)]})
+                        CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(kh),
+                                                   cudaFuncAttributeMaxDynamicSharedMemorySize, attn_h_smem(d)));
+                }
                 CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(selected[dt][hd_index(d)]),
                                            cudaFuncAttributeMaxDynamicSharedMemorySize, selected_smem(d)));
                 CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(combine[dt][hd_index(d)]),
@@ -148,10 +167,11 @@ struct Case {
     bool dense;
     bool gathered;  // MoBA via route + gathered kernel + own/combine (else the union kernel)
     std::vector<int> lengths;
+    bool hopper = false;  // dense / own-chunk / combine on the sm_90a kernels (128-row tiles)
 };
 
 struct Layout {  // host index arrays, built exactly as the ABI says
-    std::vector<int> cu, chunk_base, tiles;  // tiles: pairs (b, start)
+    std::vector<int> cu, chunk_base, tiles, tiles128;  // tiles: pairs (b, start) of 64 rows; tiles128 of 128
     int T = 0, B = 0, max_len = 0, nfc = 0, W = 0;
     explicit Layout(const Case& c) {
         B = static_cast<int>(c.lengths.size());
@@ -176,8 +196,16 @@ struct Layout {  // host index arrays, built exactly as the ABI says
             }
         std::stable_sort(t.begin(), t.end(), [](const Tile& a, const Tile& b) { return a.work > b.work; });
         for (auto& x : t) { tiles.push_back(x.b); tiles.push_back(x.start); }
+        // 128-row tiles of the sm_90a kernels: dense / own-chunk work only, longest first.
+        std::vector<Tile> t128;
+        for (int b = 0; b < B; ++b)
+            for (int s = 0; s < c.lengths[b]; s += 128)
+                t128.push_back({b, s, c.dense ? s + 128L : (s - (s / c.C) * c.C) + 128L});
+        std::stable_sort(t128.begin(), t128.end(), [](const Tile& a, const Tile& b) { return a.work > b.work; });
+        for (auto& x : t128) { tiles128.push_back(x.b); tiles128.push_back(x.start); }
     }
     int num_tiles() const { return static_cast<int>(tiles.size() / 2); }
+    int num_tiles128() const { return static_cast<int>(tiles128.size() / 2); }
     int seq_of(int t) const { return static_cast<int>(std::upper_bound(cu.begin(), cu.end(), t) - cu.begin()) - 1; }
 };
 
@@ -194,11 +222,12 @@ struct DevBuf {
 struct DeviceRun {  // device state of one (case, input set)
     DevBuf<uint16_t> q, k, v, out, planes, partial_o;
     DevBuf<float> lse, mu, unscale, sel_score, partial_lse;
-    DevBuf<int> cu, chunk_base, tiles, sel, bucket_count, bucket_row0, bucket_tile0, bucket_cursor, rows;
+    DevBuf<int> cu, chunk_base, tiles, tiles128, sel, bucket_count, bucket_row0, bucket_tile0, bucket_cursor, rows;
     void setup(const Case& c, const Layout& L) {
         cu.upload(L.cu);
         chunk_base.upload(L.chunk_base);
         tiles.upload(L.tiles);
+        tiles128.upload(L.tiles128);
         out.alloc(static_cast<size_t>(L.T) * c.H * c.D);
         lse.alloc(static_cast<size_t>(L.T) * c.H);
         if (L.W > 0) {
@@ -226,7 +255,7 @@ struct DeviceRun {  // device state of one (case, input set)
     }
     void free_all() {
         q.free_(); k.free_(); v.free_(); out.free_(); planes.free_(); lse.free_(); mu.free_(); unscale.free_();
-        sel_score.free_(); cu.free_(); chunk_base.free_(); tiles.free_(); sel.free_();
+        sel_score.free_(); cu.free_(); chunk_base.free_(); tiles.free_(); tiles128.free_(); sel.free_();
         bucket_count.free_(); bucket_row0.free_(); bucket_tile0.free_(); bucket_cursor.free_(); rows.free_();
         partial_o.free_(); partial_lse.free_();
     }
@@ -252,6 +281,12 @@ static void run_attn(const Kernels& K, const Case& c, const Layout& L, DeviceRun
     int W = L.W, nt = L.num_tiles(), H = c.H, Hkv = c.Hkv, C = c.C, dense = c.dense ? 1 : 0, B = L.B, nfc = L.nfc;
     float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.D)));
     const int hd = Kernels::hd_index(c.D), smem = Kernels::attn_smem(c.D);
+    int nt128 = L.num_tiles128();
+    if (c.hopper && (c.dense || W == 0)) {
+        launch(K.attn_h[c.dt][hd], dim3(nt128, H), dim3(384), Kernels::attn_h_smem(c.D), st,
+               {&r.q.p, &r.k.p, &r.v.p, &r.out.p, &r.lse.p, &r.cu.p, &r.tiles128.p, &H, &Hkv, &C, &scale, &dense});
+        return;
+    }
     if (!c.gathered || c.dense || W == 0) {
         launch(K.attn[c.dt][hd], dim3(nt, H), dim3(128), smem, st,
                {&r.q.p, &r.k.p, &r.v.p, &r.out.p, &r.lse.p, &r.cu.p, &r.sel.p, &W, &r.tiles.p, &nt, &H, &Hkv, &C, &scale, &dense});
@@ -262,19 +297,30 @@ static void run_attn(const Kernels& K, const Case& c, const Layout& L, DeviceRun
     const unsigned entry_blocks = (entries + 255) / 256;
     launch(K.route_count, dim3(entry_blocks), dim3(256), 0, st,
            {&r.sel.p, &r.cu.p, &r.chunk_base.p, &B, &H, &W, &nfc, &entries, &r.bucket_count.p});
-    // Groups of 8 tiles keep a C <= 128 chunk resident in shared memory; longer chunks stream.
-    int rows_per_group = C <= 128 ? 8 * 64 : 64;
+    // Groups of 8 tiles keep a C <= 128 chunk resident in shared memory; longer chunks stream. The sm_90a kernel
+    // takes 128-row tiles: four of them against a resident C <= 256 chunk, else one.
+    int rows_per_group = c.hopper ? (C <= 256 ? 4 * 128 : 128) : (C <= 128 ? 8 * 64 : 64);
     launch(K.route_scan, dim3(1), dim3(1024), 0, st,
            {&r.bucket_count.p, &buckets, &rows_per_group, &r.bucket_row0.p, &r.bucket_tile0.p, &r.bucket_cursor.p});
     launch(K.route_fill, dim3(entry_blocks), dim3(256), 0, st,
            {&r.sel.p, &r.cu.p, &r.chunk_base.p, &B, &H, &W, &nfc, &entries, &r.bucket_cursor.p, &r.rows.p});
     const unsigned max_groups = (entries + rows_per_group - 1) / rows_per_group + buckets;
-    launch(K.selected[c.dt][hd], dim3(max_groups), dim3(128), Kernels::selected_smem(c.D), st,
-           {&r.q.p, &r.k.p, &r.v.p, &r.cu.p, &r.chunk_base.p, &B, &r.bucket_row0.p, &r.bucket_tile0.p, &r.rows.p,
-            &rows_per_group, &r.partial_o.p, &r.partial_lse.p, &H, &Hkv, &W, &C, &nfc, &scale});
-    launch(K.combine[c.dt][hd], dim3(nt, H), dim3(128), smem, st,
-           {&r.q.p, &r.k.p, &r.v.p, &r.out.p, &r.lse.p, &r.cu.p, &r.sel.p, &W, &r.tiles.p, &H, &Hkv, &C, &scale,
-            &r.partial_o.p, &r.partial_lse.p});
+    if (c.hopper)
+        launch(K.selected_h[c.dt][hd], dim3(max_groups), dim3(384), Kernels::selected_h_smem(c.D), st,
+               {&r.q.p, &r.k.p, &r.v.p, &r.cu.p, &r.chunk_base.p, &B, &r.bucket_row0.p, &r.bucket_tile0.p, &r.rows.p,
+                &rows_per_group, &r.partial_o.p, &r.partial_lse.p, &H, &Hkv, &W, &C, &nfc, &scale});
+    else
+        launch(K.selected[c.dt][hd], dim3(max_groups), dim3(128), Kernels::selected_smem(c.D), st,
+               {&r.q.p, &r.k.p, &r.v.p, &r.cu.p, &r.chunk_base.p, &B, &r.bucket_row0.p, &r.bucket_tile0.p, &r.rows.p,
+                &rows_per_group, &r.partial_o.p, &r.partial_lse.p, &H, &Hkv, &W, &C, &nfc, &scale});
+    if (c.hopper)
+        launch(K.combine_h[c.dt][hd], dim3(nt128, H), dim3(384), Kernels::attn_h_smem(c.D), st,
+               {&r.q.p, &r.k.p, &r.v.p, &r.out.p, &r.lse.p, &r.cu.p, &r.sel.p, &W, &r.tiles128.p, &H, &Hkv, &C, &scale,
+                &r.partial_o.p, &r.partial_lse.p});
+    else
+        launch(K.combine[c.dt][hd], dim3(nt, H), dim3(128), smem, st,
+               {&r.q.p, &r.k.p, &r.v.p, &r.out.p, &r.lse.p, &r.cu.p, &r.sel.p, &W, &r.tiles.p, &H, &Hkv, &C, &scale,
+                &r.partial_o.p, &r.partial_lse.p});
 }
 
 // ------------------------------------------------------------------------------------------ reference
@@ -903,6 +949,11 @@ int main(int argc, char** argv) {
                 c.name = c.name + " [gathered]";
                 check_case(K, c, seed);
             }
+            if (K.hopper && (c.dense || c.gathered || c.topk == 1)) {
+                c.hopper = true;
+                c.name = c.name + " [sm90a]";
+                check_case(K, c, seed);
+            }
         }
         std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "ALL PASSED", failures);
         return failures ? 1 : 0;
@@ -916,9 +967,30 @@ int main(int argc, char** argv) {
         cases.push_back({"1x64K H32 d128 C4096 topk3 bf16", BF16, 128, 32, 32, 4096, 3, false, true, {65536}});
         cases.push_back({"dense 2x32K H16 d128 fp16", FP16, 128, 16, 16, 64, 1, true, false, {32768, 32768}});
         cases.push_back({"dense 2x32K H16 d128 bf16", BF16, 128, 16, 16, 64, 1, true, false, {32768, 32768}});
+        cases.push_back({"dense 2x64K H16 d128 fp16", FP16, 128, 16, 16, 64, 1, true, false, {65536, 65536}});
+        cases.push_back({"dense 1x64K H32 d128 bf16", BF16, 128, 32, 32, 64, 1, true, false, {65536}});
+        cases.push_back({"dense 2x8K H16 d128 fp16", FP16, 128, 16, 16, 64, 1, true, false, {8192, 8192}});
+        cases.push_back({"own chunk 1x64K H32 d128 C4096 bf16", BF16, 128, 32, 32, 4096, 1, false, false, {65536}});
         cases.push_back({"union kernel: FlashMoBA 2x8K", FP16, 128, 16, 16, 128, 8, false, false, {8192, 8192}});
-        for (const Case& c : cases)
-            if (filter.empty() || c.name.find(filter) != std::string::npos) time_case(K, c);
+        // filter: substrings separated by '|'; a case runs when its name contains any of them.
+        auto selected = [&](const std::string& name) {
+            if (filter.empty()) return true;
+            for (size_t from = 0; from <= filter.size();) {
+                const size_t bar = std::min(filter.find('|', from), filter.size());
+                if (name.find(filter.substr(from, bar - from)) != std::string::npos) return true;
+                from = bar + 1;
+            }
+            return false;
+        };
+        for (Case c : cases) {
+            if (!selected(c.name)) continue;
+            time_case(K, c);
+            if (K.hopper && (c.dense || c.gathered || c.topk == 1)) {
+                c.hopper = true;
+                c.name = "[sm90a] " + c.name;
+                time_case(K, c);
+            }
+        }
         return 0;
     }
     if (mode == "bwd-check") {

@@ -7,9 +7,10 @@
 #
 # usage (from the project root on the GPU host):  bash kernels/src/test/device/gpu-run.sh [KernelBench options]
 #   e.g. bash kernels/src/test/device/gpu-run.sh --only FlashMoBA
-# Environment: MOBA_TESTS=0 skips the tests, MOBA_BENCH=0 skips the forward benchmark, MOBA_TRAIN_BENCH=0 the
+# Environment: MOBA_BENCH_ENGINE (default wgmma on compute capability 9.0, else auto) is KernelBench's forward engine,
+#              MOBA_ENGINES (default "wgmma mma-sync" on compute capability 9.0, else "auto") lists the forward engines the tests run under, MOBA_TESTS=0 skips the tests, MOBA_BENCH=0 skips the forward benchmark, MOBA_TRAIN_BENCH=0 the
 #              training benchmark, MOBA_TEST_SEED=N reruns the tests with a given seed,
-#              MOBA_TEST_CLASS=CudaBackwardTest runs only that class of org.moba.kernels.cuda.
+#              MOBA_TEST_CLASS=CudaBackwardTest[,...] runs only those classes of org.moba.kernels.cuda.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../../../.." && pwd)
 out=${OUT:-$root/gpu-out}
@@ -21,32 +22,54 @@ nvidia-smi --query-gpu=name,pci.bus_id,driver_version,memory.total --format=csv 
 cat "$out/gpu.txt"
 status=0
 summary="$out/summary.txt"
+hopper=0
+[ "$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1)" = "9.0" ] && hopper=1
+# KernelBench's forward engine: the sm_90a engine on a Hopper GPU unless MOBA_BENCH_ENGINE says otherwise.
+bench_engine=${MOBA_BENCH_ENGINE:-$([ "$hopper" = 1 ] && echo wgmma || echo auto)}
 { echo "== gpu-run.sh summary =="; tail -n +2 "$out/gpu.txt"; } > "$summary"
 
 if [ "${MOBA_TESTS:-1}" != 0 ]; then
   seed=${MOBA_TEST_SEED:+-Dmoba.test.seed=$MOBA_TEST_SEED}
   if [ -n "${MOBA_TEST_CLASS:-}" ]; then
-    select="--select-class=org.moba.kernels.cuda.$MOBA_TEST_CLASS"
+    select=$(echo "$MOBA_TEST_CLASS" | tr ',' '\n' | sed 's/^/--select-class=org.moba.kernels.cuda./' | paste -sd' ')
   else
     select="--select-package=org.moba.kernels.cuda"
   fi
+  # Once per forward engine (ForwardEngine), so both stay tested on a Hopper GPU; elsewhere the default engine only.
   # From kernels/, so FatbinFreshnessTest finds src/main/cuda.
-  (cd "$root/kernels" && java $MOBA_JAVA_OPTS -Xmx32g $seed -cp "$MOBA_CP" \
-      org.junit.platform.console.ConsoleLauncher execute $select \
-      --details=tree --disable-banner --disable-ansi-colors --reports-dir="$out/junit") > "$out/tests.log" 2>&1
-  rc=$?
-  tail -n 60 "$out/tests.log"
-  echo "gpu-run.sh: tests exited with $rc (full log: $out/tests.log)"
-  [ $rc = 0 ] || status=1
-  {
-    echo "tests ($select, exit $rc):"
-    grep -E '^\[ +[0-9]+ (tests|containers) (successful|failed|skipped|aborted)' "$out/tests.log" | sed 's/^/  /'
-    grep -E '✘' "$out/tests.log" | head -n 20 | sed 's/^/  FAILED /'
-  } >> "$summary"
+  engines="auto"
+  [ "$hopper" = 1 ] && engines="wgmma mma-sync"
+  for engine in ${MOBA_ENGINES:-$engines}; do
+    log="$out/tests-$engine.log"
+    (cd "$root/kernels" && java $MOBA_JAVA_OPTS -Xmx32g $seed -Dmoba.cuda.engine=$engine -cp "$MOBA_CP" \
+        org.junit.platform.console.ConsoleLauncher execute $select \
+        --details=tree --disable-banner --disable-ansi-colors --reports-dir="$out/junit-$engine") > "$log" 2>&1
+    rc=$?
+    tail -n 40 "$log"
+    echo "gpu-run.sh: tests (engine $engine) exited with $rc (full log: $log)"
+    [ $rc = 0 ] || status=1
+    {
+      echo "tests ($select, engine $engine, exit $rc):"
+      grep -E '^\[ +[0-9]+ (tests|containers) (successful|failed|skipped|aborted)' "$log" | sed 's/^/  /'
+      grep -E '✘' "$log" | head -n 20 | sed 's/^/  FAILED /'
+    } >> "$summary"
+  done
+fi
+
+# The best dense kernel on the same card, for KernelBench's "x cuDNN" columns.
+cudnn=()
+if [ "${MOBA_BENCH:-1}" != 0 ] || [ "${MOBA_TRAIN_BENCH:-1}" != 0 ]; then
+  if python3 "$root/kernels/src/test/device/cudnn_dense.py" --backward --csv "$out/cudnn.csv" > "$out/cudnn.log" 2>&1; then
+    cudnn=(--cudnn "$out/cudnn.csv")
+  else
+    echo "gpu-run.sh: cudnn_dense.py failed (log: $out/cudnn.log); the tables have no cuDNN columns"
+  fi
+  cat "$out/cudnn.log"
+  { echo; echo "cuDNN dense (cudnn_dense.py):"; grep -E '^cuDNN' "$out/cudnn.log"; } >> "$summary"
 fi
 
 if [ "${MOBA_BENCH:-1}" != 0 ]; then
-  java -Xmx64g -cp "$MOBA_CP" org.moba.kernels.bench.KernelBench --mode forward "$@" > "$out/bench.log" 2>&1
+  java -Xmx64g -Dmoba.cuda.engine=$bench_engine -cp "$MOBA_CP" org.moba.kernels.bench.KernelBench --mode forward "${cudnn[@]}" "$@" > "$out/bench.log" 2>&1
   rc=$?
   cat "$out/bench.log"
   echo "gpu-run.sh: KernelBench (forward) exited with $rc (log: $out/bench.log)"
@@ -55,7 +78,7 @@ if [ "${MOBA_BENCH:-1}" != 0 ]; then
 fi
 
 if [ "${MOBA_TRAIN_BENCH:-1}" != 0 ]; then
-  java -Xmx64g -cp "$MOBA_CP" org.moba.kernels.bench.KernelBench --mode training "$@" > "$out/bench-training.log" 2>&1
+  java -Xmx64g -Dmoba.cuda.engine=$bench_engine -cp "$MOBA_CP" org.moba.kernels.bench.KernelBench --mode training "${cudnn[@]}" "$@" > "$out/bench-training.log" 2>&1
   rc=$?
   cat "$out/bench-training.log"
   echo "gpu-run.sh: KernelBench (training) exited with $rc (log: $out/bench-training.log)"

@@ -1,9 +1,15 @@
 package org.moba.kernels.bench;
 
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.HashMap;
 import java.util.List;
 import java.util.Locale;
+import java.util.Map;
 import java.util.Set;
 import java.util.TreeSet;
 import java.util.SplittableRandom;
@@ -37,8 +43,13 @@ import org.moba.kernels.cuda.DeviceBatch;
  * speedups over them, the extra device memory of the forward and of the backward (beyond inputs and outputs), and a
  * line of backward phase medians ({@code delta, route, dq_selected, dq, dkdv}). A short summary table ends it.
  *
+ * <p>With {@code --cudnn FILE} (the CSV {@code kernels/src/test/device/cudnn_dense.py} writes: PyTorch's cuDNN
+ * attention, causal, timed on the same card) both tables add the best dense kernel's time for every shape of equal
+ * lengths and the ratios to it: {@code x cuDNN} is cuDNN's time over ours (above 1: we are faster), for MoBA and
+ * for our dense kernel.
+ *
  * <p>Usage: {@code KernelBench [--mode forward|training|both] [--device N] [--reps 20] [--warmup 3] [--seed S]
- * [--only SUBSTRING]}. Small shapes rotate several input sets so that the GPU's L2 cache does not flatter them;
+ * [--only SUBSTRING] [--cudnn FILE]}. Small shapes rotate several input sets so that the GPU's L2 cache does not flatter them;
  * shapes with more tokens than one batch holds run batch by batch and add up the per-batch medians.
  */
 public final class KernelBench {
@@ -55,6 +66,60 @@ public final class KernelBench {
         MobaParams params() {
             return MobaParams.of(chunk, topk);
         }
+
+        /** The shape's name in cudnn_dense.py's table ({@code 2x64K H16 D128 fp16}); null for unequal lengths. */
+        String denseKey() {
+            if (Arrays.stream(lengths).distinct().count() != 1 || lengths[0] % 1024 != 0) {
+                return null;
+            }
+            return lengths.length + "x" + lengths[0] / 1024 + "K H" + heads + " D" + headDim + " " + dtype.label();
+        }
+    }
+
+    /** cuDNN's dense causal times (ms) per {@link Shape#denseKey}: forward, and forward + backward (NaN if untimed). */
+    record CudnnTimes(Map<String, double[]> byShape) {
+        static final CudnnTimes NONE = new CudnnTimes(Map.of());
+
+        static CudnnTimes read(Path csv) {
+            Map<String, double[]> times = new HashMap<>();
+            try {
+                List<String> lines = Files.readAllLines(csv);
+                List<String> header = List.of(lines.get(0).split(","));
+                int shape = header.indexOf("shape");
+                int fwd = header.indexOf("fwd_ms");
+                int step = header.indexOf("fwd_bwd_ms");
+                if (shape < 0 || fwd < 0 || step < 0) {
+                    throw new IllegalArgumentException(csv + ": expected the columns shape, fwd_ms, fwd_bwd_ms of "
+                            + "cudnn_dense.py, found " + header);
+                }
+                for (String line : lines.subList(1, lines.size())) {
+                    String[] cells = line.split(",");
+                    times.put(cells[shape], new double[] {parseMs(cells[fwd]), parseMs(cells[step])});
+                }
+            } catch (IOException e) {
+                throw new UncheckedIOException("cannot read the cuDNN times " + csv, e);
+            }
+            return new CudnnTimes(times);
+        }
+
+        /** Python writes an untimed value as {@code nan}, which Double.parseDouble does not take. */
+        private static double parseMs(String cell) {
+            return cell.trim().equalsIgnoreCase("nan") ? Double.NaN : Double.parseDouble(cell);
+        }
+
+        /** Forward (0) or forward + backward (1) ms of the shape, NaN when cuDNN was not timed on it. */
+        double ms(Shape shape, int which) {
+            double[] t = shape.denseKey() == null ? null : byShape.get(shape.denseKey());
+            return t == null ? Double.NaN : t[which];
+        }
+    }
+
+    /** {@code "%9.3f"} of a time or {@code "-"} when it is NaN, and the ratio {@code reference / ours} likewise. */
+    private static String cudnnCells(double cudnnMs, double mobaMs, double denseMs) {
+        if (Double.isNaN(cudnnMs)) {
+            return String.format(Locale.ROOT, " %9s %7s %7s", "-", "-", "-");
+        }
+        return String.format(Locale.ROOT, " %9.3f %6.2fx %6.2fx", cudnnMs, cudnnMs / mobaMs, cudnnMs / denseMs);
     }
 
     /** Medians and counts accumulated over the batches of a shape. */
@@ -90,7 +155,7 @@ public final class KernelBench {
 
     private static final List<String> BACKWARD_PHASES = List.of("delta", "route", "dq_selected", "dq", "dkdv");
     private static final String USAGE = "usage: KernelBench [--mode forward|training|both] [--device N] [--reps 20] "
-            + "[--warmup 3] [--seed S] [--only SUBSTRING]";
+            + "[--warmup 3] [--seed S] [--only SUBSTRING] [--cudnn cudnn_dense.csv]";
 
     private KernelBench() {
     }
@@ -114,7 +179,8 @@ public final class KernelBench {
 
     /**
      * Forward + backward shapes: FlashMoBA's (B=2, H=16, D=128, chunk 128, topk 8, fp16) at 8K, 32K and 64K tokens
-     * per sequence, and the MoBA / Triton-MoBA speed test (1 x 32K, H=1, D=128, chunk 512, topk 3, bf16).
+     * per sequence, the MoBA / Triton-MoBA speed test (1 x 32K, H=1, D=128, chunk 512, topk 3, bf16), and the
+     * long-chunk shape where attention math dominates (1 x 64K, H=32, chunk 4096, topk 3, bf16).
      */
     static List<Shape> trainingShapes() {
         List<Shape> shapes = new ArrayList<>();
@@ -123,6 +189,7 @@ public final class KernelBench {
                     new int[] {k * 1024, k * 1024}));
         }
         shapes.add(new Shape("MoBA speed test 1x32K", DType.BF16, 1, 1, 128, 512, 3, new int[] {32768}));
+        shapes.add(new Shape("1x64K H=32 chunk 4096", DType.BF16, 32, 32, 128, 4096, 3, new int[] {65536}));
         return shapes;
     }
 
@@ -133,6 +200,7 @@ public final class KernelBench {
         long seed = 20260101L;
         String only = "";
         String mode = "forward";
+        CudnnTimes cudnn = CudnnTimes.NONE;
         for (int i = 0; i < args.length; i++) {
             switch (args[i]) {
                 case "--device" -> device = Integer.parseInt(args[++i]);
@@ -141,6 +209,7 @@ public final class KernelBench {
                 case "--seed" -> seed = Long.parseLong(args[++i]);
                 case "--only" -> only = args[++i];
                 case "--mode" -> mode = args[++i];
+                case "--cudnn" -> cudnn = CudnnTimes.read(Path.of(args[++i]));
                 default -> throw new IllegalArgumentException("unknown option " + args[i] + " (" + USAGE + ")");
             }
         }
@@ -157,42 +226,45 @@ public final class KernelBench {
             System.exit(2);
         }
         try (CudaMobaAttention cuda = CudaMobaAttention.open(device)) {
-            System.out.println("KernelBench on " + cuda.device() + ", mode " + mode + ", reps " + reps + ", warm-up "
-                    + warmup + ", seed " + seed);
+            System.out.println("KernelBench on " + cuda.device() + ", forward engine " + cuda.forwardEngine().label()
+                    + ", mode " + mode + ", reps " + reps + ", warm-up " + warmup + ", seed " + seed);
             if (!mode.equals("training")) {
-                runForward(cuda, only, reps, warmup, seed);
+                runForward(cuda, only, reps, warmup, seed, cudnn);
             }
             if (!mode.equals("forward")) {
-                runTraining(cuda, only, reps, warmup, seed);
+                runTraining(cuda, only, reps, warmup, seed, cudnn);
             }
         }
     }
 
-    private static void runForward(CudaMobaAttention cuda, String only, int reps, int warmup, long seed) {
-        System.out.println(String.format(Locale.ROOT, "%-26s %9s %8s %8s %8s %8s %8s %7s %9s %8s %7s %9s %s",
-                "shape", "tokens", "gate ms", "attn ms", "fwd ms", "TFLOP/s", "attn TF", "%causal",
-                "dense ms", "dense TF", "speedup", "extra MiB", "path"));
+    private static void runForward(CudaMobaAttention cuda, String only, int reps, int warmup, long seed,
+                                   CudnnTimes cudnn) {
+        System.out.println(String.format(Locale.ROOT, "%-26s %9s %8s %8s %8s %8s %8s %7s %9s %8s %7s %9s %7s %7s "
+                        + "%9s %s", "shape", "tokens", "gate ms", "attn ms", "fwd ms", "TFLOP/s", "attn TF", "%causal",
+                "dense ms", "dense TF", "speedup", "cuDNN ms", "x cuDNN", "dense x", "extra MiB", "path"));
         for (Shape shape : shapes(seed)) {
             if (shape.name().contains(only)) {
-                report(shape, measure(cuda, shape, reps, warmup, new SplittableRandom(seed)));
+                report(shape, measure(cuda, shape, reps, warmup, new SplittableRandom(seed)), cudnn.ms(shape, 0));
             }
         }
         System.out.println(String.format(Locale.ROOT, "peak extra device memory of one call: %.1f MiB",
                 cuda.peakExtraDeviceBytes() / 1048576.0));
     }
 
-    private static void runTraining(CudaMobaAttention cuda, String only, int reps, int warmup, long seed) {
+    private static void runTraining(CudaMobaAttention cuda, String only, int reps, int warmup, long seed,
+                                    CudnnTimes cudnn) {
         System.out.println();
         System.out.println("Training (forward + backward, backward on the forward's device state):");
         System.out.println(String.format(Locale.ROOT,
-                "%-22s %9s %8s %8s %8s %7s %7s %7s %9s %9s %7s %7s %7s %8s %8s %s",
+                "%-22s %9s %8s %8s %8s %7s %7s %7s %9s %9s %7s %7s %7s %9s %7s %7s %8s %8s %s",
                 "shape", "tokens", "fwd ms", "bwd ms", "step ms", "bwd TF", "step TF", "%causal", "dfwd ms",
-                "dbwd ms", "dbwd TF", "bwd x", "step x", "fwd MiB", "bwd MiB", "path"));
+                "dbwd ms", "dbwd TF", "bwd x", "step x", "cuDNN ms", "x cuDNN", "dense x", "fwd MiB", "bwd MiB",
+                "path"));
         List<String> summary = new ArrayList<>();
         for (Shape shape : trainingShapes()) {
             if (shape.name().contains(only)) {
                 TrainingTotals t = measureTraining(cuda, shape, reps, warmup, new SplittableRandom(seed));
-                summary.add(reportTraining(shape, t));
+                summary.add(reportTraining(shape, t, cudnn.ms(shape, 1)));
             }
         }
         System.out.println(String.format(Locale.ROOT,
@@ -200,8 +272,8 @@ public final class KernelBench {
                 cuda.peakExtraDeviceBytes() / 1048576.0, cuda.peakExtraBackwardDeviceBytes() / 1048576.0));
         System.out.println();
         System.out.println("== training summary (" + cuda.cudaDevice().name() + ", medians) ==");
-        System.out.println(String.format(Locale.ROOT, "%-22s %9s %9s %8s %9s %9s %9s", "shape", "step ms", "bwd ms",
-                "bwd TF", "dense ms", "speedup", "bwd MiB"));
+        System.out.println(String.format(Locale.ROOT, "%-22s %9s %9s %8s %9s %9s %9s %9s %7s %7s", "shape", "step ms",
+                "bwd ms", "bwd TF", "dense ms", "speedup", "bwd MiB", "cuDNN ms", "x cuDNN", "dense x"));
         summary.forEach(System.out::println);
     }
 
@@ -260,15 +332,16 @@ public final class KernelBench {
         return totals;
     }
 
-    private static void report(Shape shape, Totals t) {
+    private static void report(Shape shape, Totals t, double cudnnMs) {
         double fwdMs = t.gateMs + t.attentionMs;
         double flopsPerPair = 4.0 * shape.headDim();
         System.out.println(String.format(Locale.ROOT,
-                "%-26s %9d %8.3f %8.3f %8.3f %8.1f %8.1f %6.1f%% %9.3f %8.1f %6.2fx %9.1f %s%s",
+                "%-26s %9d %8.3f %8.3f %8.3f %8.1f %8.1f %6.1f%% %9.3f %8.1f %6.2fx%s %9.1f %s%s",
                 shape.name(), t.tokens, t.gateMs, t.attentionMs, fwdMs,
                 flopsPerPair * t.mobaPairs / (fwdMs * 1e9), flopsPerPair * t.mobaPairs / (t.attentionMs * 1e9),
                 100.0 * t.mobaPairs / t.densePairs, t.denseMs, flopsPerPair * t.densePairs / (t.denseMs * 1e9),
-                t.denseMs / fwdMs, t.extraBytes / 1048576.0, String.join("+", t.paths),
+                t.denseMs / fwdMs, cudnnCells(cudnnMs, fwdMs, t.denseMs), t.extraBytes / 1048576.0,
+                String.join("+", t.paths),
                 t.batches > 1 ? "  (sum over " + t.batches + " batches)" : ""));
         if (t.unionReason != null) {
             System.out.println("  " + shape.name() + ": UNION because " + t.unionReason);
@@ -357,19 +430,20 @@ public final class KernelBench {
     }
 
     /** Prints the shape's rows and returns its line of the summary table. */
-    private static String reportTraining(Shape shape, TrainingTotals t) {
+    private static String reportTraining(Shape shape, TrainingTotals t, double cudnnStepMs) {
         int d = shape.headDim();
         double stepMs = t.forwardMs + t.backwardMs;
         double denseStepMs = t.denseForwardMs + t.denseBackwardMs;
         double stepFlopsPerPair = AttendedPairs.FORWARD_FLOPS_PER_PAIR_DIM + AttendedPairs.BACKWARD_FLOPS_PER_PAIR_DIM;
         System.out.println(String.format(Locale.ROOT,
-                "%-22s %9d %8.3f %8.3f %8.3f %7.1f %7.1f %6.1f%% %9.3f %9.3f %7.1f %6.2fx %6.2fx %8.1f %8.1f %s%s",
+                "%-22s %9d %8.3f %8.3f %8.3f %7.1f %7.1f %6.1f%% %9.3f %9.3f %7.1f %6.2fx %6.2fx%s %8.1f %8.1f %s%s",
                 shape.name(), t.tokens, t.forwardMs, t.backwardMs, stepMs,
                 AttendedPairs.backwardTeraflops(t.mobaPairs, d, t.backwardMs),
                 stepFlopsPerPair * d * t.mobaPairs / (stepMs * 1e9), 100.0 * t.mobaPairs / t.densePairs,
                 t.denseForwardMs, t.denseBackwardMs,
                 AttendedPairs.backwardTeraflops(t.densePairs, d, t.denseBackwardMs),
-                t.denseBackwardMs / t.backwardMs, denseStepMs / stepMs, t.forwardExtraBytes / 1048576.0,
+                t.denseBackwardMs / t.backwardMs, denseStepMs / stepMs, cudnnCells(cudnnStepMs, stepMs, denseStepMs),
+                t.forwardExtraBytes / 1048576.0,
                 t.backwardExtraBytes / 1048576.0, String.join("+", t.paths),
                 t.batches > 1 ? "  (sum over " + t.batches + " batches)" : ""));
         StringBuilder phases = new StringBuilder("  " + shape.name() + " backward phases (ms):");
@@ -378,9 +452,10 @@ public final class KernelBench {
         }
         System.out.println(phases.append(String.format(Locale.ROOT, "; dense backward extra %.1f MiB",
                 t.denseBackwardExtraBytes / 1048576.0)));
-        return String.format(Locale.ROOT, "%-22s %9.3f %9.3f %8.1f %9.3f %8.2fx %9.1f", shape.name(), stepMs,
+        return String.format(Locale.ROOT, "%-22s %9.3f %9.3f %8.1f %9.3f %8.2fx %9.1f%s", shape.name(), stepMs,
                 t.backwardMs, AttendedPairs.backwardTeraflops(t.mobaPairs, d, t.backwardMs), denseStepMs,
-                denseStepMs / stepMs, t.backwardExtraBytes / 1048576.0);
+                denseStepMs / stepMs, t.backwardExtraBytes / 1048576.0,
+                cudnnCells(cudnnStepMs, stepMs, denseStepMs));
     }
 
     /** Causal (query, key) pairs of one head: L(L+1)/2 per sequence. */

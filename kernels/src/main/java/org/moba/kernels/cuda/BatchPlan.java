@@ -14,11 +14,15 @@ import org.moba.kernels.PackedBatch;
  *       {@code j} of sequence {@code b} is global chunk {@code chunkBase[b] + j}.</li>
  *   <li>{@code tiles [numTiles, 2]}: (sequence, first local row) of every 64-row query tile, ordered by descending
  *       estimated work so that the longest tiles start first and the short ones fill the gaps at the end.</li>
+ *   <li>{@code wideTiles [numWideTiles, 2]}: the same for 128-row tiles, which the wgmma engine's dense and own-chunk
+ *       kernels walk ({@link ForwardEngine#WGMMA}); their work is the keys of that walk. Built only for that engine.</li>
  * </ul>
  */
 final class BatchPlan {
     /** Query rows per attention thread block. */
     static final int TILE_ROWS = 64;
+    /** Query rows per thread block of the wgmma engine's forward kernels (two consumer warpgroups of 64). */
+    static final int WIDE_TILE_ROWS = 128;
 
     final int selectionWidth;
     final boolean dense;
@@ -27,27 +31,43 @@ final class BatchPlan {
     final int numFullChunks;
     final int[] tiles;
     final int numTiles;
+    final int[] wideTiles;
+    final int numWideTiles;
 
-    private BatchPlan(PackedBatch batch, MobaParams params) {
+    private BatchPlan(PackedBatch batch, MobaParams params, ForwardEngine engine) {
         this.dense = params.denseCausal();
         this.selectionWidth = params.selectionWidth(batch.maxSeqlen());
         this.scale = params.scale(batch.headDim());
         int sequences = batch.numSequences();
         int chunk = params.chunkSize();
         this.chunkBase = new int[sequences + 1];
-        long tileCount = 0;
         for (int b = 0; b < sequences; b++) {
-            int length = batch.seqLength(b);
-            chunkBase[b + 1] = chunkBase[b] + length / chunk;
-            tileCount += (length + TILE_ROWS - 1) / TILE_ROWS;
+            chunkBase[b + 1] = chunkBase[b] + batch.seqLength(b) / chunk;
         }
         this.numFullChunks = chunkBase[sequences];
-        this.numTiles = (int) tileCount;
-        this.tiles = orderedTiles(batch, chunk);
+        this.tiles = orderedTiles(batch, TILE_ROWS, (row, rows) -> estimatedKeys(row, rows, chunk));
+        this.numTiles = tiles.length / 2;
+        this.wideTiles = engine == ForwardEngine.WGMMA
+                ? orderedTiles(batch, WIDE_TILE_ROWS, (row, rows) -> walkedKeys(row, rows, chunk)) : new int[0];
+        this.numWideTiles = wideTiles.length / 2;
     }
 
+    /** The plan with the 64-row tiles only (what the gate, the mma.sync engine and the backward read). */
     static BatchPlan of(PackedBatch batch, MobaParams params) {
-        return new BatchPlan(batch, params);
+        return new BatchPlan(batch, params, ForwardEngine.MMA_SYNC);
+    }
+
+    static BatchPlan of(PackedBatch batch, MobaParams params, ForwardEngine engine) {
+        return new BatchPlan(batch, params, engine);
+    }
+
+    /** The tiles ({@code (sequence, first row)} pairs) and their count for an engine's attention kernels. */
+    int[] tilesFor(ForwardEngine engine) {
+        return engine == ForwardEngine.WGMMA ? wideTiles : tiles;
+    }
+
+    int numTilesFor(ForwardEngine engine) {
+        return engine == ForwardEngine.WGMMA ? numWideTiles : numTiles;
     }
 
     /** Whether the chunk-mean and gate kernels run: only when some query selects chunks. */
@@ -55,7 +75,17 @@ final class BatchPlan {
         return !dense && selectionWidth > 0;
     }
 
-    private int[] orderedTiles(PackedBatch batch, int chunk) {
+    /** Keys a tile of {@code rows} rows from {@code firstRow} is expected to visit. */
+    private interface TileWork {
+        int keys(int firstRow, int rows);
+    }
+
+    private static int[] orderedTiles(PackedBatch batch, int tileRows, TileWork work) {
+        long count = 0;
+        for (int b = 0; b < batch.numSequences(); b++) {
+            count += (batch.seqLength(b) + tileRows - 1) / tileRows;
+        }
+        int numTiles = Math.toIntExact(count);
         // Sort keys: (descending work, ascending tile index) packed into one long, so ties stay deterministic.
         long[] keys = new long[numTiles];
         int[] sequenceOfTile = new int[numTiles];
@@ -63,9 +93,8 @@ final class BatchPlan {
         int t = 0;
         for (int b = 0; b < batch.numSequences(); b++) {
             int length = batch.seqLength(b);
-            for (int row = 0; row < length; row += TILE_ROWS) {
-                int work = estimatedKeys(row, Math.min(TILE_ROWS, length - row), chunk);
-                keys[t] = ((long) (Integer.MAX_VALUE - work) << 32) | t;
+            for (int row = 0; row < length; row += tileRows) {
+                keys[t] = ((long) (Integer.MAX_VALUE - work.keys(row, Math.min(tileRows, length - row))) << 32) | t;
                 sequenceOfTile[t] = b;
                 rowOfTile[t] = row;
                 t++;
@@ -97,5 +126,14 @@ final class BatchPlan {
             pastChunks = w == 0 ? 0 : ownChunk * (1 - Math.pow(1 - (double) w / ownChunk, rows));
         }
         return (int) Math.min(Integer.MAX_VALUE - 1L, ownPrefix + Math.round(pastChunks * chunk));
+    }
+
+    /**
+     * Keys the wgmma engine's dense / own-chunk walk of a tile visits: from the first row's first key (0 when dense,
+     * else its chunk's start) to the tile's last row.
+     */
+    int walkedKeys(int firstRow, int rows, int chunk) {
+        int walkStart = dense ? 0 : (firstRow / chunk) * chunk;
+        return firstRow + rows - walkStart;
     }
 }

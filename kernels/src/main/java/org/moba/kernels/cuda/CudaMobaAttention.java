@@ -127,10 +127,11 @@ public final class CudaMobaAttention implements MobaTraining {
         ensureOpen();
         CudaInputRules.check(batch, params);
         device.makeCurrent();
-        BatchPlan plan = BatchPlan.of(batch, params);
+        MobaKernels forwardKernels = kernelsFor(batch.dtype(), batch.headDim());
+        BatchPlan plan = BatchPlan.of(batch, params, forwardKernels.engine());
         AttentionPath.Choice path = choosePath(batch, params, plan, forced);
-        DeviceBatch resident = new DeviceBatch(device, pool, streams, kernelsFor(batch.dtype(), batch.headDim()),
-                poisonOutputs, batch, params, plan, path);
+        DeviceBatch resident = new DeviceBatch(device, pool, streams, forwardKernels, poisonOutputs, batch, params,
+                plan, path);
         peakExtraBytes.accumulateAndGet(resident.extraDeviceBytes(), Math::max);
         return resident;
     }
@@ -224,6 +225,11 @@ public final class CudaMobaAttention implements MobaTraining {
             }
         }
         return choice;
+    }
+
+    /** The engine of the forward attention kernels on this device ({@link ForwardEngine#forDevice}). */
+    public ForwardEngine forwardEngine() {
+        return device.kernels().engine();
     }
 
     private MobaKernels kernelsFor(DType dtype, int headDim) {

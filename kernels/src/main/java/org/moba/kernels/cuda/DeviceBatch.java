@@ -68,6 +68,8 @@ public final class DeviceBatch implements AutoCloseable {
     private final DeviceBuffer cuSeqlens;
     private final DeviceBuffer chunkBase;
     private final DeviceBuffer tiles;
+    /** The 128-row tiles of the wgmma engine's kernels (empty on the mma.sync engine). */
+    private final DeviceBuffer wideTiles;
     private final DeviceBuffer mu;
     private final DeviceBuffer muPlanes;
     private final DeviceBuffer muUnscale;
@@ -108,7 +110,7 @@ public final class DeviceBatch implements AutoCloseable {
         this.params = params;
         this.plan = plan;
         this.path = path;
-        this.rowsPerGroup = MobaKernels.rowsPerGroup(params.chunkSize());
+        this.rowsPerGroup = kernels.forwardRowsPerGroup(params.chunkSize());
         this.context = () -> device.describe() + ", " + batch + ", " + params;
         this.call = new DeviceCall(device, pool, streams, streams.acquire(), 0, context, kernels, "device batch");
         this.stream = call.stream();
@@ -130,6 +132,7 @@ public final class DeviceBatch implements AutoCloseable {
             cuSeqlens = inputs == null ? allocate(4L * batch.cuSeqlens().length, "cu_seqlens") : inputs.cuSeqlens;
             chunkBase = allocate(4L * plan.chunkBase.length, "chunk_base");
             tiles = allocate(4L * plan.tiles.length, "tiles");
+            wideTiles = allocate(4L * plan.wideTiles.length, "wide tiles");
             long means = plan.runsGate() ? (long) plan.numFullChunks * batch.kvHeads() : 0;
             mu = allocate(4L * means * d, "chunk means");
             muPlanes = allocate(3L * 2L * means * d, "chunk mean planes");
@@ -176,6 +179,7 @@ public final class DeviceBatch implements AutoCloseable {
         }
         transfers.upload(plan.chunkBase, chunkBase.pointer());
         transfers.upload(plan.tiles, tiles.pointer());
+        transfers.upload(plan.wideTiles, wideTiles.pointer());
         call.record(UPLOAD_END);
     }
 
@@ -213,7 +217,7 @@ public final class DeviceBatch implements AutoCloseable {
         call.ensureOpen();
         CudaInputRules.check(batch, otherParams);
         device.makeCurrent();
-        BatchPlan otherPlan = BatchPlan.of(batch, otherParams);
+        BatchPlan otherPlan = BatchPlan.of(batch, otherParams, kernels.engine());
         AttentionPath.Choice otherPath = AttentionPath.choose(otherPlan, batch.totalTokens(), batch.heads(),
                 batch.headDim(), null, () -> device.freeMemory() + pool.bytesCached());
         return new DeviceBatch(device, pool, streams, kernels, poison, batch, otherParams, otherPlan, otherPath, this);
@@ -247,9 +251,11 @@ public final class DeviceBatch implements AutoCloseable {
         if (plan.numTiles > 0 && path.path() == AttentionPath.GATHERED) {
             enqueueGatheredAttention();
         } else if (plan.numTiles > 0) {
+            ForwardEngine engine = kernels.wideAttention(plan.dense, plan.selectionWidth)
+                    ? ForwardEngine.WGMMA : ForwardEngine.MMA_SYNC;
             kernels.attention(s, context, q.pointer(), k.pointer(), v.pointer(), out.pointer(), lse.pointer(),
-                    cuSeqlens.pointer(), sel.pointer(), plan.selectionWidth, tiles.pointer(), plan.numTiles,
-                    batch.heads(), hkv, c, plan.scale, plan.dense);
+                    cuSeqlens.pointer(), sel.pointer(), plan.selectionWidth, tilesFor(engine),
+                    plan.numTilesFor(engine), batch.heads(), hkv, c, plan.scale, plan.dense);
         }
         call.record(ATTENTION_END);
         call.markRan();
@@ -272,9 +278,14 @@ public final class DeviceBatch implements AutoCloseable {
                     routedRows.pointer(), rowsPerGroup, partialOut.pointer(), partialLse.pointer(), heads, hkv, w, c,
                     plan.numFullChunks, entries, plan.scale);
         }
+        ForwardEngine engine = kernels.wideGathered(c) ? ForwardEngine.WGMMA : ForwardEngine.MMA_SYNC;
         kernels.attentionOwnCombine(stream, context, q.pointer(), k.pointer(), v.pointer(), out.pointer(),
-                lse.pointer(), cuSeqlens.pointer(), sel.pointer(), w, tiles.pointer(), plan.numTiles, heads, hkv, c,
-                plan.scale, partialOut.pointer(), partialLse.pointer());
+                lse.pointer(), cuSeqlens.pointer(), sel.pointer(), w, tilesFor(engine), plan.numTilesFor(engine), heads,
+                hkv, c, plan.scale, partialOut.pointer(), partialLse.pointer());
+    }
+
+    private CUdeviceptr tilesFor(ForwardEngine engine) {
+        return engine == ForwardEngine.WGMMA ? wideTiles.pointer() : tiles.pointer();
     }
 
     /** Fills every output and scratch buffer with values no kernel produces, so unwritten elements show. */

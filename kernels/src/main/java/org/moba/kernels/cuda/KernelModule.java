@@ -25,6 +25,7 @@ final class KernelModule {
 
     private final CudaDevice device;
     private final CUmodule module;
+    private final ForwardEngine engine;
     private final Map<String, Kernel> functions = new ConcurrentHashMap<>();
 
     /** A kernel function and the dynamic shared memory it has been allowed so far. */
@@ -39,19 +40,26 @@ final class KernelModule {
         }
     }
 
-    private KernelModule(CudaDevice device, CUmodule module) {
+    private KernelModule(CudaDevice device, CUmodule module, ForwardEngine engine) {
         this.device = device;
         this.module = module;
+        this.engine = engine;
     }
 
     /** Call with the device's context current. */
     static KernelModule load(CudaDevice device) {
+        ForwardEngine engine = ForwardEngine.forDevice(device.computeCapability(), device.describe());
         byte[] image = readFatbin();
         CUmodule module = new CUmodule();
         check(JCudaDriver.cuModuleLoadData(module, image), () -> "loading " + FATBIN_RESOURCE + " ("
                 + image.length + " bytes) on " + device.describe()
                 + " (a fatbin without SASS or PTX for this GPU fails here; see kernels/src/main/cuda/build-fatbin.sh)");
-        return new KernelModule(device, module);
+        return new KernelModule(device, module, engine);
+    }
+
+    /** The forward engine of this device, chosen at load ({@link ForwardEngine#forDevice}). */
+    ForwardEngine engine() {
+        return engine;
     }
 
     private static byte[] readFatbin() {

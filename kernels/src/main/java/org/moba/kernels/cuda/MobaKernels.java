@@ -23,6 +23,8 @@ final class MobaKernels {
     private static final int GATE_THREADS = 128;
     private static final int SORT_THREADS = 128;
     private static final int ATTENTION_THREADS = 128;
+    /** The wgmma engine's blocks: a producer warpgroup and two consumer warpgroups. */
+    private static final int WIDE_ATTENTION_THREADS = 384;
     private static final int ROUTE_THREADS = 256;
     private static final int ROUTE_SCAN_THREADS = 1024;
     private static final int SELECTED_THREADS = 128;
@@ -30,6 +32,7 @@ final class MobaKernels {
 
     private final KernelModule module;
     private final int headDim;
+    private final ForwardEngine engine;
     private final Kernel chunkMean;
     private final Kernel gateTopk;
     private final Kernel selectionSort;
@@ -39,6 +42,9 @@ final class MobaKernels {
     private final Kernel routeFill;
     private final Kernel selected;
     private final Kernel ownCombine;
+    private final Kernel wideAttention;
+    private final Kernel wideOwnCombine;
+    private final Kernel wideSelected;
     private final Kernel score;
 
     MobaKernels(KernelModule module, DType dtype, int headDim) {
@@ -54,6 +60,11 @@ final class MobaKernels {
         this.routeFill = module.function("moba_route_fill");
         this.selected = module.function("moba_attn_selected_" + suffix);
         this.ownCombine = module.function("moba_attn_own_combine_" + suffix);
+        this.engine = module.engine();
+        boolean wide = engine == ForwardEngine.WGMMA;
+        this.wideAttention = wide ? module.function("moba_attn_fwd_h_" + suffix) : null;
+        this.wideOwnCombine = wide ? module.function("moba_attn_own_combine_h_" + suffix) : null;
+        this.wideSelected = wide ? module.function("moba_attn_selected_h_" + suffix) : null;
         this.score = module.function("moba_score_" + suffix);
     }
 
@@ -90,6 +101,22 @@ final class MobaKernels {
             return attention(headDim);
         }
 
+        /**
+         * moba_attn_fwd_h / moba_attn_own_combine_h (HopperFwdConfig): 1024 bytes of alignment slack, a 128-row q
+         * tile, three stages of 128-key k and v tiles, seven mbarriers.
+         */
+        static int wideAttention(int headDim) {
+            return 1024 + 128 * headDim * 2 + 3 * 2 * 128 * headDim * 2 + 7 * 8;
+        }
+
+        /**
+         * moba_attn_selected_h (HopperSelectedConfig): alignment slack, three 128-row q stages, two stages of
+         * 128-key k and v tiles, a full and an empty mbarrier per stage.
+         */
+        static int wideSelected(int headDim) {
+            return 1024 + 3 * 128 * headDim * 2 + 2 * 2 * 128 * headDim * 2 + 2 * 5 * 8;
+        }
+
         /** moba_bwd_dq (backward step 9): one q and one dout tile, two double-buffered k/v stages of 64 rows. */
         static int backwardDq(int headDim) {
             return 2 * 64 * headDim * 2 + 2 * 2 * 64 * headDim * 2;
@@ -108,10 +135,32 @@ final class MobaKernels {
 
     /**
      * Rows of one (head, chunk) bucket that one block of {@code moba_attn_selected} handles: 8 query tiles when the
-     * chunk ({@code C <= 128}) stays resident in shared memory, else one tile (ABI.md section 4, step 3).
+     * chunk ({@code C <= 128}) stays resident in shared memory, else one tile (ABI.md section 4, step 3). The
+     * backward's gathered kernel uses this too.
      */
     static int rowsPerGroup(int chunkSize) {
         return chunkSize <= 128 ? 8 * BatchPlan.TILE_ROWS : BatchPlan.TILE_ROWS;
+    }
+
+    /**
+     * Smallest chunk whose gathered path (selected chunks + own chunk and merge) runs on the wgmma engine. Measured on
+     * an H100 (docs/perf.md, "Hopper forward engine"): with C = 128 a gathered 128-row tile does one key step and the
+     * wgmma kernels lost to the mma.sync ones (2x64K: 15.7 against 12.2 ms), from C = 512 they won (C = 4096: 25.7
+     * against 44.4 ms); C = 256 was not measured and stays on mma.sync.
+     */
+    static final int MIN_WIDE_GATHERED_CHUNK = 512;
+
+    /** Whether the gathered path of a call with {@code chunkSize} runs on the wgmma kernels (and 128-row tiles). */
+    boolean wideGathered(int chunkSize) {
+        return engine == ForwardEngine.WGMMA && chunkSize >= MIN_WIDE_GATHERED_CHUNK;
+    }
+
+    /**
+     * {@link #rowsPerGroup} for the forward's gathered kernel: one 128-row tile on the wgmma kernels (whose chunks,
+     * {@code C >= 512}, stream; ABI.md section 5), else {@link #rowsPerGroup}.
+     */
+    int forwardRowsPerGroup(int chunkSize) {
+        return wideGathered(chunkSize) ? BatchPlan.WIDE_TILE_ROWS : rowsPerGroup(chunkSize);
     }
 
     /** Whether the gate needs the {@code sel_score [T, H, W]} scratch (only multi-pass selections do). */
@@ -151,14 +200,36 @@ final class MobaKernels {
         }
     }
 
-    /** {@code out [T, H, D]} and {@code lse [T, H]} over the own chunk's causal prefix plus the selected chunks. */
+    /** The forward engine these kernels run the dense / own-chunk / combine attention on. */
+    ForwardEngine engine() {
+        return engine;
+    }
+
+    /**
+     * Whether {@link #attention} runs on the wgmma engine for this call, and so reads the 128-row tiles: dense and
+     * own-chunk-only calls do; a union walk over selected chunks (W > 0) has only the mma.sync kernel.
+     */
+    boolean wideAttention(boolean dense, int selectionWidth) {
+        return engine == ForwardEngine.WGMMA && (dense || selectionWidth == 0);
+    }
+
+    /**
+     * {@code out [T, H, D]} and {@code lse [T, H]} over the own chunk's causal prefix plus the selected chunks.
+     * {@code tiles} are the plan's 64-row tiles, or its 128-row tiles where {@link #wideAttention} holds.
+     */
     void attention(CUstream stream, Supplier<String> context, CUdeviceptr q, CUdeviceptr k, CUdeviceptr v,
                    CUdeviceptr out, CUdeviceptr lse, CUdeviceptr cuSeqlens, CUdeviceptr sel, int selectionWidth,
                    CUdeviceptr tiles, int numTiles, int heads, int kvHeads, int chunkSize, float scale,
                    boolean dense) {
-        launch(attention, stream, context, numTiles, heads, ATTENTION_THREADS, SharedMemory.attention(headDim),
-                q, k, v, out, lse, cuSeqlens, sel, selectionWidth, tiles, numTiles, heads, kvHeads, chunkSize, scale,
-                dense ? 1 : 0);
+        if (wideAttention(dense, selectionWidth)) {
+            launch(wideAttention, stream, context, numTiles, heads, WIDE_ATTENTION_THREADS,
+                    SharedMemory.wideAttention(headDim), q, k, v, out, lse, cuSeqlens, tiles, heads, kvHeads,
+                    chunkSize, scale, dense ? 1 : 0);
+        } else {
+            launch(attention, stream, context, numTiles, heads, ATTENTION_THREADS, SharedMemory.attention(headDim),
+                    q, k, v, out, lse, cuSeqlens, sel, selectionWidth, tiles, numTiles, heads, kvHeads, chunkSize,
+                    scale, dense ? 1 : 0);
+        }
     }
 
     /**
@@ -194,17 +265,26 @@ final class MobaKernels {
                            CUdeviceptr partialLse, int heads, int kvHeads, int selectionWidth, int chunkSize,
                            int numFullChunks, int entries, float scale) {
         int grid = selectedGrid(entries, rowsPerGroup, heads, numFullChunks);
-        launch(selected, stream, context, grid, 1, SELECTED_THREADS, SharedMemory.selected(headDim),
+        boolean wide = wideGathered(chunkSize);
+        launch(wide ? wideSelected : selected, stream, context, grid, 1,
+                wide ? WIDE_ATTENTION_THREADS : SELECTED_THREADS,
+                wide ? SharedMemory.wideSelected(headDim) : SharedMemory.selected(headDim),
                 q, k, v, cuSeqlens, chunkBase, numSequences, bucketRow0, bucketGroup0, rows, rowsPerGroup, partialO,
                 partialLse, heads, kvHeads, selectionWidth, chunkSize, numFullChunks, scale);
     }
 
-    /** Gathered path, step 6: the own chunk's causal prefix merged with the selected partials into out and lse. */
+    /**
+     * Gathered path, step 6: the own chunk's causal prefix merged with the selected partials into out and lse.
+     * {@code tiles} are the 128-row tiles where {@link #wideGathered} holds, else the 64-row tiles.
+     */
     void attentionOwnCombine(CUstream stream, Supplier<String> context, CUdeviceptr q, CUdeviceptr k,
                              CUdeviceptr v, CUdeviceptr out, CUdeviceptr lse, CUdeviceptr cuSeqlens, CUdeviceptr sel,
                              int selectionWidth, CUdeviceptr tiles, int numTiles, int heads, int kvHeads,
                              int chunkSize, float scale, CUdeviceptr partialO, CUdeviceptr partialLse) {
-        launch(ownCombine, stream, context, numTiles, heads, ATTENTION_THREADS, SharedMemory.ownCombine(headDim),
+        boolean wide = wideGathered(chunkSize);
+        launch(wide ? wideOwnCombine : ownCombine, stream, context, numTiles, heads,
+                wide ? WIDE_ATTENTION_THREADS : ATTENTION_THREADS,
+                wide ? SharedMemory.wideAttention(headDim) : SharedMemory.ownCombine(headDim),
                 q, k, v, out, lse, cuSeqlens, sel, selectionWidth, tiles, heads, kvHeads, chunkSize, scale, partialO,
                 partialLse);
     }
@@ -271,6 +351,9 @@ final class MobaKernels {
     public String toString() {
         return chunkMean.name + ", " + gateTopk.name + ", " + selectionSort.name + ", " + attention.name + ", "
                 + routeCount.name + ", " + routeScan.name + ", " + routeFill.name + ", " + selected.name + ", "
-                + ownCombine.name + ", " + score.name;
+                + ownCombine.name + ", " + score.name
+                + (wideAttention == null ? "" : ", " + wideAttention.name + ", " + wideOwnCombine.name + ", "
+                + wideSelected.name)
+                + " (forward engine " + engine.label() + ")";
     }
 }

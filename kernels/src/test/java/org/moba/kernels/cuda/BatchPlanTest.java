@@ -86,6 +86,48 @@ class BatchPlanTest {
         assertEquals(2 * plan.numTiles, plan.tiles.length);
     }
 
+    @ParameterizedTest(name = "{0}, lengths {1}")
+    @MethodSource("randomBatches")
+    void wideTilesCoverEveryQueryRowOnceLongestWalkFirst(MobaParams params, int[] lengths, long seed) {
+        BatchPlan plan = BatchPlan.of(batchOf(lengths), params, ForwardEngine.WGMMA);
+        Set<Long> expected = new HashSet<>();
+        for (int b = 0; b < lengths.length; b++) {
+            for (int row = 0; row < lengths[b]; row += BatchPlan.WIDE_TILE_ROWS) {
+                expected.add(((long) b << 32) | row);
+            }
+        }
+        Set<Long> seen = new HashSet<>();
+        int previousWork = Integer.MAX_VALUE;
+        for (int i = 0; i < plan.numWideTiles; i++) {
+            int b = plan.wideTiles[2 * i];
+            int row = plan.wideTiles[2 * i + 1];
+            assertTrue(seen.add(((long) b << 32) | row), "tile (" + b + ", " + row + ") twice, seed " + seed);
+            int work = plan.walkedKeys(row, Math.min(BatchPlan.WIDE_TILE_ROWS, lengths[b] - row), params.chunkSize());
+            assertTrue(work <= previousWork, "tile " + i + " walks more keys than the one before, seed " + seed);
+            previousWork = work;
+        }
+        assertEquals(expected, seen, "wide tiles must cover every 128-row block of every sequence, seed " + seed);
+        assertArrayEquals(plan.wideTiles, plan.tilesFor(ForwardEngine.WGMMA));
+        assertEquals(plan.numWideTiles, plan.numTilesFor(ForwardEngine.WGMMA));
+        assertArrayEquals(plan.tiles, plan.tilesFor(ForwardEngine.MMA_SYNC));
+        assertArrayEquals(plan.tiles, BatchPlan.of(batchOf(lengths), params).tiles, "64-row tiles as without them");
+    }
+
+    @Test
+    void wideTilesAreBuiltOnlyForTheWgmmaEngine() {
+        assertEquals(0, BatchPlan.of(batchOf(500), MobaParams.of(64, 3)).numWideTiles);
+        assertEquals(0, BatchPlan.of(batchOf(500), MobaParams.of(64, 3), ForwardEngine.MMA_SYNC).wideTiles.length);
+    }
+
+    @Test
+    void wideTileWalkStartsAtTheFirstRowsChunk() {
+        BatchPlan plan = BatchPlan.of(batchOf(1000), MobaParams.of(192, 1), ForwardEngine.WGMMA);
+        assertEquals(128 + 128 - 0, plan.walkedKeys(128, 128, 192), "rows 128..255 walk from chunk 0's start");
+        assertEquals(384 + 128 - 384, plan.walkedKeys(384, 128, 192), "rows 384..511 walk from 384");
+        BatchPlan dense = BatchPlan.of(batchOf(1000), MobaParams.denseCausal(192), ForwardEngine.WGMMA);
+        assertEquals(384 + 128, dense.walkedKeys(384, 128, 192), "dense walks the whole prefix");
+    }
+
     @Test
     void longestTileOfALongSequenceComesFirst() {
         BatchPlan plan = BatchPlan.of(batchOf(100, 4096, 300), MobaParams.denseCausal(64));

@@ -1,0 +1,336 @@
+// The sm_90a forward engine (ABI.md, "Hopper forward"): dense causal attention, the own chunk's
+// causal prefix (MoBA with W == 0), and the own chunk plus the merge of the gathered kernel's
+// partials (kCombine). Same math and epilogue as moba_attn_fwd.cuh; the engine differs:
+//
+// - one block = one 128-row query tile x one head, warp-specialized: warpgroup 0 is the producer
+//   (cp.async into 128-byte-swizzled shared-memory stages, published through mbarriers), warpgroups
+//   1 and 2 are consumers, each owning 64 query rows;
+// - S = Q K^T is a wgmma with both operands in shared memory, O += P V a wgmma with P from
+//   registers (the S accumulators rounded to the input type) and V read transposed;
+// - each key step is 128 keys; the stages are released to the producer through `empty` mbarriers.
+//
+// The producer waits for its own cp.async groups, fences the generic proxy against the async proxy
+// (wgmma reads shared memory through the latter) and only then arrives on a stage's `full` barrier
+// (AsyncProducer).
+//
+// attn_selected_hopper is the gathered kernel of moba_attn_selected.cuh on the same engine: one block
+// = one group of a (head, chunk) bucket's rows, gathered into 128-row query tiles (three stages) that
+// stream against the chunk's keys in 128-key steps (two stages; resident for the whole group when the
+// chunk fits them).
+#pragma once
+
+#include "moba_flash.cuh"
+#include "moba_hopper.cuh"
+#include "moba_route.cuh"
+
+namespace moba {
+
+template <int HD>
+struct HopperFwdConfig {
+    static constexpr int kConsumers = 2;                   // consumer warpgroups, 64 query rows each
+    static constexpr int kThreads = 128 * (1 + kConsumers);
+    static constexpr int kBlockM = 64 * kConsumers;        // query rows per tile
+    static constexpr int kBlockN = 128;                    // keys per step
+    // Three stages: the producer refills the stage of step j-3 while step j-1 is published and j-2 computed,
+    // so publishing never waits for a consumer to free a stage.
+    static constexpr int kStages = 3;
+    static constexpr int kQBytes = kBlockM * HD * 2;
+    static constexpr int kKVBytes = kBlockN * HD * 2;
+    static constexpr int kStageBytes = 2 * kKVBytes;       // K then V
+    static constexpr int kBarrierBytes = 8 * (1 + 2 * kStages);
+    // 1024 bytes of slack: dynamic shared memory is only 16-byte aligned, swizzled tiles need 1024.
+    static constexpr int kSmemBytes = 1024 + kQBytes + kStages * kStageBytes + kBarrierBytes;
+    static constexpr int kProducerRegisters = 56;
+    static constexpr int kConsumerRegisters = 224;
+    static_assert(HD % 64 == 0, "the head dim is a whole number of 128-byte swizzle atoms");
+    static_assert(kQBytes % 1024 == 0 && kKVBytes % 1024 == 0, "tiles stay 1024-byte aligned");
+    static_assert(kSmemBytes <= 227 * 1024, "fits an H100 block's shared memory");
+    static_assert(128 * kProducerRegisters + 128 * kConsumers * kConsumerRegisters <= 65536, "register file");
+};
+
+#ifdef MOBA_SM90A
+// S (64 x BN) = Q K^T for one consumer warpgroup: Q rows at q_rows (an sw128 tile of Q_TILE_ROWS rows, this
+// warpgroup's 64 of them), K an sw128 tile of BN rows. Waits for the result.
+template <class DT, int HD, int BN, int Q_TILE_ROWS>
+__device__ __forceinline__ void wgmma_scores(float (&s)[BN / 8][4], uint32_t q_rows, uint32_t k_tile) {
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; ++kk) {  // column block kk / 4 of 64 columns, 32 bytes per k-step inside it
+        const uint32_t col = kk / 4, within = (kk % 4) * 32;
+        Wgmma<DT, BN>::ss(s, sw128_descriptor(q_rows + col * Q_TILE_ROWS * 128 + within, 16, 1024),
+                          sw128_descriptor(k_tile + col * BN * 128 + within, 16, 1024), kk > 0);
+    }
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_registers(s);
+}
+
+// O (64 x HD) += P V: P the softmax numerators in s (rounded to DT, A fragments from registers), V an sw128 tile
+// of BN key rows read transposed. Waits for the result.
+template <class DT, int HD, int BN>
+__device__ __forceinline__ void wgmma_pv(float (&o)[HD / 8][4], const float (&s)[BN / 8][4], uint32_t v_tile) {
+    uint32_t p[BN / 16][4];  // packed first, so that one fence covers every A fragment
+#pragma unroll
+    for (int kt = 0; kt < BN / 16; ++kt) {
+        p[kt][0] = DT::pack(s[2 * kt][0], s[2 * kt][1]);
+        p[kt][1] = DT::pack(s[2 * kt][2], s[2 * kt][3]);
+        p[kt][2] = DT::pack(s[2 * kt + 1][0], s[2 * kt + 1][1]);
+        p[kt][3] = DT::pack(s[2 * kt + 1][2], s[2 * kt + 1][3]);
+    }
+    wgmma_fence();
+#pragma unroll
+    for (int kt = 0; kt < BN / 16; ++kt)  // 16 keys per instruction; the next 64 columns of V at +BN*128 bytes
+        Wgmma<DT, HD>::rs(o, p[kt], sw128_descriptor(v_tile + kt * 16 * 128, BN * 128, 1024), 1);
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_registers(o);
+}
+#endif  // MOBA_SM90A
+
+template <class DT, int HD, bool kCombine>
+__device__ __forceinline__ void attn_fwd_hopper(const uint16_t* __restrict__ q, const uint16_t* __restrict__ k,
+                                                const uint16_t* __restrict__ v, uint16_t* __restrict__ out,
+                                                float* __restrict__ lse, const int* __restrict__ cu_seqlens,
+                                                const int* __restrict__ sel, int width, const int2* __restrict__ tiles,
+                                                int heads, int kv_heads, int chunk_size, float scale, int dense,
+                                                const uint16_t* __restrict__ partial_o,
+                                                const float* __restrict__ partial_lse) {
+#ifdef MOBA_SM90A
+    using Cfg = HopperFwdConfig<HD>;
+    using Rows = FlashRows<DT, HD, Cfg::kBlockN>;
+    extern __shared__ __align__(128) unsigned char smem[];  // re-aligned to 1024 below (swizzled tiles)
+
+    const int2 tile = tiles[blockIdx.x];
+    const int h = blockIdx.y, hk = h / (heads / kv_heads);
+    const int seq0 = cu_seqlens[tile.x], seq_len = cu_seqlens[tile.x + 1] - seq0, start = tile.y;
+    const int rows_valid = min(Cfg::kBlockM, seq_len - start);
+    const int last_row = start + rows_valid - 1;
+    // Keys of row p: [first_key(p), p]; the tile walks 128-key steps from its first row's first key.
+    auto first_key = [&](int p) { return dense ? 0 : (p / chunk_size) * chunk_size; };
+    const int walk0 = first_key(start);
+    const int steps = (last_row - walk0) / Cfg::kBlockN + 1;
+
+    const uint32_t base = (smem_address(smem) + 1023) & ~1023u;
+    const uint32_t q_tile = base;
+    const uint32_t stages = q_tile + Cfg::kQBytes;
+    const uint32_t q_full = stages + Cfg::kStages * Cfg::kStageBytes;  // then full[s], then empty[s]
+    auto full = [&](int s) { return q_full + 8 * (1 + s); };
+    auto empty = [&](int s) { return q_full + 8 * (1 + Cfg::kStages + s); };
+
+    const int group = threadIdx.x / 128, thread_in_group = threadIdx.x % 128;
+    if (threadIdx.x == 0) {
+        mbarrier_init(q_full, 128);
+        for (int s = 0; s < Cfg::kStages; ++s) {
+            mbarrier_init(full(s), 128);
+            mbarrier_init(empty(s), 128 * Cfg::kConsumers);
+        }
+    }
+    __syncthreads();
+
+    if (group == 0) {
+        // ---------------------------------------------------------------- producer
+        setmaxnreg_dec<Cfg::kProducerRegisters>();
+        const long kv_stride = static_cast<long>(kv_heads) * HD;
+        const uint16_t* k_head = k + (static_cast<long>(seq0) * kv_heads + hk) * HD;
+        const uint16_t* v_head = v + (static_cast<long>(seq0) * kv_heads + hk) * HD;
+        AsyncProducer producer;
+        load_sw128_tile_async<Cfg::kBlockM, HD, 128>(q_tile, q + (static_cast<long>(seq0 + start) * heads + h) * HD,
+                                                     static_cast<long>(heads) * HD, rows_valid, thread_in_group);
+        producer.commit(q_full);
+        for (int j = 0; j < steps; ++j) {
+            const int s = j % Cfg::kStages;
+            if (j >= Cfg::kStages) producer.acquire(empty(s), ((j / Cfg::kStages) & 1) ^ 1);
+            const int key0 = walk0 + j * Cfg::kBlockN;
+            const int valid = seq_len - key0;  // only the last step can run past the sequence end
+            const uint32_t k_tile = stages + s * Cfg::kStageBytes;
+            load_sw128_tile_async<Cfg::kBlockN, HD, 128>(k_tile, k_head + key0 * kv_stride, kv_stride, valid,
+                                                         thread_in_group);
+            load_sw128_tile_async<Cfg::kBlockN, HD, 128>(k_tile + Cfg::kKVBytes, v_head + key0 * kv_stride,
+                                                         kv_stride, valid, thread_in_group);
+            producer.commit(full(s));
+        }
+        producer.flush();
+    } else {
+        // ---------------------------------------------------------------- consumers
+        setmaxnreg_inc<Cfg::kConsumerRegisters>();
+        const int consumer = group - 1, warp = thread_in_group / 32, lane = threadIdx.x & 31;
+        const int row_in_tile[2] = {consumer * 64 + warp * 16 + (lane >> 2), consumer * 64 + warp * 16 + (lane >> 2) + 8};
+        int row_first[2], row_last[2];  // keys each of this thread's rows sees, local to the sequence
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            row_last[i] = start + row_in_tile[i];
+            row_first[i] = first_key(row_last[i]);
+        }
+        const int first_key_of_last_row = first_key(last_row);
+        const float scale_log2 = scale * kLog2e;
+        Rows rows;
+        const uint32_t q_rows = q_tile + consumer * 64 * 128;
+        mbarrier_wait(q_full, 0);
+        for (int j = 0; j < steps; ++j) {
+            const int s = j % Cfg::kStages;
+            const uint32_t k_tile = stages + s * Cfg::kStageBytes, v_tile = k_tile + Cfg::kKVBytes;
+            const int key0 = walk0 + j * Cfg::kBlockN;
+            mbarrier_wait(full(s), (j / Cfg::kStages) & 1);
+
+            float sacc[Cfg::kBlockN / 8][4];
+            wgmma_scores<DT, HD, Cfg::kBlockN, Cfg::kBlockM>(sacc, q_rows, k_tile);
+            // Masking only where some row's range starts or ends inside this step.
+            if (key0 + Cfg::kBlockN - 1 > start || key0 < first_key_of_last_row) {
+                const int key_first[2] = {row_first[0] - key0, row_first[1] - key0};
+                const int key_last[2] = {row_last[0] - key0, row_last[1] - key0};
+                Rows::mask(sacc, key_first, key_last);
+            }
+            rows.softmax_step(sacc, scale_log2);
+            wgmma_pv<DT, HD, Cfg::kBlockN>(rows.acc_o, sacc, v_tile);
+            mbarrier_arrive(empty(s));
+        }
+
+        long row_token[2];
+#pragma unroll
+        for (int i = 0; i < 2; ++i) row_token[i] = row_in_tile[i] < rows_valid ? seq0 + start + row_in_tile[i] : -1;
+        write_rows<DT, HD, kCombine>(rows, row_token, h, heads, width, sel, partial_o, partial_lse, out, lse);
+    }
+#else
+    __trap();  // launched only on sm_90a devices
+#endif
+}
+
+template <int HD>
+struct HopperSelectedConfig {
+    using Fwd = HopperFwdConfig<HD>;
+    static constexpr int kQStages = 3;
+    static constexpr int kKVStages = 2;
+    static constexpr int kBarrierBytes = 8 * 2 * (kQStages + kKVStages);
+    static constexpr int kSmemBytes = 1024 + kQStages * Fwd::kQBytes + kKVStages * Fwd::kStageBytes + kBarrierBytes;
+    static_assert(kSmemBytes <= 227 * 1024, "fits an H100 block's shared memory");
+};
+
+template <class DT, int HD>
+__device__ __forceinline__ void attn_selected_hopper(const uint16_t* __restrict__ q, const uint16_t* __restrict__ k,
+                                                     const uint16_t* __restrict__ v, const int* __restrict__ cu_seqlens,
+                                                     const int* __restrict__ chunk_base, int num_sequences,
+                                                     const int* __restrict__ bucket_row0,
+                                                     const int* __restrict__ bucket_group0,
+                                                     const int* __restrict__ rows_of_buckets, int rows_per_group,
+                                                     uint16_t* __restrict__ partial_o, float* __restrict__ partial_lse,
+                                                     int heads, int kv_heads, int width, int chunk_size,
+                                                     int num_full_chunks, float scale) {
+#ifdef MOBA_SM90A
+    using Fwd = HopperFwdConfig<HD>;
+    using Cfg = HopperSelectedConfig<HD>;
+    using Rows = FlashRows<DT, HD, Fwd::kBlockN>;
+    extern __shared__ __align__(128) unsigned char smem[];  // re-aligned to 1024 below (swizzled tiles)
+
+    const BucketGroup grp = BucketGroup::of_block(bucket_row0, bucket_group0, chunk_base, cu_seqlens, num_sequences,
+                                                  heads, kv_heads, num_full_chunks, chunk_size, rows_per_group);
+    if (!grp.valid) return;
+    const int h = grp.h, hk = grp.hk, group_rows = grp.rows;
+    const int* entries = rows_of_buckets + grp.first;  // entry e = (t * H + h) * W + slot
+    const long entries_per_token = static_cast<long>(heads) * width;
+    const int q_tiles = (group_rows + Fwd::kBlockM - 1) / Fwd::kBlockM;
+    const int blocks = (chunk_size + Fwd::kBlockN - 1) / Fwd::kBlockN;  // key steps; the last may be half (C % 128 = 64)
+    const bool resident = blocks <= Cfg::kKVStages;
+
+    const uint32_t base = (smem_address(smem) + 1023) & ~1023u;
+    const uint32_t q_stages = base, kv_stages = q_stages + Cfg::kQStages * Fwd::kQBytes;
+    const uint32_t bars = kv_stages + Cfg::kKVStages * Fwd::kStageBytes;
+    auto q_full = [&](int s) { return bars + 8 * s; };
+    auto q_empty = [&](int s) { return bars + 8 * (Cfg::kQStages + s); };
+    auto kv_full = [&](int s) { return bars + 8 * (2 * Cfg::kQStages + s); };
+    auto kv_empty = [&](int s) { return bars + 8 * (2 * Cfg::kQStages + Cfg::kKVStages + s); };
+    // Key step n of the flat (tile, block) sequence: its stage and the phase parity of that stage's barriers.
+    auto kv_stage = [&](int n) { return resident ? n % blocks : n % Cfg::kKVStages; };
+    auto kv_parity = [&](int n) { return resident ? 0 : (n / Cfg::kKVStages) & 1; };
+
+    const int group = threadIdx.x / 128, thread_in_group = threadIdx.x % 128;
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < Cfg::kQStages; ++s) {
+            mbarrier_init(q_full(s), 128);
+            mbarrier_init(q_empty(s), 128 * Fwd::kConsumers);
+        }
+        for (int s = 0; s < Cfg::kKVStages; ++s) {
+            mbarrier_init(kv_full(s), 128);
+            mbarrier_init(kv_empty(s), 128 * Fwd::kConsumers);
+        }
+    }
+    __syncthreads();
+
+    if (group == 0) {
+        // ---------------------------------------------------------------- producer
+        setmaxnreg_dec<Fwd::kProducerRegisters>();
+        const long kv_stride = static_cast<long>(kv_heads) * HD;
+        const uint16_t* k_chunk = k + (grp.key0 * kv_heads + hk) * HD;
+        const uint16_t* v_chunk = v + (grp.key0 * kv_heads + hk) * HD;
+        AsyncProducer producer;
+        auto load_keys = [&](int block, int stage) {
+            const uint32_t kt = kv_stages + stage * Fwd::kStageBytes;
+            const long offset = static_cast<long>(block) * Fwd::kBlockN * kv_stride;
+            const int valid = min(Fwd::kBlockN, chunk_size - block * Fwd::kBlockN);
+            load_sw128_tile_async<Fwd::kBlockN, HD, 128>(kt, k_chunk + offset, kv_stride, valid, thread_in_group);
+            load_sw128_tile_async<Fwd::kBlockN, HD, 128>(kt + Fwd::kKVBytes, v_chunk + offset, kv_stride, valid,
+                                                         thread_in_group);
+            producer.commit(kv_full(stage));
+        };
+        if (resident)
+            for (int b = 0; b < blocks; ++b) load_keys(b, b);
+        for (int t = 0; t < q_tiles; ++t) {
+            const int qs = t % Cfg::kQStages;
+            if (t >= Cfg::kQStages) producer.acquire(q_empty(qs), ((t / Cfg::kQStages) & 1) ^ 1);
+            // The tile's rows are gathered: row r is the query of entry entries[t*128 + r].
+            constexpr int kVectors = HD / 8;
+            const int tile_rows = min(Fwd::kBlockM, group_rows - t * Fwd::kBlockM);
+            const uint32_t qt = q_stages + qs * Fwd::kQBytes;
+#pragma unroll 4
+            for (int i = thread_in_group; i < Fwd::kBlockM * kVectors; i += 128) {
+                const int r = i / kVectors, vec = i % kVectors;
+                const bool valid = r < tile_rows;
+                const long token = valid ? entries[t * Fwd::kBlockM + r] / entries_per_token : 0;
+                cp_async_16(qt + sw128_offset<Fwd::kBlockM>(r, vec * 8), q + (token * heads + h) * HD + vec * 8, valid);
+            }
+            producer.commit(q_full(qs));
+            if (!resident) {
+                for (int b = 0; b < blocks; ++b) {
+                    const int n = t * blocks + b, ks = kv_stage(n);
+                    if (n >= Cfg::kKVStages) producer.acquire(kv_empty(ks), kv_parity(n) ^ 1);
+                    load_keys(b, ks);
+                }
+            }
+        }
+        producer.flush();
+    } else {
+        // ---------------------------------------------------------------- consumers
+        setmaxnreg_inc<Fwd::kConsumerRegisters>();
+        const int consumer = group - 1, warp = thread_in_group / 32, lane = threadIdx.x & 31;
+        const float scale_log2 = scale * kLog2e;
+        for (int t = 0; t < q_tiles; ++t) {
+            const int qs = t % Cfg::kQStages;
+            mbarrier_wait(q_full(qs), (t / Cfg::kQStages) & 1);
+            const uint32_t q_rows = q_stages + qs * Fwd::kQBytes + consumer * 64 * 128;
+            Rows rows;
+            for (int b = 0; b < blocks; ++b) {
+                const int n = t * blocks + b, ks = kv_stage(n);
+                const uint32_t k_tile = kv_stages + ks * Fwd::kStageBytes, v_tile = k_tile + Fwd::kKVBytes;
+                mbarrier_wait(kv_full(ks), kv_parity(n));
+                float sacc[Fwd::kBlockN / 8][4];
+                wgmma_scores<DT, HD, Fwd::kBlockN, Fwd::kBlockM>(sacc, q_rows, k_tile);
+                const int keys = chunk_size - b * Fwd::kBlockN;  // a selected chunk lies wholly in the past: no causal mask
+                if (keys < Fwd::kBlockN) {
+                    const int key_first[2] = {0, 0}, key_last[2] = {keys - 1, keys - 1};
+                    Rows::mask(sacc, key_first, key_last);
+                }
+                rows.softmax_step(sacc, scale_log2);
+                wgmma_pv<DT, HD, Fwd::kBlockN>(rows.acc_o, sacc, v_tile);
+                if (!resident) mbarrier_arrive(kv_empty(ks));
+            }
+            mbarrier_arrive(q_empty(qs));
+            const int row0 = t * Fwd::kBlockM + consumer * 64 + warp * 16 + (lane >> 2);
+            const int row[2] = {row0, row0 + 8};
+            write_partial_rows<DT, HD>(rows, row, group_rows, entries, partial_o, partial_lse);
+        }
+    }
+#else
+    __trap();  // launched only on sm_90a devices
+#endif
+}
+
+}  // namespace moba
