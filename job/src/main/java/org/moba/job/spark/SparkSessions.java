@@ -34,9 +34,10 @@ public final class SparkSessions {
         conf.setIfMissing("spark.sql.debug.maxToStringFields", "100");
         checkGpuSettings(conf);
         SparkSession spark = SparkSession.builder().config(conf).getOrCreate();
-        // The UI's stage pages show the MoBA accumulators per task (org.moba.spark.MobaTimings): say where it is.
+        // The UI's stage pages show the MoBA accumulators per task (org.moba.spark.MobaTimings): say where it is, on
+        // stdout with the job's other output (stderr carries only a failure's one error line).
         if (spark.sparkContext().uiWebUrl().isDefined()) {
-            System.err.println("Spark UI: " + spark.sparkContext().uiWebUrl().get() + " (while the job runs)");
+            System.out.println("Spark UI: " + spark.sparkContext().uiWebUrl().get() + " (while the job runs)");
         }
         return spark;
     }

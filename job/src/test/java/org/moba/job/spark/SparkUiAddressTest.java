@@ -15,14 +15,14 @@ class SparkUiAddressTest {
     @Timeout(120)
     void jobsPrintTheUiAddress() {
         SparkTestSessions.stopAll(); // a fresh session, started by the jobs' own code
-        PrintStream err = System.err;
+        PrintStream stdout = System.out;
         ByteArrayOutputStream captured = new ByteArrayOutputStream();
-        System.setErr(new PrintStream(captured, true));
+        System.setOut(new PrintStream(captured, true));
         SparkSession spark = null;
         try {
             spark = SparkSessions.create("ui test");
         } finally {
-            System.setErr(err);
+            System.setOut(stdout);
             if (spark != null) {
                 spark.stop();
             }
