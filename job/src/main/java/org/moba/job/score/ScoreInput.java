@@ -8,13 +8,16 @@ import static org.apache.spark.sql.functions.not;
 import static org.apache.spark.sql.functions.when;
 
 import java.io.IOException;
+import java.nio.ByteBuffer;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
+import org.apache.hadoop.fs.FSDataInputStream;
 import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.LocatedFileStatus;
 import org.apache.hadoop.fs.Path;
 import org.apache.hadoop.fs.RemoteIterator;
+import org.apache.hadoop.fs.StreamCapabilities;
 import org.apache.parquet.hadoop.ParquetFileReader;
 import org.apache.parquet.hadoop.util.HadoopInputFile;
 import org.apache.spark.api.java.JavaSparkContext;
@@ -42,6 +45,8 @@ import scala.Tuple2;
  */
 final class ScoreInput {
     private static final String PROBLEM_COLUMN = MobaDataset.PROBLEM;
+    /** Bytes per read of {@link #readRaw}. */
+    private static final int RAW_READ_BUFFER = 8 << 20;
 
     private ScoreInput() {
     }
@@ -92,6 +97,41 @@ final class ScoreInput {
                     "point --input at the folder gen wrote, or a folder of Parquet or safetensors files");
         }
         return files;
+    }
+
+    /**
+     * Reads every input file whole, in parallel tasks, without decoding anything: the bytes the job must at least
+     * move from storage. Each task streams its files through one reused direct buffer (or, where the filesystem's
+     * stream cannot fill one, a heap buffer of the same size). Returns the bytes read.
+     */
+    static long readRaw(SparkSession spark, List<String> files) {
+        JavaSparkContext jsc = JavaSparkContext.fromSparkContext(spark.sparkContext());
+        SerializableConfiguration hadoop = new SerializableConfiguration(jsc.hadoopConfiguration());
+        int slices = Math.max(1, Math.min(files.size(), jsc.defaultParallelism()));
+        return jsc.parallelize(files, slices).mapPartitions(it -> {
+            ByteBuffer direct = ByteBuffer.allocateDirect(RAW_READ_BUFFER);
+            byte[] heap = null;
+            long bytes = 0;
+            while (it.hasNext()) {
+                Path path = new Path(it.next());
+                try (FSDataInputStream in = path.getFileSystem(hadoop.value()).open(path)) {
+                    boolean byteBuffers = in.hasCapability(StreamCapabilities.READBYTEBUFFER);
+                    for (int n; ; bytes += n) {
+                        if (byteBuffers) {
+                            direct.clear();
+                            n = in.read(direct);
+                        } else {
+                            heap = heap == null ? new byte[RAW_READ_BUFFER] : heap;
+                            n = in.read(heap);
+                        }
+                        if (n < 0) {
+                            break;
+                        }
+                    }
+                }
+            }
+            return List.of(bytes).iterator();
+        }).fold(0L, Long::sum);
     }
 
     /** The visible files below {@code root}, sorted; null when it does not exist. */

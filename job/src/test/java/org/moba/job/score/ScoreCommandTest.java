@@ -219,7 +219,22 @@ class ScoreCommandTest {
                 .readTree(dir.resolve("out/score-summary.json").toFile());
         assertEquals(10, summary.get("scored").asInt());
         assertTrue(summary.get("kernelMs").asDouble() > 0 && summary.get("decodeOnlyWallMs").asDouble() > 0);
-        assertTrue(summary.get("fractionOfBound").asDouble() > 0, summary.toString());
+        // The bound's read side is every visible input file read whole: exactly their bytes.
+        Path in = dir.resolve("in");
+        long inputBytes;
+        try (java.util.stream.Stream<Path> files = Files.walk(in)) {
+            inputBytes = files.filter(Files::isRegularFile)
+                    .filter(p -> java.util.stream.StreamSupport.stream(in.relativize(p).spliterator(), false)
+                            .noneMatch(part -> part.toString().startsWith("_") || part.toString().startsWith(".")))
+                    .mapToLong(p -> p.toFile().length()).sum();
+        }
+        assertTrue(inputBytes > 0);
+        assertEquals(inputBytes, summary.get("rawReadBytes").asLong(), summary.toString());
+        double rawMs = summary.get("rawReadWallMs").asDouble();
+        assertTrue(rawMs > 0, summary.toString());
+        assertEquals(Math.max(rawMs, summary.get("copyMs").asDouble()), summary.get("boundWallMs").asDouble(), 1e-9);
+        assertEquals(summary.get("boundWallMs").asDouble() / summary.get("scoreWallMs").asDouble(),
+                summary.get("fractionOfBound").asDouble(), 1e-12);
         File csv = dir.resolve("out/score-metrics.csv").toFile();
         assertTrue(csv.isDirectory() && csv.list((d, n) -> n.endsWith(".csv")).length == 1);
     }
