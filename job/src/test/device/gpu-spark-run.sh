@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the Spark jobs on a GPU host with the CUDA backend (Spark local[8], tasks spread over the visible GPUs),
 # from a host prepared with shared/device/pack.sh + stage.sh. Copies the summaries, reports and logs to $OUT.
-# score runs with --measure-bound: its throughput against the physical bound, max(raw read of the input files, host<->device copies) (docs/perf.md).
+# score runs with --measure-bound: its throughput against the physical bound, max(raw read of the input files,
+# host<->device copies) (docs/perf.md).
 # MOBA_BENCH=0 skips bench.
 # usage (from the project root on the GPU host):  bash job/src/test/device/gpu-spark-run.sh
 set -uo pipefail
