@@ -20,6 +20,7 @@ import org.apache.hadoop.fs.RemoteIterator;
 import org.apache.hadoop.fs.StreamCapabilities;
 import org.apache.parquet.hadoop.ParquetFileReader;
 import org.apache.parquet.hadoop.util.HadoopInputFile;
+import org.apache.spark.api.java.JavaRDD;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.apache.spark.sql.Column;
 import org.apache.spark.sql.Dataset;
@@ -107,8 +108,7 @@ final class ScoreInput {
     static long readRaw(SparkSession spark, List<String> files) {
         JavaSparkContext jsc = JavaSparkContext.fromSparkContext(spark.sparkContext());
         SerializableConfiguration hadoop = new SerializableConfiguration(jsc.hadoopConfiguration());
-        int slices = Math.max(1, Math.min(files.size(), jsc.defaultParallelism()));
-        return jsc.parallelize(files, slices).mapPartitions(it -> {
+        return acrossTasks(jsc, files).mapPartitions(it -> {
             ByteBuffer direct = ByteBuffer.allocateDirect(RAW_READ_BUFFER);
             byte[] heap = null;
             long bytes = 0;
@@ -132,6 +132,11 @@ final class ScoreInput {
             }
             return List.of(bytes).iterator();
         }).fold(0L, Long::sum);
+    }
+
+    /** The file list spread over up to one task per file, at most the default parallelism. */
+    private static JavaRDD<String> acrossTasks(JavaSparkContext jsc, List<String> files) {
+        return jsc.parallelize(files, Math.max(1, Math.min(files.size(), jsc.defaultParallelism())));
     }
 
     /** The visible files below {@code root}, sorted; null when it does not exist. */
@@ -165,8 +170,7 @@ final class ScoreInput {
     /** (path, reason) of each file whose Parquet footer cannot be read, checked in parallel on the executors. */
     private static List<Tuple2<String, String>> unreadableParquet(JavaSparkContext jsc, List<String> files) {
         SerializableConfiguration hadoop = new SerializableConfiguration(jsc.hadoopConfiguration());
-        int slices = Math.max(1, Math.min(files.size(), jsc.defaultParallelism()));
-        return jsc.parallelize(files, slices).flatMap(f -> {
+        return acrossTasks(jsc, files).flatMap(f -> {
             try (ParquetFileReader reader = ParquetFileReader.open(HadoopInputFile.fromPath(new Path(f),
                     hadoop.value()))) {
                 reader.getFooter();

@@ -251,7 +251,7 @@ public final class DeviceBatch implements AutoCloseable {
         if (plan.numTiles > 0 && path.path() == AttentionPath.GATHERED) {
             enqueueGatheredAttention();
         } else if (plan.numTiles > 0) {
-            ForwardEngine engine = kernels.wideAttention(plan.dense, plan.selectionWidth)
+            ForwardEngine engine = kernels.attentionOnWgmma(plan.dense, plan.selectionWidth)
                     ? ForwardEngine.WGMMA : ForwardEngine.MMA_SYNC;
             kernels.attention(s, context, q.pointer(), k.pointer(), v.pointer(), out.pointer(), lse.pointer(),
                     cuSeqlens.pointer(), sel.pointer(), plan.selectionWidth, tilesFor(engine),
@@ -278,7 +278,7 @@ public final class DeviceBatch implements AutoCloseable {
                     routedRows.pointer(), rowsPerGroup, partialOut.pointer(), partialLse.pointer(), heads, hkv, w, c,
                     plan.numFullChunks, entries, plan.scale);
         }
-        ForwardEngine engine = kernels.wideGathered(c) ? ForwardEngine.WGMMA : ForwardEngine.MMA_SYNC;
+        ForwardEngine engine = kernels.gatheredOnWgmma(c) ? ForwardEngine.WGMMA : ForwardEngine.MMA_SYNC;
         kernels.attentionOwnCombine(stream, context, q.pointer(), k.pointer(), v.pointer(), out.pointer(),
                 lse.pointer(), cuSeqlens.pointer(), sel.pointer(), w, tilesFor(engine), plan.numTilesFor(engine), heads,
                 hkv, c, plan.scale, partialOut.pointer(), partialLse.pointer());

@@ -34,11 +34,6 @@ public enum ForwardEngine {
         return label;
     }
 
-    /** Query rows of one attention thread block. */
-    int tileRows() {
-        return this == WGMMA ? BatchPlan.WIDE_TILE_ROWS : BatchPlan.TILE_ROWS;
-    }
-
     /** The engine for a device of {@code computeCapability}, honouring {@value #PROPERTY} / {@value #ENVIRONMENT}. */
     static ForwardEngine forDevice(int computeCapability, String deviceDescription) {
         String requested = System.getProperty(PROPERTY);

@@ -151,7 +151,7 @@ final class MobaKernels {
     static final int MIN_WIDE_GATHERED_CHUNK = 512;
 
     /** Whether the gathered path of a call with {@code chunkSize} runs on the wgmma kernels (and 128-row tiles). */
-    boolean wideGathered(int chunkSize) {
+    boolean gatheredOnWgmma(int chunkSize) {
         return engine == ForwardEngine.WGMMA && chunkSize >= MIN_WIDE_GATHERED_CHUNK;
     }
 
@@ -160,7 +160,7 @@ final class MobaKernels {
      * {@code C >= 512}, stream; ABI.md section 5), else {@link #rowsPerGroup}.
      */
     int forwardRowsPerGroup(int chunkSize) {
-        return wideGathered(chunkSize) ? BatchPlan.WIDE_TILE_ROWS : rowsPerGroup(chunkSize);
+        return gatheredOnWgmma(chunkSize) ? BatchPlan.WIDE_TILE_ROWS : rowsPerGroup(chunkSize);
     }
 
     /** Whether the gate needs the {@code sel_score [T, H, W]} scratch (only multi-pass selections do). */
@@ -209,19 +209,19 @@ final class MobaKernels {
      * Whether {@link #attention} runs on the wgmma engine for this call, and so reads the 128-row tiles: dense and
      * own-chunk-only calls do; a union walk over selected chunks (W > 0) has only the mma.sync kernel.
      */
-    boolean wideAttention(boolean dense, int selectionWidth) {
+    boolean attentionOnWgmma(boolean dense, int selectionWidth) {
         return engine == ForwardEngine.WGMMA && (dense || selectionWidth == 0);
     }
 
     /**
      * {@code out [T, H, D]} and {@code lse [T, H]} over the own chunk's causal prefix plus the selected chunks.
-     * {@code tiles} are the plan's 64-row tiles, or its 128-row tiles where {@link #wideAttention} holds.
+     * {@code tiles} are the plan's 64-row tiles, or its 128-row tiles where {@link #attentionOnWgmma} holds.
      */
     void attention(CUstream stream, Supplier<String> context, CUdeviceptr q, CUdeviceptr k, CUdeviceptr v,
                    CUdeviceptr out, CUdeviceptr lse, CUdeviceptr cuSeqlens, CUdeviceptr sel, int selectionWidth,
                    CUdeviceptr tiles, int numTiles, int heads, int kvHeads, int chunkSize, float scale,
                    boolean dense) {
-        if (wideAttention(dense, selectionWidth)) {
+        if (attentionOnWgmma(dense, selectionWidth)) {
             launch(wideAttention, stream, context, numTiles, heads, WIDE_ATTENTION_THREADS,
                     SharedMemory.wideAttention(headDim), q, k, v, out, lse, cuSeqlens, tiles, heads, kvHeads,
                     chunkSize, scale, dense ? 1 : 0);
@@ -265,7 +265,7 @@ final class MobaKernels {
                            CUdeviceptr partialLse, int heads, int kvHeads, int selectionWidth, int chunkSize,
                            int numFullChunks, int entries, float scale) {
         int grid = selectedGrid(entries, rowsPerGroup, heads, numFullChunks);
-        boolean wide = wideGathered(chunkSize);
+        boolean wide = gatheredOnWgmma(chunkSize);
         launch(wide ? wideSelected : selected, stream, context, grid, 1,
                 wide ? WIDE_ATTENTION_THREADS : SELECTED_THREADS,
                 wide ? SharedMemory.wideSelected(headDim) : SharedMemory.selected(headDim),
@@ -275,13 +275,13 @@ final class MobaKernels {
 
     /**
      * Gathered path, step 6: the own chunk's causal prefix merged with the selected partials into out and lse.
-     * {@code tiles} are the 128-row tiles where {@link #wideGathered} holds, else the 64-row tiles.
+     * {@code tiles} are the 128-row tiles where {@link #gatheredOnWgmma} holds, else the 64-row tiles.
      */
     void attentionOwnCombine(CUstream stream, Supplier<String> context, CUdeviceptr q, CUdeviceptr k,
                              CUdeviceptr v, CUdeviceptr out, CUdeviceptr lse, CUdeviceptr cuSeqlens, CUdeviceptr sel,
                              int selectionWidth, CUdeviceptr tiles, int numTiles, int heads, int kvHeads,
                              int chunkSize, float scale, CUdeviceptr partialO, CUdeviceptr partialLse) {
-        boolean wide = wideGathered(chunkSize);
+        boolean wide = gatheredOnWgmma(chunkSize);
         launch(wide ? wideOwnCombine : ownCombine, stream, context, numTiles, heads,
                 wide ? WIDE_ATTENTION_THREADS : ATTENTION_THREADS,
                 wide ? SharedMemory.wideAttention(headDim) : SharedMemory.ownCombine(headDim),

@@ -33,10 +33,4 @@ class ForwardEngineTest {
                 () -> ForwardEngine.choose("tensor", "-Dmoba.cuda.engine", 90, "cuda:0"));
         assertTrue(e.getMessage().contains("auto, mma-sync or wgmma"), e.getMessage());
     }
-
-    @Test
-    void tileRowsFollowTheEngine() {
-        assertEquals(BatchPlan.TILE_ROWS, ForwardEngine.MMA_SYNC.tileRows());
-        assertEquals(BatchPlan.WIDE_TILE_ROWS, ForwardEngine.WGMMA.tileRows());
-    }
 }
