@@ -1,7 +1,6 @@
 package org.moba.kernels;
 
-import java.lang.invoke.MethodHandles;
-import java.lang.invoke.VarHandle;
+import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.util.Locale;
 
@@ -46,26 +45,33 @@ public enum DType {
      * converting them first: index of the first NaN or infinity, or -1.
      */
     public int firstNonFinite(byte[] littleEndian) {
+        return firstNonFinite(ByteBuffer.wrap(littleEndian));
+    }
+
+    /**
+     * {@link #firstNonFinite(byte[])} on a buffer of little-endian values, from its position to its limit (heap or
+     * direct; the buffer's own position and order are left as they are): index of the first NaN or infinity, or -1.
+     */
+    public int firstNonFinite(ByteBuffer littleEndian) {
         // Four values per 8-byte word: lane x & mask ^ mask is 0 exactly for a non-finite value, and adding mask to a
         // lane sets its top bit exactly when the lane is not 0 (mask + mask < 2^16, so no carry crosses lanes).
+        ByteBuffer b = littleEndian.slice().order(ByteOrder.LITTLE_ENDIAN);
         int mask = exponentMask();
         long masks = mask * 0x0001000100010001L;
         long tops = 0x8000800080008000L;
-        int words = littleEndian.length / 8;
+        int words = b.remaining() / 8;
         for (int w = 0; w < words; w++) {
-            long lanes = ((long) LITTLE_ENDIAN_LONGS.get(littleEndian, 8 * w) & masks) ^ masks;
+            long lanes = (b.getLong(8 * w) & masks) ^ masks;
             if (((lanes + masks) & tops) != tops) {
-                return firstNonFinite(littleEndian, 4 * w, mask);
+                return firstNonFinite(b, 4 * w, mask);
             }
         }
-        return firstNonFinite(littleEndian, 4 * words, mask);
+        return firstNonFinite(b, 4 * words, mask);
     }
 
-    /** The first non-finite value at or after value {@code from}, scanning value by value. */
-    private static int firstNonFinite(byte[] littleEndian, int from, int mask) {
-        for (int i = from; i < littleEndian.length / 2; i++) {
-            int bits = (littleEndian[2 * i] & 0xFF) | (littleEndian[2 * i + 1] & 0xFF) << 8;
-            if ((bits & mask) == mask) {
+    private static int firstNonFinite(ByteBuffer littleEndian, int from, int mask) {
+        for (int i = from; i < littleEndian.remaining() / 2; i++) {
+            if ((littleEndian.getShort(2 * i) & mask) == mask) {
                 return i;
             }
         }
@@ -75,9 +81,6 @@ public enum DType {
     private int exponentMask() {
         return this == FP16 ? 0x7C00 : 0x7F80;
     }
-
-    private static final VarHandle LITTLE_ENDIAN_LONGS =
-            MethodHandles.byteArrayViewVarHandle(long[].class, ByteOrder.LITTLE_ENDIAN);
 
     /** Rounds to nearest, ties to even. */
     public short fromFloat(float value) {

@@ -1,9 +1,16 @@
 package org.moba.kernels;
 
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+
 /**
  * A packed variable-length batch in the FlashAttention "varlen" layout (docs/semantics.md "Inputs"):
  * {@code q [T, H, D]}, {@code k, v [T, Hkv, D]} as raw fp16/bf16 bits, row-major, with {@code cu_seqlens [B+1]}.
  * Instances are validated on construction and immutable by contract (the arrays are not copied).
+ *
+ * <p>The tensors live either in Java arrays ({@link #of}) or in little-endian byte buffers, typically direct ones
+ * filled straight from a file ({@link #ofBuffers}): a device backend copies buffers to the device as they are
+ * ({@link #qBytes()}), while code that needs arrays gets them from {@link #q()}, converted once on first use.
  */
 public final class PackedBatch {
     /** Head dimensions the batch model accepts; a backend may support fewer and says so. */
@@ -16,11 +23,20 @@ public final class PackedBatch {
     private final int headDim;
     private final int[] cuSeqlens;
     private final int maxSeqlen;
-    private final short[] q;
-    private final short[] k;
-    private final short[] v;
+    private short[] q;
+    private short[] k;
+    private short[] v;
+    /** The tensors' little-endian bytes when the batch was built from buffers, else null. */
+    private final ByteBuffer qBuffer;
+    private final ByteBuffer kBuffer;
+    private final ByteBuffer vBuffer;
 
     private PackedBatch(BatchLayout layout, int[] cuSeqlens, int maxSeqlen, short[] q, short[] k, short[] v) {
+        this(layout, cuSeqlens, maxSeqlen, q, k, v, null, null, null);
+    }
+
+    private PackedBatch(BatchLayout layout, int[] cuSeqlens, int maxSeqlen, short[] q, short[] k, short[] v,
+                        ByteBuffer qBuffer, ByteBuffer kBuffer, ByteBuffer vBuffer) {
         this.layout = layout;
         this.dtype = layout.dtype();
         this.heads = layout.heads();
@@ -31,6 +47,9 @@ public final class PackedBatch {
         this.q = q;
         this.k = k;
         this.v = v;
+        this.qBuffer = qBuffer;
+        this.kBuffer = kBuffer;
+        this.vBuffer = vBuffer;
     }
 
     /**
@@ -53,6 +72,39 @@ public final class PackedBatch {
         checkSize("k", k, (long) tokens * hkv * d, "T*Hkv*D = " + tokens + "*" + hkv + "*" + d);
         checkSize("v", v, (long) tokens * hkv * d, "T*Hkv*D = " + tokens + "*" + hkv + "*" + d);
         return new PackedBatch(layout, cuSeqlens, maxSeqlen, q, k, v);
+    }
+
+    /**
+     * A batch over little-endian 16-bit tensors in byte buffers (heap or direct), each from its position to its
+     * limit, with the same checks as {@link #of}. The buffers are not copied: do not change them while the batch is
+     * in use.
+     */
+    public static PackedBatch ofBuffers(BatchLayout layout, int[] cuSeqlens, int maxSeqlen, ByteBuffer q,
+                                        ByteBuffer k, ByteBuffer v) {
+        checkCuSeqlens(cuSeqlens, maxSeqlen);
+        int tokens = cuSeqlens[cuSeqlens.length - 1];
+        int h = layout.heads();
+        int hkv = layout.kvHeads();
+        int d = layout.headDim();
+        checkBytes("q", q, (long) tokens * h * d, "T*H*D = " + tokens + "*" + h + "*" + d);
+        checkBytes("k", k, (long) tokens * hkv * d, "T*Hkv*D = " + tokens + "*" + hkv + "*" + d);
+        checkBytes("v", v, (long) tokens * hkv * d, "T*Hkv*D = " + tokens + "*" + hkv + "*" + d);
+        return new PackedBatch(layout, cuSeqlens, maxSeqlen, null, null, null, littleEndian(q), littleEndian(k),
+                littleEndian(v));
+    }
+
+    private static ByteBuffer littleEndian(ByteBuffer b) {
+        return b.slice().order(ByteOrder.LITTLE_ENDIAN);
+    }
+
+    private static void checkBytes(String field, ByteBuffer data, long expectedElements, String formula) {
+        if (data == null) {
+            throw new MobaInputException(field + " is missing");
+        }
+        if (data.remaining() != 2 * expectedElements) {
+            throw new MobaInputException(field + " has " + data.remaining() + " bytes, expected 2 x (" + formula
+                    + " = " + expectedElements + ") = " + 2 * expectedElements);
+        }
     }
 
     /**
@@ -94,21 +146,38 @@ public final class PackedBatch {
 
     /** Scans q, k and v for NaN or infinity; the error names the sequence, field, token and head. */
     public void checkFinite() {
-        checkFinite("q", q, heads);
-        checkFinite("k", k, kvHeads);
-        checkFinite("v", v, kvHeads);
+        if (qBuffer != null) {
+            checkFinite("q", qBuffer, heads);
+            checkFinite("k", kBuffer, kvHeads);
+            checkFinite("v", vBuffer, kvHeads);
+        } else {
+            checkFinite("q", q, heads);
+            checkFinite("k", k, kvHeads);
+            checkFinite("v", v, kvHeads);
+        }
     }
 
     private void checkFinite(String field, short[] data, int fieldHeads) {
         int i = dtype.firstNonFinite(data);
         if (i >= 0) {
-            int rowElems = fieldHeads * headDim;
-            int token = i / rowElems;
-            int b = sequenceOf(token);
-            throw new MobaInputException("sequence " + b + ": " + field + " holds " + dtype.toFloat(data[i])
-                    + " at token " + (token - cuSeqlens[b]) + ", head " + (i % rowElems) / headDim + ", dim "
-                    + i % headDim);
+            throw nonFinite(field, i, data[i], fieldHeads);
         }
+    }
+
+    private void checkFinite(String field, ByteBuffer data, int fieldHeads) {
+        int i = dtype.firstNonFinite(data);
+        if (i >= 0) {
+            throw nonFinite(field, i, data.getShort(2 * i), fieldHeads);
+        }
+    }
+
+    private MobaInputException nonFinite(String field, int element, short bits, int fieldHeads) {
+        int rowElems = fieldHeads * headDim;
+        int token = element / rowElems;
+        int b = sequenceOf(token);
+        return new MobaInputException("sequence " + b + ": " + field + " holds " + dtype.toFloat(bits)
+                + " at token " + (token - cuSeqlens[b]) + ", head " + (element % rowElems) / headDim + ", dim "
+                + element % headDim);
     }
 
     /** The sequence that owns global token {@code t} (the last one when zero-length sequences share a start). */
@@ -176,16 +245,71 @@ public final class PackedBatch {
         return cuSeqlens;
     }
 
-    public short[] q() {
+    /** q as an array; for a batch built from buffers, converted on the first call (a copy of the buffer). */
+    public synchronized short[] q() {
+        if (q == null) {
+            q = shorts(qBuffer);
+        }
         return q;
     }
 
-    public short[] k() {
+    /** k as an array (see {@link #q()}). */
+    public synchronized short[] k() {
+        if (k == null) {
+            k = shorts(kBuffer);
+        }
         return k;
     }
 
-    public short[] v() {
+    /** v as an array (see {@link #q()}). */
+    public synchronized short[] v() {
+        if (v == null) {
+            v = shorts(vBuffer);
+        }
         return v;
+    }
+
+    private static short[] shorts(ByteBuffer littleEndian) {
+        short[] out = new short[littleEndian.remaining() / 2];
+        littleEndian.duplicate().order(ByteOrder.LITTLE_ENDIAN).asShortBuffer().get(out);
+        return out;
+    }
+
+    /** Whether the tensors live in byte buffers ({@link #ofBuffers}) rather than arrays. */
+    public boolean inBuffers() {
+        return qBuffer != null;
+    }
+
+    /** q's little-endian bytes: a read-only view of the batch's own buffer, or a copy of the array as bytes. */
+    public ByteBuffer qBytes() {
+        return bytes(qBuffer, q);
+    }
+
+    public ByteBuffer kBytes() {
+        return bytes(kBuffer, k);
+    }
+
+    public ByteBuffer vBytes() {
+        return bytes(vBuffer, v);
+    }
+
+    private static ByteBuffer bytes(ByteBuffer buffer, short[] array) {
+        if (buffer != null) {
+            return buffer.asReadOnlyBuffer().order(ByteOrder.LITTLE_ENDIAN);
+        }
+        ByteBuffer b = ByteBuffer.allocate(2 * array.length).order(ByteOrder.LITTLE_ENDIAN);
+        b.asShortBuffer().put(array);
+        return b;
+    }
+
+    /** Elements of q: {@code T x H x D}. */
+    public long qElements() {
+        return (long) totalTokens() * heads * headDim;
+    }
+
+    /** Elements of k (and of v): {@code T x Hkv x D}. */
+    public long kvElements() {
+        return (long) totalTokens() * kvHeads * headDim;
     }
 
     @Override

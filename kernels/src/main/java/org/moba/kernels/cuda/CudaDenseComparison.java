@@ -67,7 +67,7 @@ final class CudaDenseComparison {
                 float[] lse = null;
                 int[] sel = null;
                 if (keepOutputs) {
-                    out = new short[batch.q().length];
+                    out = new short[Math.toIntExact(batch.qElements())];
                     lse = new float[batch.totalTokens() * heads];
                     sel = new int[Math.toIntExact((long) lse.length * moba.selectionWidth())];
                     copies.download(moba.outPointer(), out);

@@ -185,9 +185,9 @@ public final class CudaMobaAttention implements MobaTraining {
                     + device.describe());
         }
         PackedBatch batch = forward.batch();
-        if (dout == null || dout.length != batch.q().length) {
+        if (dout == null || dout.length != batch.qElements()) {
             throw new MobaInputException("dout " + (dout == null ? "is missing" : "has " + dout.length + " elements")
-                    + ", expected T*H*D = " + batch.q().length);
+                    + ", expected T*H*D = " + batch.qElements());
         }
         device.makeCurrent();
         BackwardScratch scratch = BackwardScratch.of(forward.plan(), batch.totalTokens(), batch.heads(),

@@ -157,10 +157,10 @@ public final class DeviceBackward implements AutoCloseable {
 
     /** Returns the bytes of the index arrays (cu_seqlens, chunk_base, tiles) by capacity. */
     private long allocateInputs() {
-        q = allocate(2L * batch.q().length, "q").pointer();
-        k = allocate(2L * batch.k().length, "k").pointer();
-        v = allocate(2L * batch.v().length, "v").pointer();
-        out = allocate(2L * batch.q().length, "out").pointer();
+        q = allocate(2L * batch.qElements(), "q").pointer();
+        k = allocate(2L * batch.kvElements(), "k").pointer();
+        v = allocate(2L * batch.kvElements(), "v").pointer();
+        out = allocate(2L * batch.qElements(), "out").pointer();
         lse = allocate(4L * batch.totalTokens() * batch.heads(), "lse").pointer();
         sel = allocate(scratch.routed() ? 4L * scratch.entries() : 0, "selection").pointer();
         DeviceBuffer cu = allocate(4L * batch.cuSeqlens().length, "cu_seqlens");
@@ -177,7 +177,7 @@ public final class DeviceBackward implements AutoCloseable {
      * index arrays: this call's own, or for a resident backward the forward's), by allocated capacity.
      */
     private void allocateScratchAndOutputs(long indexBytes) {
-        dout = allocate(2L * batch.q().length, "dout");
+        dout = allocate(2L * batch.qElements(), "dout");
         delta = allocate(scratch.deltaBytes(), "delta");
         groupCount = allocate(scratch.groupCountBytes(), "group counts");
         bucketCount = allocate(scratch.bucketCountBytes(), "bucket counts");
@@ -186,9 +186,9 @@ public final class DeviceBackward implements AutoCloseable {
         bucketCursor = allocate(scratch.bucketCountBytes(), "bucket cursors");
         rows = allocate(scratch.rowsBytes(), "routed rows");
         partialDq = allocate(scratch.partialDqBytes(), "partial dq");
-        dq = allocate(2L * batch.q().length, "dq");
-        dk = allocate(2L * batch.k().length, "dk");
-        dv = allocate(2L * batch.v().length, "dv");
+        dq = allocate(2L * batch.qElements(), "dq");
+        dk = allocate(2L * batch.kvElements(), "dk");
+        dv = allocate(2L * batch.kvElements(), "dv");
         long scratchBytes = 0;
         for (DeviceBuffer b : List.of(delta, groupCount, bucketCount, bucketRow0, bucketGroup0, bucketCursor, rows,
                 partialDq)) {
@@ -200,9 +200,9 @@ public final class DeviceBackward implements AutoCloseable {
     private void uploadAll(MobaOutput forwardOutput, short[] doutHost) {
         call.record(UPLOAD_START);
         StagedCopies transfers = call.transfers("the upload of ");
-        transfers.upload(batch.q(), q);
-        transfers.upload(batch.k(), k);
-        transfers.upload(batch.v(), v);
+        transfers.upload(batch, StagedCopies.Tensor.Q, q);
+        transfers.upload(batch, StagedCopies.Tensor.K, k);
+        transfers.upload(batch, StagedCopies.Tensor.V, v);
         transfers.upload(forwardOutput.out(), out);
         transfers.upload(forwardOutput.lse(), lse);
         if (scratch.routed()) {
@@ -299,9 +299,9 @@ public final class DeviceBackward implements AutoCloseable {
     }
 
     private MobaGradients enqueueDownloadAndWait() {
-        short[] dqHost = new short[batch.q().length];
-        short[] dkHost = new short[batch.k().length];
-        short[] dvHost = new short[batch.v().length];
+        short[] dqHost = new short[Math.toIntExact(batch.qElements())];
+        short[] dkHost = new short[Math.toIntExact(batch.kvElements())];
+        short[] dvHost = new short[Math.toIntExact(batch.kvElements())];
         call.downloadAndWait(DOWNLOAD_START, DOWNLOAD_END, copies -> {
             copies.download(dq.pointer(), dqHost);
             copies.download(dk.pointer(), dkHost);

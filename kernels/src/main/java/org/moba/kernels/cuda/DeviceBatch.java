@@ -119,15 +119,15 @@ public final class DeviceBatch implements AutoCloseable {
         int d = batch.headDim();
         try {
             if (inputs == null) {
-                q = allocate(2L * batch.q().length, "q");
-                k = allocate(2L * batch.k().length, "k");
-                v = allocate(2L * batch.v().length, "v");
+                q = allocate(2L * batch.qElements(), "q");
+                k = allocate(2L * batch.kvElements(), "k");
+                v = allocate(2L * batch.kvElements(), "v");
             } else {
                 q = inputs.q;
                 k = inputs.k;
                 v = inputs.v;
             }
-            out = allocate(2L * batch.q().length, "out");
+            out = allocate(2L * batch.qElements(), "out");
             lse = allocate(4L * tokens * heads, "lse");
             cuSeqlens = inputs == null ? allocate(4L * batch.cuSeqlens().length, "cu_seqlens") : inputs.cuSeqlens;
             chunkBase = allocate(4L * plan.chunkBase.length, "chunk_base");
@@ -172,9 +172,9 @@ public final class DeviceBatch implements AutoCloseable {
         call.record(UPLOAD_START);
         StagedCopies transfers = call.transfers("the upload of ");
         if (inputs == null) {
-            transfers.upload(batch.q(), q.pointer());
-            transfers.upload(batch.k(), k.pointer());
-            transfers.upload(batch.v(), v.pointer());
+            transfers.upload(batch, StagedCopies.Tensor.Q, q.pointer());
+            transfers.upload(batch, StagedCopies.Tensor.K, k.pointer());
+            transfers.upload(batch, StagedCopies.Tensor.V, v.pointer());
             transfers.upload(batch.cuSeqlens(), cuSeqlens.pointer());
         }
         transfers.upload(plan.chunkBase, chunkBase.pointer());
@@ -302,7 +302,7 @@ public final class DeviceBatch implements AutoCloseable {
     }
 
     private MobaOutput enqueueDownloadAndWait() {
-        short[] outHost = new short[batch.q().length];
+        short[] outHost = new short[Math.toIntExact(batch.qElements())];
         float[] lseHost = new float[batch.totalTokens() * batch.heads()];
         int[] selHost = new int[Math.toIntExact((long) lseHost.length * plan.selectionWidth)];
         call.downloadAndWait(DOWNLOAD_START, DOWNLOAD_END, copies -> {

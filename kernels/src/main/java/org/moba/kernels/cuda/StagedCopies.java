@@ -12,6 +12,7 @@ import jcuda.driver.CUdeviceptr;
 import jcuda.driver.CUstream;
 import jcuda.driver.JCudaDriver;
 
+import org.moba.kernels.PackedBatch;
 import org.moba.kernels.cuda.DeviceBufferPool.PinnedSlab;
 
 /**
@@ -47,6 +48,43 @@ final class StagedCopies implements AutoCloseable {
 
     void upload(short[] src, CUdeviceptr dst) {
         transfer(true, src.length, Short.BYTES, dst, (slab, from, n) -> slab.asShortBuffer().put(src, from, n));
+    }
+
+    /** Uploads the bytes of {@code src} from its position to its limit (heap or direct; its position is kept). */
+    void upload(ByteBuffer src, CUdeviceptr dst) {
+        ByteBuffer bytes = src.duplicate();
+        int base = bytes.position();
+        transfer(true, bytes.remaining(), Byte.BYTES, dst, (slab, from, n) -> slab.put(0, bytes, base + from, n));
+    }
+
+    /** Uploads a batch tensor from wherever the batch holds it ({@link PackedBatch#inBuffers()}). */
+    void upload(PackedBatch batch, Tensor tensor, CUdeviceptr dst) {
+        if (batch.inBuffers()) {
+            upload(tensor.bytes(batch), dst);
+        } else {
+            upload(tensor.array(batch), dst);
+        }
+    }
+
+    /** An input tensor of a batch. */
+    enum Tensor {
+        Q, K, V;
+
+        ByteBuffer bytes(PackedBatch b) {
+            return switch (this) {
+                case Q -> b.qBytes();
+                case K -> b.kBytes();
+                case V -> b.vBytes();
+            };
+        }
+
+        short[] array(PackedBatch b) {
+            return switch (this) {
+                case Q -> b.q();
+                case K -> b.k();
+                case V -> b.v();
+            };
+        }
     }
 
     void upload(int[] src, CUdeviceptr dst) {

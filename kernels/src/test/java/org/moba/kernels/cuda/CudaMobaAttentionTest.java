@@ -186,6 +186,39 @@ class CudaMobaAttentionTest {
     }
 
     /**
+     * A batch whose tensors live in direct byte buffers (as score reads them from files) uploads straight from them
+     * and gives bit for bit the outputs of the same batch in arrays, forward and against dense attention.
+     */
+    @Test
+    void batchInDirectBuffersGivesTheArrayBatchResultsBitForBit() {
+        gpu.requireDevice();
+        BatchLayout layout = new BatchLayout(DType.FP16, 8, 2, 128);
+        MobaParams params = MobaParams.of(128, 3);
+        SplittableRandom rng = rng("direct buffers");
+        PackedBatch arrays = randomBatch(rng, layout, 1000, 1, 129, 700);
+        PackedBatch buffers = PackedBatch.ofBuffers(layout, arrays.cuSeqlens(), arrays.maxSeqlen(),
+                direct(arrays.qBytes()), direct(arrays.kBytes()), direct(arrays.vBytes()));
+        MobaOutput a = cuda.forward(arrays, params);
+        MobaOutput b = cuda.forward(buffers, params);
+        assertArrayEquals(a.out(), b.out(), "out (seed " + SEED + ")");
+        assertArrayEquals(a.lse(), b.lse(), "lse (seed " + SEED + ")");
+        assertArrayEquals(a.selected(), b.selected(), "selection (seed " + SEED + ")");
+        org.moba.kernels.DenseComparison fromArrays = cuda.compareWithDense(arrays, params, true);
+        org.moba.kernels.DenseComparison fromBuffers = cuda.compareWithDense(buffers, params, true);
+        assertArrayEquals(fromArrays.moba().out(), fromBuffers.moba().out(), "out of compareWithDense");
+        for (int s = 0; s < arrays.numSequences(); s++) {
+            assertArrayEquals(fromArrays.metrics().get(s).relError(), fromBuffers.metrics().get(s).relError(),
+                    "sequence " + s + " rel_error (seed " + SEED + ")");
+        }
+    }
+
+    private static java.nio.ByteBuffer direct(java.nio.ByteBuffer bytes) {
+        java.nio.ByteBuffer d = java.nio.ByteBuffer.allocateDirect(bytes.remaining());
+        d.put(bytes.duplicate()).flip();
+        return d;
+    }
+
+    /**
      * The gathered path places rows in buckets with atomics, so their order changes run to run; outputs must not.
      * Crowded buckets (2 x 8K tokens, 16 heads, topk 8: ~900 rows per (head, chunk) bucket) on one resident batch
      * run five times (each run re-zeroes the bucket counts) and in a fresh call; the selection equals UNION's.
