@@ -3,9 +3,11 @@ package org.moba.spark;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
+import java.util.Map;
 import java.util.Set;
 import java.util.stream.Collectors;
 import org.apache.spark.sql.Column;
+import org.apache.spark.util.SerializableConfiguration;
 import org.apache.spark.sql.Dataset;
 import org.apache.spark.sql.Encoders;
 import org.apache.spark.sql.Row;
@@ -25,7 +27,10 @@ import org.moba.job.score.ScoreSchema;
  * files): {@code id} string, {@code length} int (tokens L), {@code dtype} string ({@code fp16} or {@code bf16}),
  * {@code heads}, {@code kv_heads}, {@code head_dim} int, and {@code q [L, heads, head_dim]}, {@code k, v [L, kv_heads,
  * head_dim]} binary, little-endian 16-bit floats. Optional: {@value #PROBLEM} string, a reader's reason the record is
- * unreadable (the record is then bad). Every other input column is carried through to the result unchanged.
+ * unreadable (the record is then bad); {@value #TENSOR_FILE} string and {@value #TENSOR_POSITIONS} array of bigint:
+ * for a record whose q, k, v are null, the file (any Hadoop filesystem) and the byte positions where they lie, read
+ * by the task straight into its batch ({@link MobaTensors#readSafetensors} gives such rows). Every other input column
+ * is carried through to the result unchanged.
  *
  * <p>Result columns, one row per input record ({@link ScoreSchema#RESULT}, then {@code selected} when asked for,
  * then the carried columns): {@code id, length, dtype, heads, head_dim}; {@code out [L, heads, head_dim]} in the
@@ -39,6 +44,15 @@ import org.moba.job.score.ScoreSchema;
 public final class MobaDataset {
     /** The optional input column naming why a record is unreadable. */
     public static final String PROBLEM = "problem";
+    /** The optional input column naming the file that holds a record's tensors. */
+    public static final String TENSOR_FILE = "tensor_file";
+    /** The optional input column with the byte positions of a record's q, k and v in its {@value #TENSOR_FILE}. */
+    public static final String TENSOR_POSITIONS = "tensor_positions";
+
+    static final DataType POSITIONS_TYPE = DataTypes.createArrayType(DataTypes.LongType);
+    /** The optional input columns and their types. */
+    private static final Map<String, DataType> OPTIONAL_INPUT = Map.of(PROBLEM, DataTypes.StringType, TENSOR_FILE,
+            DataTypes.StringType, TENSOR_POSITIONS, POSITIONS_TYPE);
 
     private MobaDataset() {
     }
@@ -51,17 +65,38 @@ public final class MobaDataset {
      *                                  would collide with a result column
      */
     public static MobaResult attention(Dataset<Row> input, MobaOptions options) {
+        MobaTimings timings = new MobaTimings(input.sparkSession().sparkContext());
+        return new MobaResult(partitionWise(input, options, timings, true), timings);
+    }
+
+    /**
+     * Reads and checks every record's tensors exactly as {@link #attention} would (into the batches' host buffers,
+     * NaN/infinity included), without computing anything: the cost of the input side alone. Runs a Spark job;
+     * returns its timings ({@link MobaTimings#loadedBytesTotal()} is the tensor bytes loaded).
+     */
+    public static MobaTimings loadOnly(Dataset<Row> input, MobaOptions options) {
+        MobaTimings timings = new MobaTimings(input.sparkSession().sparkContext());
+        partitionWise(input, options, timings, false).count();
+        return timings;
+    }
+
+    private static Dataset<Row> partitionWise(Dataset<Row> input, MobaOptions options, MobaTimings timings,
+                                              boolean computes) {
         List<StructField> carry = carried(input.schema(), options);
         List<Column> columns = new ArrayList<>();
         Arrays.stream(ScoreSchema.INPUT.fieldNames()).forEach(c -> columns.add(input.col(c)));
-        boolean hasProblem = Arrays.asList(input.columns()).contains(PROBLEM);
-        columns.add(hasProblem ? input.col(PROBLEM) : functions.lit(null).cast(DataTypes.StringType).as(PROBLEM));
+        List<String> present = Arrays.asList(input.columns());
+        columns.add(present.contains(PROBLEM) ? input.col(PROBLEM)
+                : functions.lit(null).cast(DataTypes.StringType).as(PROBLEM));
+        columns.add(present.contains(TENSOR_FILE) ? input.col(TENSOR_FILE)
+                : functions.lit(null).cast(DataTypes.StringType).as(TENSOR_FILE));
+        columns.add(present.contains(TENSOR_POSITIONS) ? input.col(TENSOR_POSITIONS)
+                : functions.lit(null).cast(POSITIONS_TYPE).as(TENSOR_POSITIONS));
         carry.forEach(f -> columns.add(input.col(f.name())));
         StructType schema = outputSchema(options, new StructType(carry.toArray(StructField[]::new)));
-        MobaTimings timings = new MobaTimings(input.sparkSession().sparkContext());
-        Dataset<Row> all = input.select(columns.toArray(Column[]::new))
-                .mapPartitions(new MobaPartitions(options, timings, carry.size()), Encoders.row(schema));
-        return new MobaResult(all, timings);
+        return input.select(columns.toArray(Column[]::new))
+                .mapPartitions(new MobaPartitions(options, timings, carry.size(), new SerializableConfiguration(
+                        input.sparkSession().sparkContext().hadoopConfiguration()), computes), Encoders.row(schema));
     }
 
     /** The result's columns for an input of {@code input}'s columns, after {@link #attention}'s checks. */
@@ -76,7 +111,7 @@ public final class MobaDataset {
         Set<String> tensorColumns = Set.of(ScoreSchema.INPUT.fieldNames());
         List<StructField> carry = new ArrayList<>();
         for (StructField f : input.fields()) {
-            if (tensorColumns.contains(f.name()) || f.name().equals(PROBLEM)) {
+            if (tensorColumns.contains(f.name()) || OPTIONAL_INPUT.containsKey(f.name())) {
                 continue;
             }
             if (reserved.contains(f.name())) {
@@ -100,7 +135,7 @@ public final class MobaDataset {
         return s;
     }
 
-    /** Every required column present with its type, and an optional {@value #PROBLEM} column a string. */
+    /** Every required column present with its type, and the optional ones, where present, with theirs. */
     static void checkInput(StructType schema) {
         List<String> problems = new ArrayList<>();
         Set<String> present = Set.of(schema.fieldNames());
@@ -115,10 +150,12 @@ public final class MobaDataset {
                 }
             }
         }
-        if (present.contains(PROBLEM) && !schema.apply(PROBLEM).dataType().equals(DataTypes.StringType)) {
-            problems.add("column '" + PROBLEM + "' is " + schema.apply(PROBLEM).dataType().simpleString()
-                    + ", expected string");
-        }
+        OPTIONAL_INPUT.forEach((name, type) -> {
+            if (present.contains(name) && !schema.apply(name).dataType().equals(type)) {
+                problems.add("column '" + name + "' is " + schema.apply(name).dataType().simpleString()
+                        + ", expected " + type.simpleString());
+            }
+        });
         if (!problems.isEmpty()) {
             throw new IllegalArgumentException("MoBA input " + String.join("; ", problems) + " (expected columns: "
                     + Arrays.stream(ScoreSchema.INPUT.fields()).map(f -> f.name() + " " + f.dataType().simpleString())

@@ -9,10 +9,18 @@ import java.util.Iterator;
 import java.util.List;
 import java.util.NoSuchElementException;
 import org.apache.spark.TaskContext;
+import org.apache.spark.util.TaskCompletionListener;
 import org.apache.spark.api.java.function.MapPartitionsFunction;
 import org.apache.spark.sql.Row;
 import org.apache.spark.sql.RowFactory;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import org.apache.spark.util.SerializableConfiguration;
 import org.moba.job.score.BadRecordException;
+import org.moba.job.score.BatchLoader;
+import org.moba.job.score.HostBuffers;
 import org.moba.job.score.ScoreSchema;
 import org.moba.job.score.TensorRecord;
 import org.moba.job.spark.DeviceAssignment;
@@ -27,32 +35,46 @@ import org.moba.kernels.MobaParams;
 import org.moba.kernels.PackedBatch;
 import org.moba.kernels.PhaseTimings;
 import org.moba.kernels.QualityMetrics;
-import org.moba.kernels.SequencePacker;
 
 /**
  * The executor side of {@link MobaDataset#attention} (and so of {@code score}): binds the task to its device (the GPU
  * address Spark assigned it, else a visible GPU, else the CPU; {@link DeviceAssignment}), takes the executor's pooled
- * backend for it ({@link ExecutorBackends}), validates the partition's records, packs consecutive good ones of the
- * same layout under the token budget, runs each batch through one backend call and yields one result row per input
- * record, lazily, batch by batch. With metrics, a batch is one {@link MobaAttention#compareWithDense} call: on the
- * GPU, q/k/v cross the link once and only the metric sums (and MoBA's output, when kept) come back.
+ * backend for it ({@link ExecutorBackends}), validates the partition's records, groups consecutive good ones of the
+ * same layout under the token budget, loads each group into one batch in a direct host buffer ({@link BatchLoader}:
+ * tensors still in files are read straight into place) and runs it through one backend call, yielding one result
+ * row per input record, lazily, batch by batch. Loading is pipelined: a loader thread reads batch i+1 while batch i
+ * runs on the device and its rows are written. With metrics, a batch is one {@link MobaAttention#compareWithDense}
+ * call: on the GPU, q/k/v cross the link once and only the metric sums (and MoBA's output, when kept) come back.
  * <p>Input rows: the nine {@link ScoreSchema#INPUT} columns, then {@link MobaDataset#PROBLEM} (null, or why a reader
- * found the record unreadable), then the columns carried through unchanged. Output rows: {@link ScoreSchema#RESULT},
- * then {@code selected} when asked for, then the carried columns.
+ * found the record unreadable), {@link MobaDataset#TENSOR_FILE} and {@link MobaDataset#TENSOR_POSITIONS} (null, or
+ * where the record's q, k and v lie in a file), then the columns carried through unchanged. Output rows:
+ * {@link ScoreSchema#RESULT}, then {@code selected} when asked for, then the carried columns.
  */
 final class MobaPartitions implements MapPartitionsFunction<Row, Row> {
     private static final long serialVersionUID = 1L;
-    /** Where the carried columns start in an input row: after the tensor columns and the problem column. */
-    static final int INPUT_CARRY = ScoreSchema.INPUT.size() + 1;
+    /** Where the problem and file columns are in an input row: after the tensor columns. */
+    static final int INPUT_PROBLEM = ScoreSchema.INPUT.size();
+    static final int INPUT_FILE = INPUT_PROBLEM + 1;
+    static final int INPUT_POSITIONS = INPUT_PROBLEM + 2;
+    /** Where the carried columns start in an input row. */
+    static final int INPUT_CARRY = INPUT_PROBLEM + 3;
+    /** Batches planned ahead of the one running: one loading while one runs. */
+    private static final int LOAD_AHEAD = 2;
 
     private final MobaOptions options;
     private final MobaTimings timings;
     private final int carried;
+    private final SerializableConfiguration hadoop;
+    /** False for {@link MobaDataset#loadOnly}: batches are loaded and dropped, and no rows come out. */
+    private final boolean computes;
 
-    MobaPartitions(MobaOptions options, MobaTimings timings, int carried) {
+    MobaPartitions(MobaOptions options, MobaTimings timings, int carried, SerializableConfiguration hadoop,
+                   boolean computes) {
         this.options = options;
         this.timings = timings;
         this.carried = carried;
+        this.hadoop = hadoop;
+        this.computes = computes;
     }
 
     @Override
@@ -61,11 +83,24 @@ final class MobaPartitions implements MapPartitionsFunction<Row, Row> {
         String requested = options.backend();
         DeviceAssignment a = DeviceAssignment.forTask(requested, task, DeviceSlots.visibleDevices(requested));
         MobaAttention backend = ExecutorBackends.get(a);
-        return new Rows(input, backend, TaskDevice.of(task, a, backend));
+        Rows rows = new Rows(input, backend, TaskDevice.of(task, a, backend), task == null ? -1
+                : task.partitionId());
+        if (task != null) {
+            task.addTaskCompletionListener((TaskCompletionListener) t -> rows.close());
+        }
+        return rows;
     }
 
     /** A record and the input row it came from (for the carried columns). */
     private record Pending(TensorRecord record, Row source) {
+    }
+
+    /** A group of records planned into one batch: rows rejected while planning, and the load of the good ones. */
+    private record Planned(List<Row> rejected, List<Pending> group, Future<Timed> load) {
+    }
+
+    /** A load and the milliseconds it took on the loader thread. */
+    private record Timed(BatchLoader.Loaded loaded, double ms) {
     }
 
     private final class Rows implements Iterator<Row> {
@@ -74,18 +109,32 @@ final class MobaPartitions implements MapPartitionsFunction<Row, Row> {
         private final TaskDevice device;
         private final MobaParams params = options.params();
         private final Deque<Row> ready = new ArrayDeque<>();
+        private final Deque<Planned> planned = new ArrayDeque<>();
+        private final ExecutorService loaderThread;
+        private final BatchLoader loader;
         private Pending lookahead;
+        private boolean closed;
 
-        Rows(Iterator<Row> input, MobaAttention backend, TaskDevice device) {
+        Rows(Iterator<Row> input, MobaAttention backend, TaskDevice device, int partition) {
             this.input = input;
             this.backend = backend;
             this.device = device;
+            this.loader = new BatchLoader(hadoop.value(), options.checkFinite(),
+                    options.badRecords() == MobaOptions.BadRecords.FAIL, HostBuffers.executor());
+            this.loaderThread = Executors.newSingleThreadExecutor(r -> {
+                Thread t = new Thread(r, "moba loader, partition " + partition);
+                t.setDaemon(true);
+                return t;
+            });
         }
 
         @Override
         public boolean hasNext() {
-            while (ready.isEmpty() && (lookahead != null || input.hasNext())) {
-                fill();
+            while (ready.isEmpty() && !closed && (!planned.isEmpty() || lookahead != null || input.hasNext())) {
+                step();
+            }
+            if (ready.isEmpty()) {
+                close();
             }
             return !ready.isEmpty();
         }
@@ -98,17 +147,78 @@ final class MobaPartitions implements MapPartitionsFunction<Row, Row> {
             return ready.poll();
         }
 
+        /** Plans batches up to {@value #LOAD_AHEAD} ahead, then runs the oldest once it is loaded. */
+        private void step() {
+            while (planned.size() < LOAD_AHEAD && (lookahead != null || input.hasNext())) {
+                planned.add(plan());
+            }
+            Planned p = planned.poll();
+            ready.addAll(p.rejected());
+            if (p.load() == null) {
+                return;
+            }
+            Timed t = await(p.load());
+            BatchLoader.Loaded loaded = t.loaded();
+            timings.loadMs.add(t.ms());
+            timings.loadedBytes.add(loaded.bytes());
+            if (!computes) {
+                loaded.release();
+                ready.clear();
+                return;
+            }
+            try {
+                for (BatchLoader.Rejected r : loaded.rejected()) {
+                    Pending bad = p.group().get(r.index());
+                    ready.add(rejectedRow(bad, r.reason()));
+                }
+                if (loaded.batch() != null) {
+                    List<Pending> kept = loaded.kept().stream().map(p.group()::get).toList();
+                    run(loaded.batch(), kept);
+                }
+            } finally {
+                loaded.release();
+            }
+        }
+
+        private Timed await(Future<Timed> load) {
+            long start = System.nanoTime();
+            try {
+                return load.get();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new IllegalStateException("interrupted while loading a batch", e);
+            } catch (ExecutionException e) {
+                if (e.getCause() instanceof RuntimeException r) {
+                    throw r; // a bad record under --bad-records fail keeps its own message
+                }
+                throw new IllegalStateException("loading a batch failed", e.getCause());
+            } finally {
+                timings.loadWaitMs.add((System.nanoTime() - start) / 1e6);
+            }
+        }
+
         private Pending read(Row r) {
-            String problem = r.isNullAt(INPUT_CARRY - 1) ? null : r.getString(INPUT_CARRY - 1);
+            String problem = r.isNullAt(INPUT_PROBLEM) ? null : r.getString(INPUT_PROBLEM);
             if (problem != null) {
                 return new Pending(TensorRecord.broken(r.getString(0), problem), r);
+            }
+            if (!r.isNullAt(INPUT_FILE) && r.isNullAt(6)) {
+                List<Long> at = r.getList(INPUT_POSITIONS);
+                return new Pending(TensorRecord.inFile(r.getString(0), r.getInt(1), r.getString(2), r.getInt(3),
+                        r.getInt(4), r.getInt(5), new TensorRecord.FileTensors(r.getString(INPUT_FILE), at.get(0),
+                                at.get(1), at.get(2))), r);
             }
             return new Pending(TensorRecord.of(r.getString(0), r.getInt(1), r.getString(2), r.getInt(3), r.getInt(4),
                     r.getInt(5), (byte[]) r.get(6), (byte[]) r.get(7), (byte[]) r.get(8)), r);
         }
 
-        /** Gathers one batch of good records (rejecting bad ones on the way) and runs it. */
-        private void fill() {
+        /**
+         * Takes the input's next records up to the token budget (one layout), rejecting structurally bad ones on the
+         * way, and queues the load of the good ones.
+         */
+        private Planned plan() {
+            long start = System.nanoTime();
+            List<Row> rejected = new ArrayList<>();
             List<Pending> group = new ArrayList<>();
             BatchLayout layout = null;
             long tokens = 0;
@@ -116,17 +226,14 @@ final class MobaPartitions implements MapPartitionsFunction<Row, Row> {
                 Pending p = lookahead != null ? lookahead : read(input.next());
                 lookahead = null;
                 TensorRecord r = p.record();
-                long decodeStart = System.nanoTime();
                 try {
-                    r.validate(options.checkFinite());
-                    timings.decodeMs.add((System.nanoTime() - decodeStart) / 1e6);
+                    // Sizes and shapes here; values once loaded, by the loader.
+                    r.validate(false);
                 } catch (BadRecordException e) {
                     if (options.badRecords() == MobaOptions.BadRecords.FAIL) {
                         throw e;
                     }
-                    timings.rejected.add(1);
-                    ready.add(row(p.source(), r.id(), null, null, null, null, null, null, null, null, e.reason(),
-                            ScoreSchema.REJECTED));
+                    rejected.add(rejectedRow(p, e.reason()));
                     continue;
                 }
                 BatchLayout l = r.layout();
@@ -138,16 +245,53 @@ final class MobaPartitions implements MapPartitionsFunction<Row, Row> {
                 group.add(p);
                 tokens += r.length();
             }
-            if (!group.isEmpty()) {
-                long packStart = System.nanoTime();
-                SequencePacker.Packed packed = TensorRecord.pack(group.stream().map(Pending::record).toList(), layout);
-                timings.decodeMs.add((System.nanoTime() - packStart) / 1e6);
-                run(packed, layout, group);
+            timings.decodeMs.add((System.nanoTime() - start) / 1e6);
+            if (group.isEmpty()) {
+                return new Planned(rejected, group, null);
             }
+            List<TensorRecord> records = group.stream().map(Pending::record).toList();
+            BatchLayout batchLayout = layout;
+            Future<Timed> load = loaderThread.submit(() -> {
+                long t0 = System.nanoTime();
+                BatchLoader.Loaded loaded = loader.load(records, batchLayout);
+                return new Timed(loaded, (System.nanoTime() - t0) / 1e6);
+            });
+            return new Planned(rejected, group, load);
         }
 
-        private void run(SequencePacker.Packed packed, BatchLayout layout, List<Pending> group) {
-            PackedBatch batch = packed.batch();
+        private Row rejectedRow(Pending p, String reason) {
+            timings.rejected.add(1);
+            return row(p.source(), p.record().id(), null, null, null, null, null, null, null, null, reason,
+                    ScoreSchema.REJECTED);
+        }
+
+        /**
+         * Stops the loader thread and gives back the buffers of batches loaded but not run (a failed or cancelled
+         * task); idempotent, and called when the rows run out or the task completes.
+         */
+        void close() {
+            if (closed) {
+                return;
+            }
+            closed = true;
+            for (Planned p : planned) {
+                if (p.load() != null && !p.load().cancel(true)) {
+                    try {
+                        p.load().get().loaded().release();
+                    } catch (InterruptedException e) {
+                        Thread.currentThread().interrupt();
+                    } catch (ExecutionException | java.util.concurrent.CancellationException e) {
+                        // Its failure is reported by the batch that waited for it, if any.
+                    }
+                }
+            }
+            planned.clear();
+            loaderThread.shutdownNow();
+            loader.close();
+        }
+
+        private void run(PackedBatch batch, List<Pending> group) {
+            BatchLayout layout = batch.layout();
             MobaOutput moba;
             List<QualityMetrics> metrics = null;
             if (options.metrics()) {
@@ -176,7 +320,7 @@ final class MobaPartitions implements MapPartitionsFunction<Row, Row> {
                 int length = batch.seqLength(b);
                 QualityMetrics q = metrics == null ? null : metrics.get(b);
                 // Straight from the batch's outputs into the row's bytes: no per-sequence arrays in between.
-                ready.add(row(group.get(b).source(), packed.ids().get(b), length, layout.dtype().label(), heads,
+                ready.add(row(group.get(b).source(), group.get(b).record().id(), length, layout.dtype().label(), heads,
                         layout.headDim(),
                         options.outputs() ? TensorRecord.bytes(moba.out(), start * outRow, length * outRow) : null,
                         options.outputs() ? TensorRecord.bytes(moba.lse(), start * heads, length * heads) : null,

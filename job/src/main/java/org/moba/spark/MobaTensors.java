@@ -1,9 +1,12 @@
 package org.moba.spark;
 
+import java.io.IOException;
+import java.io.Serializable;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
+import java.util.ArrayList;
+import java.util.Iterator;
 import java.util.List;
-import org.apache.spark.api.java.JavaRDD;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.apache.spark.sql.Dataset;
 import org.apache.spark.sql.Row;
@@ -12,6 +15,10 @@ import org.apache.spark.sql.SparkSession;
 import org.apache.spark.sql.types.DataTypes;
 import org.apache.spark.sql.types.StructField;
 import org.apache.spark.sql.types.StructType;
+import scala.Tuple2;
+import org.apache.spark.util.SerializableConfiguration;
+import org.moba.job.score.FileRanges;
+import org.moba.job.score.InputFiles;
 import org.moba.job.score.Safetensors;
 import org.moba.job.score.ScoreSchema;
 import org.moba.job.score.TensorRecord;
@@ -23,8 +30,11 @@ import org.moba.kernels.DType;
  * columns back into arrays. All tensors are little-endian, as {@link MobaDataset} documents.
  */
 public final class MobaTensors {
-    /** Safetensors input: {@link ScoreSchema#INPUT}, nullable (an unreadable file has no shape), plus
-     *  {@value MobaDataset#PROBLEM}. */
+    /**
+     * Input rows whose tensors may be elsewhere: {@link ScoreSchema#INPUT}, nullable (an unreadable file has no
+     * shape; a record in a file has no bytes in the row), plus {@value MobaDataset#PROBLEM},
+     * {@value MobaDataset#TENSOR_FILE} and {@value MobaDataset#TENSOR_POSITIONS}.
+     */
     public static final StructType SAFETENSORS_INPUT;
 
     static {
@@ -32,7 +42,13 @@ public final class MobaTensors {
         for (StructField f : ScoreSchema.INPUT.fields()) {
             s = s.add(f.name(), f.dataType(), true);
         }
-        SAFETENSORS_INPUT = s.add(MobaDataset.PROBLEM, DataTypes.StringType, true);
+        SAFETENSORS_INPUT = s.add(MobaDataset.PROBLEM, DataTypes.StringType, true)
+                .add(MobaDataset.TENSOR_FILE, DataTypes.StringType, true)
+                .add(MobaDataset.TENSOR_POSITIONS, MobaDataset.POSITIONS_TYPE, true);
+    }
+
+    /** Sequences of one file given to one task: {@code [from, to)} of its {@code contents}. */
+    private record Slice(String path, Safetensors.Contents contents, int from, int to) implements Serializable {
     }
 
     private MobaTensors() {
@@ -64,27 +80,91 @@ public final class MobaTensors {
     }
 
     /**
-     * The safetensors files under {@code path} (any Hadoop filesystem) as input rows, {@link #SAFETENSORS_INPUT}: each
-     * file holds {@code q [T, H, D]}, {@code k, v [T, Hkv, D]} (F16 or BF16) and optionally {@code cu_seqlens} (I32
-     * {@code [B+1]}; without it the file is one sequence); sequence {@code b} of file {@code name.safetensors} gets
-     * the id {@code name#b}. A file that cannot be read becomes one row with id {@code name} and the
+     * The safetensors files under {@code path} (any Hadoop filesystem; hidden names skipped) as input rows,
+     * {@link #SAFETENSORS_INPUT}: each file holds {@code q [T, H, D]}, {@code k, v [T, Hkv, D]} (F16 or BF16) and
+     * optionally {@code cu_seqlens} (I32 {@code [B+1]}; without it the file is one sequence); sequence {@code b} of
+     * file {@code name.safetensors} gets the id {@code name#b}. Only the headers are read here (in parallel tasks):
+     * a row names the file and where its q, k and v lie ({@value MobaDataset#TENSOR_FILE},
+     * {@value MobaDataset#TENSOR_POSITIONS}), and {@link MobaDataset#attention} reads those bytes straight into its
+     * batches. Rows come in slices of consecutive sequences of one file, about an even share of the tokens per
+     * default-parallelism slot. A file that cannot be read becomes one row with id {@code name} and the
      * {@value MobaDataset#PROBLEM}, so it is a bad record like any other.
+     *
+     * @throws IllegalArgumentException when {@code path} does not exist or cannot be listed
      */
     public static Dataset<Row> readSafetensors(SparkSession spark, String path) {
         JavaSparkContext jsc = JavaSparkContext.fromSparkContext(spark.sparkContext());
-        JavaRDD<Row> rows = jsc.binaryFiles(path).flatMap(f -> {
-            String name = f._1().substring(f._1().lastIndexOf('/') + 1).replaceAll("\\.safetensors$", "");
-            return Safetensors.read(name, f._2().toArray()).stream().map(MobaTensors::safetensorsRow).iterator();
-        });
-        return spark.createDataFrame(rows, SAFETENSORS_INPUT);
+        List<String> files;
+        try {
+            files = InputFiles.list(jsc.hadoopConfiguration(), path);
+        } catch (IOException e) {
+            throw new IllegalArgumentException("cannot list " + path + ": " + e, e);
+        }
+        if (files == null) {
+            throw new IllegalArgumentException(path + " does not exist");
+        }
+        if (files.isEmpty()) {
+            return spark.createDataFrame(List.of(), SAFETENSORS_INPUT);
+        }
+        SerializableConfiguration hadoop = new SerializableConfiguration(jsc.hadoopConfiguration());
+        List<Tuple2<String, Object>> described = jsc.parallelize(files, Math.min(files.size(),
+                jsc.defaultParallelism())).map(f -> {
+                    try (FileRanges in = FileRanges.open(f, hadoop.value())) {
+                        return new Tuple2<String, Object>(f, Safetensors.describe(in));
+                    } catch (IOException | RuntimeException e) {
+                        return new Tuple2<String, Object>(f, "unreadable safetensors file: " + e.getMessage());
+                    }
+                }).collect();
+        List<Row> broken = new ArrayList<>();
+        List<Slice> slices = new ArrayList<>();
+        long tokens = described.stream().filter(d -> d._2() instanceof Safetensors.Contents)
+                .mapToLong(d -> ((Safetensors.Contents) d._2()).qTokens()).sum();
+        long perSlice = Math.max(1, tokens / Math.max(1, jsc.defaultParallelism()));
+        for (Tuple2<String, Object> d : described) {
+            if (d._2() instanceof Safetensors.Contents c) {
+                slices.addAll(slices(d._1(), c, perSlice));
+            } else {
+                broken.add(RowFactory.create(name(d._1()), null, null, null, null, null, null, null, null, d._2(),
+                        null, null));
+            }
+        }
+        Dataset<Row> rows = spark.createDataFrame(jsc.parallelize(slices, Math.max(1, slices.size()))
+                .flatMap(MobaTensors::rows), SAFETENSORS_INPUT);
+        return broken.isEmpty() ? rows : rows.union(spark.createDataFrame(broken, SAFETENSORS_INPUT).coalesce(1));
     }
 
-    private static Row safetensorsRow(TensorRecord r) {
-        if (r.problem() != null) {
-            return RowFactory.create(r.id(), null, null, null, null, null, null, null, null, r.problem());
+    /** A file's sequences in consecutive slices of about {@code perSlice} tokens (a longer sequence alone). */
+    private static List<Slice> slices(String path, Safetensors.Contents c, long perSlice) {
+        List<Slice> out = new ArrayList<>();
+        int from = 0;
+        for (int b = 0; b < c.sequences(); b++) {
+            if (b > from && c.cuSeqlens()[b + 1] - c.cuSeqlens()[from] > perSlice) {
+                out.add(new Slice(path, c, from, b));
+                from = b;
+            }
         }
-        return RowFactory.create(r.id(), r.length(), r.dtype(), r.heads(), r.kvHeads(), r.headDim(), r.q(), r.k(),
-                r.v(), null);
+        if (c.sequences() > from || out.isEmpty()) {
+            out.add(new Slice(path, c, from, c.sequences()));
+        }
+        return out;
+    }
+
+    private static Iterator<Row> rows(Slice s) {
+        Safetensors.Contents c = s.contents();
+        BatchLayout l = c.layout();
+        String name = name(s.path());
+        List<Row> rows = new ArrayList<>();
+        for (int b = s.from(); b < s.to(); b++) {
+            long[] at = c.positions(b);
+            rows.add(RowFactory.create(name + "#" + b, c.length(b), l.dtype().label(), l.heads(), l.kvHeads(),
+                    l.headDim(), null, null, null, null, s.path(), List.of(at[0], at[1], at[2])));
+        }
+        return rows.iterator();
+    }
+
+    /** The file's name without its folder and its {@code .safetensors} suffix. */
+    private static String name(String path) {
+        return path.substring(path.lastIndexOf('/') + 1).replaceAll("\\.safetensors$", "");
     }
 
     /** {@code out} (or {@code q, k, v}) bytes as float values of {@code dtype}. */

@@ -11,10 +11,12 @@ import org.apache.spark.util.LongAccumulator;
  * Where the executors' time goes, as named Spark accumulators: each task adds its own share, so the Spark UI's stage
  * page shows them per task and summed, and the event log records them with every task and stage ("Accumulables",
  * by these names). Phases, from {@link org.moba.kernels.DenseComparison} (or the forward pass's timings when no
- * metrics are asked for): decoding records (validation, and copying the valid ones' bytes into the batch's 16-bit
- * arrays), host<->device copies ({@code h2d + d2h}; zero on the CPU backend), kernels (MoBA, and dense attention when
+ * metrics are asked for): decoding records (taking rows from the input and checking their shapes, on the task's
+ * thread), loading them (tensor bytes read from files or copied from rows into the batch's host buffer and checked for
+ * NaN/infinity, on a loader thread that works on the next batch while the current one runs), waiting for a load (the
+ * part of loading the pipeline did not hide), host<->device copies ({@code h2d + d2h}; zero on the CPU backend), kernels (MoBA, and dense attention when
  * the metrics are on), the quality metrics (a device kernel on the GPU, host math on the CPU) and building the result
- * rows. Counters: tokens and sequences computed, records rejected, batches run.
+ * rows. Counters: tokens and sequences computed, records rejected, batches run, tensor bytes loaded.
  * <p>One set per {@link MobaDataset#attention} call; a result Dataset computed twice (two actions, no cache) counts
  * twice.
  */
@@ -24,10 +26,13 @@ public final class MobaTimings implements Serializable {
     public static final String PREFIX = "moba ";
 
     final DoubleAccumulator decodeMs;
+    final DoubleAccumulator loadMs;
+    final DoubleAccumulator loadWaitMs;
     final DoubleAccumulator copyMs;
     final DoubleAccumulator kernelMs;
     final DoubleAccumulator metricsMs;
     final DoubleAccumulator rowsMs;
+    final LongAccumulator loadedBytes;
     final LongAccumulator tokens;
     final LongAccumulator sequences;
     final LongAccumulator rejected;
@@ -35,20 +40,27 @@ public final class MobaTimings implements Serializable {
 
     MobaTimings(SparkContext sc) {
         decodeMs = sc.doubleAccumulator(PREFIX + "decode ms");
+        loadMs = sc.doubleAccumulator(PREFIX + "load ms");
+        loadWaitMs = sc.doubleAccumulator(PREFIX + "load wait ms");
         copyMs = sc.doubleAccumulator(PREFIX + "host<->device copy ms");
         kernelMs = sc.doubleAccumulator(PREFIX + "kernel ms");
         metricsMs = sc.doubleAccumulator(PREFIX + "quality metrics ms");
         rowsMs = sc.doubleAccumulator(PREFIX + "result rows ms");
+        loadedBytes = sc.longAccumulator(PREFIX + "loaded bytes");
         tokens = sc.longAccumulator(PREFIX + "tokens");
         sequences = sc.longAccumulator(PREFIX + "sequences");
         rejected = sc.longAccumulator(PREFIX + "rejected records");
         batches = sc.longAccumulator(PREFIX + "batches");
     }
 
-    /** Summed milliseconds per phase (keys {@code decodeMs, copyMs, kernelMs, metricsMs, rowsMs}). */
+    /**
+     * Summed milliseconds per phase (keys {@code decodeMs, loadMs, loadWaitMs, copyMs, kernelMs, metricsMs, rowsMs}).
+     */
     public Map<String, Object> phasesMs() {
         Map<String, Object> m = new LinkedHashMap<>();
         m.put("decodeMs", decodeMs.sum());
+        m.put("loadMs", loadMs.sum());
+        m.put("loadWaitMs", loadWaitMs.sum());
         m.put("copyMs", copyMs.sum());
         m.put("kernelMs", kernelMs.sum());
         m.put("metricsMs", metricsMs.sum());
@@ -56,18 +68,23 @@ public final class MobaTimings implements Serializable {
         return m;
     }
 
-    /** {@link #phasesMs} plus the counters ({@code tokens, sequences, rejected, batches}). */
+    /** {@link #phasesMs} plus the counters ({@code tokens, sequences, rejected, batches, loadedBytes}). */
     public Map<String, Object> asMap() {
         Map<String, Object> m = phasesMs();
         m.put("tokens", tokens.sum());
         m.put("sequences", sequences.sum());
         m.put("rejected", rejected.sum());
         m.put("batches", batches.sum());
+        m.put("loadedBytes", loadedBytes.sum());
         return m;
     }
 
     public double copyMsTotal() {
         return copyMs.sum();
+    }
+
+    public long loadedBytesTotal() {
+        return loadedBytes.sum();
     }
 
     public long tokensTotal() {

@@ -57,8 +57,10 @@ public final class GenCommand implements Callable<Integer> {
     @Option(names = "--partitions", defaultValue = "4", description = "output files (default: ${DEFAULT-VALUE})")
     int partitions;
 
-    @Option(names = "--format", defaultValue = "parquet",
-            description = "${COMPLETION-CANDIDATES} (default: ${DEFAULT-VALUE})")
+    @Option(names = "--format", defaultValue = "safetensors",
+            description = "${COMPLETION-CANDIDATES}. safetensors: one file per partition, which score reads straight"
+                    + " into its batches; parquet: one row per sequence with the tensors as binary cells"
+                    + " (default: ${DEFAULT-VALUE})")
     InputFormat format;
 
     @Option(names = "--out", required = true, description = "output folder on any Hadoop filesystem (new or empty;"
@@ -94,7 +96,7 @@ public final class GenCommand implements Callable<Integer> {
                     Path file = new Path(root, "part-" + TaskContext.getPartitionId() + ".safetensors");
                     FileSystem fs = file.getFileSystem(hadoop.value());
                     try (FSDataOutputStream os = fs.create(file, true)) {
-                        os.write(Safetensors.write(new SequencePacker(layout, Integer.MAX_VALUE).concat(seqs).batch()));
+                        Safetensors.write(new SequencePacker(layout, Integer.MAX_VALUE).concat(seqs).batch(), os);
                     }
                     return List.of(1).iterator();
                 }).count();

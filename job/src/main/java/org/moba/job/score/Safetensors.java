@@ -5,10 +5,12 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.io.ByteArrayOutputStream;
 import java.io.IOException;
+import java.io.OutputStream;
+import java.nio.channels.Channels;
+import java.nio.channels.WritableByteChannel;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.charset.StandardCharsets;
-import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Locale;
@@ -21,34 +23,66 @@ import org.moba.kernels.PackedBatch;
  * {@code [T, H, D]}, {@code k}, {@code v} {@code [T, Hkv, D]} (F16 or BF16) and optionally {@code cu_seqlens}
  * (I32 {@code [B+1]}; without it the file is one sequence). Sequence {@code b} of file {@code name} gets the id
  * {@code name#b}. The format: an 8-byte little-endian header length, a JSON header mapping tensor names to
- * {@code dtype}, {@code shape} and {@code data_offsets}, then the data.
+ * {@code dtype}, {@code shape} and {@code data_offsets}, then the data. Reading takes the header only
+ * ({@link #describe}): the tensors stay in the file until a task reads its sequences' byte ranges.
  */
 public final class Safetensors {
     private static final ObjectMapper JSON = new ObjectMapper();
+    /** Headers above this size are refused rather than read into memory. */
+    private static final long MAX_HEADER = 100L << 20;
 
     private Safetensors() {
     }
 
-    /** Splits one file into records; a file that cannot be read yields one broken record naming the problem. */
-    public static List<TensorRecord> read(String name, byte[] file) {
-        try {
-            return parse(name, file);
-        } catch (IOException | RuntimeException e) {
-            return List.of(TensorRecord.broken(name, "unreadable safetensors file: " + e.getMessage()));
+    /**
+     * What one file holds: the layout of its tensors, its {@code cu_seqlens} and the absolute byte positions where
+     * q, k and v begin. Sequence {@code b}'s q lies at {@code qStart + cu[b] x qRowBytes}, for {@code length x
+     * qRowBytes} bytes; k and v likewise with the kv row.
+     */
+    public record Contents(BatchLayout layout, int[] cuSeqlens, long qStart, long kStart, long vStart)
+            implements java.io.Serializable {
+        public int sequences() {
+            return cuSeqlens.length - 1;
+        }
+
+        /** Tokens of the packed tensors (the last cu_seqlens entry). */
+        public long qTokens() {
+            return cuSeqlens[cuSeqlens.length - 1];
+        }
+
+        public int length(int b) {
+            return cuSeqlens[b + 1] - cuSeqlens[b];
+        }
+
+        /** Where sequence {@code b}'s q, k and v start in the file. */
+        public long[] positions(int b) {
+            long qRow = 2L * layout.qElementsPerToken();
+            long kvRow = 2L * layout.kvElementsPerToken();
+            return new long[] {qStart + cuSeqlens[b] * qRow, kStart + cuSeqlens[b] * kvRow,
+                    vStart + cuSeqlens[b] * kvRow};
         }
     }
 
-    private static List<TensorRecord> parse(String name, byte[] file) throws IOException {
-        if (file.length < 8) {
-            throw new MobaInputException("file has " + file.length + " bytes, less than its 8-byte header length");
+    /**
+     * Reads a file's header (and cu_seqlens) and checks that its tensors agree with each other and lie inside the
+     * file, with the batch model's own rules and messages for cu_seqlens.
+     *
+     * @throws IOException        when the file cannot be read
+     * @throws MobaInputException when the header does not describe a valid batch
+     */
+    public static Contents describe(FileRanges file) throws IOException {
+        long fileLength = file.length();
+        if (fileLength < 8) {
+            throw new MobaInputException("file has " + fileLength + " bytes, less than its 8-byte header length");
         }
-        long headerLength = ByteBuffer.wrap(file, 0, 8).order(ByteOrder.LITTLE_ENDIAN).getLong();
-        if (headerLength < 2 || 8 + headerLength > file.length) {
+        long headerLength = read(file, 0, 8).getLong();
+        if (headerLength < 2 || headerLength > MAX_HEADER || 8 + headerLength > fileLength) {
             throw new MobaInputException("header length " + headerLength + " does not fit the file's "
-                    + file.length + " bytes");
+                    + fileLength + " bytes");
         }
-        JsonNode header = JSON.readTree(new String(file, 8, (int) headerLength, StandardCharsets.UTF_8));
-        int dataStart = 8 + (int) headerLength;
+        ByteBuffer headerBytes = read(file, 8, (int) headerLength);
+        JsonNode header = JSON.readTree(new String(headerBytes.array(), StandardCharsets.UTF_8));
+        long dataStart = 8 + headerLength;
         JsonNode q = tensor(header, "q");
         String dtype = q.get("dtype").asText();
         String dt = switch (dtype.toUpperCase(Locale.ROOT)) {
@@ -69,32 +103,32 @@ public final class Safetensors {
                         + ", q has " + dtype);
             }
         }
-        int tokens = (int) qShape[0];
-        int[] cu = header.has("cu_seqlens") ? cuSeqlens(header.get("cu_seqlens"), file, dataStart)
+        int tokens = Math.toIntExact(qShape[0]);
+        BatchLayout layout = new BatchLayout(org.moba.kernels.DType.parse(dt), Math.toIntExact(qShape[1]),
+                Math.toIntExact(kShape[1]), Math.toIntExact(qShape[2]));
+        long qStart = start(q, "q", 2L * tokens * layout.qElementsPerToken(), dataStart, fileLength);
+        long kStart = start(tensor(header, "k"), "k", 2L * tokens * layout.kvElementsPerToken(), dataStart,
+                fileLength);
+        long vStart = start(tensor(header, "v"), "v", 2L * tokens * layout.kvElementsPerToken(), dataStart,
+                fileLength);
+        int[] cu = header.has("cu_seqlens") ? cuSeqlens(header.get("cu_seqlens"), file, dataStart, fileLength)
                 : new int[] {0, tokens};
-        BatchLayout layout = new BatchLayout(org.moba.kernels.DType.parse(dt), (int) qShape[1], (int) kShape[1],
-                (int) qShape[2]);
         int maxLen = 0;
         for (int b = 0; b + 1 < cu.length; b++) {
             maxLen = Math.max(maxLen, cu[b + 1] - cu[b]);
         }
-        byte[] qb = bytes(q, file, dataStart);
-        byte[] kb = bytes(tensor(header, "k"), file, dataStart);
-        byte[] vb = bytes(tensor(header, "v"), file, dataStart);
-        // Validates cu_seqlens and sizes against T with the batch model's own rules and messages.
-        PackedBatch batch = PackedBatch.of(layout, cu, maxLen, TensorRecord.shorts(qb), TensorRecord.shorts(kb),
-                TensorRecord.shorts(vb));
-        List<TensorRecord> out = new ArrayList<>();
-        int qRow = layout.qElementsPerToken() * 2;
-        int kvRow = layout.kvElementsPerToken() * 2;
-        for (int b = 0; b < batch.numSequences(); b++) {
-            int s = batch.seqStart(b);
-            int e = s + batch.seqLength(b);
-            out.add(TensorRecord.of(name + "#" + b, e - s, dt, layout.heads(), layout.kvHeads(), layout.headDim(),
-                    Arrays.copyOfRange(qb, s * qRow, e * qRow), Arrays.copyOfRange(kb, s * kvRow, e * kvRow),
-                    Arrays.copyOfRange(vb, s * kvRow, e * kvRow)));
+        PackedBatch.checkCuSeqlens(cu, maxLen);
+        if (cu[cu.length - 1] != tokens) {
+            throw new MobaInputException("cu_seqlens ends at " + cu[cu.length - 1] + ", but q holds " + tokens
+                    + " tokens");
         }
-        return out;
+        return new Contents(layout, cu, qStart, kStart, vStart);
+    }
+
+    private static ByteBuffer read(FileRanges file, long position, int bytes) throws IOException {
+        ByteBuffer b = ByteBuffer.allocate(bytes);
+        file.readFully(position, b);
+        return b.flip().order(ByteOrder.LITTLE_ENDIAN);
     }
 
     private static JsonNode tensor(JsonNode header, String name) {
@@ -117,53 +151,66 @@ public final class Safetensors {
         return out;
     }
 
-    private static byte[] bytes(JsonNode t, byte[] file, int dataStart) {
+    /** The absolute start of a tensor of {@code bytes} bytes, checked to lie inside the file. */
+    private static long start(JsonNode t, String name, long bytes, long dataStart, long fileLength) {
         long begin = t.get("data_offsets").get(0).asLong();
         long end = t.get("data_offsets").get(1).asLong();
-        if (begin < 0 || end < begin || dataStart + end > file.length) {
-            throw new MobaInputException("data_offsets " + t.get("data_offsets") + " fall outside the file");
+        if (begin < 0 || end < begin || dataStart + end > fileLength) {
+            throw new MobaInputException(name + " has data_offsets " + t.get("data_offsets")
+                    + ", outside the file's " + (fileLength - dataStart) + " data bytes");
         }
-        return Arrays.copyOfRange(file, dataStart + (int) begin, dataStart + (int) end);
+        if (end - begin != bytes) {
+            throw new MobaInputException(name + " has " + (end - begin) + " bytes, expected " + bytes
+                    + " for its shape " + t.get("shape"));
+        }
+        return dataStart + begin;
     }
 
-    private static int[] cuSeqlens(JsonNode t, byte[] file, int dataStart) {
-        if (!t.get("dtype").asText().equals("I32")) {
-            throw new MobaInputException("cu_seqlens has dtype " + t.get("dtype").asText() + ", expected I32");
+    private static int[] cuSeqlens(JsonNode t, FileRanges file, long dataStart, long fileLength) throws IOException {
+        if (!t.has("dtype") || !t.get("dtype").asText().equals("I32")) {
+            throw new MobaInputException("cu_seqlens has dtype " + t.get("dtype") + ", expected I32");
         }
-        byte[] raw = bytes(t, file, dataStart);
-        int[] cu = new int[raw.length / 4];
-        ByteBuffer.wrap(raw).order(ByteOrder.LITTLE_ENDIAN).asIntBuffer().get(cu);
+        long count = shape(t, "cu_seqlens", 1)[0];
+        long start = start(t, "cu_seqlens", 4 * count, dataStart, fileLength);
+        int[] cu = new int[Math.toIntExact(count)];
+        read(file, start, 4 * cu.length).asIntBuffer().get(cu);
         return cu;
     }
 
     /** Writes a packed batch in this layout (used by {@code gen} and tests). */
     public static byte[] write(PackedBatch batch) throws IOException {
-        String dt = batch.dtype() == org.moba.kernels.DType.FP16 ? "F16" : "BF16";
-        byte[] q = TensorRecord.bytes(batch.q());
-        byte[] k = TensorRecord.bytes(batch.k());
-        byte[] v = TensorRecord.bytes(batch.v());
-        ByteBuffer cuBuf = ByteBuffer.allocate(batch.cuSeqlens().length * 4).order(ByteOrder.LITTLE_ENDIAN);
-        cuBuf.asIntBuffer().put(batch.cuSeqlens());
-        byte[] cu = cuBuf.array();
-        ObjectNode header = JSON.createObjectNode();
-        long offset = 0;
-        int t = batch.totalTokens();
-        offset = entry(header, "q", dt, new long[] {t, batch.heads(), batch.headDim()}, offset, q.length);
-        offset = entry(header, "k", dt, new long[] {t, batch.kvHeads(), batch.headDim()}, offset, k.length);
-        offset = entry(header, "v", dt, new long[] {t, batch.kvHeads(), batch.headDim()}, offset, v.length);
-        entry(header, "cu_seqlens", "I32", new long[] {cu.length / 4}, offset, cu.length);
-        byte[] json = JSON.writeValueAsBytes(header);
         ByteArrayOutputStream out = new ByteArrayOutputStream();
-        out.write(ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN).putLong(json.length).array());
-        out.write(json);
-        out.write(q);
-        out.write(k);
-        out.write(v);
-        out.write(cu);
+        write(batch, out);
         return out.toByteArray();
     }
 
-    private static long entry(ObjectNode header, String name, String dtype, long[] shape, long offset, int bytes) {
+    /** Writes a packed batch in this layout to {@code out}, tensor by tensor (no copy of the whole file). */
+    public static void write(PackedBatch batch, OutputStream out) throws IOException {
+        String dt = batch.dtype() == org.moba.kernels.DType.FP16 ? "F16" : "BF16";
+        ByteBuffer cu = ByteBuffer.allocate(batch.cuSeqlens().length * 4).order(ByteOrder.LITTLE_ENDIAN);
+        cu.asIntBuffer().put(batch.cuSeqlens());
+        ObjectNode header = JSON.createObjectNode();
+        long offset = 0;
+        int t = batch.totalTokens();
+        offset = entry(header, "q", dt, new long[] {t, batch.heads(), batch.headDim()}, offset, 2 * batch.qElements());
+        offset = entry(header, "k", dt, new long[] {t, batch.kvHeads(), batch.headDim()}, offset,
+                2 * batch.kvElements());
+        offset = entry(header, "v", dt, new long[] {t, batch.kvHeads(), batch.headDim()}, offset,
+                2 * batch.kvElements());
+        entry(header, "cu_seqlens", "I32", new long[] {batch.cuSeqlens().length}, offset, cu.capacity());
+        byte[] json = JSON.writeValueAsBytes(header);
+        out.write(ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN).putLong(json.length).array());
+        out.write(json);
+        WritableByteChannel channel = Channels.newChannel(out);
+        for (ByteBuffer tensor : List.of(batch.qBytes(), batch.kBytes(), batch.vBytes(), cu.rewind())) {
+            while (tensor.hasRemaining()) {
+                channel.write(tensor);
+            }
+        }
+        out.flush();
+    }
+
+    private static long entry(ObjectNode header, String name, String dtype, long[] shape, long offset, long bytes) {
         ObjectNode e = header.putObject(name);
         e.put("dtype", dtype);
         var s = e.putArray("shape");

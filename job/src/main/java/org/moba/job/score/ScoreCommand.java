@@ -47,8 +47,9 @@ public final class ScoreCommand implements Callable<Integer> {
     @Option(names = "--input", required = true, description = "input path (local, hdfs://, s3a://, ...)")
     String input;
 
-    @Option(names = "--format", defaultValue = "parquet",
-            description = "${COMPLETION-CANDIDATES} (default: ${DEFAULT-VALUE})")
+    @Option(names = "--format", defaultValue = "auto",
+            description = "${COMPLETION-CANDIDATES}. auto: safetensors when every input file ends in .safetensors,"
+                    + " else Parquet (default: ${DEFAULT-VALUE})")
     InputFormat format;
 
     @Option(names = "--out", defaultValue = "results/score", description = "output folder (default: ${DEFAULT-VALUE})")
@@ -113,14 +114,16 @@ public final class ScoreCommand implements Callable<Integer> {
             }
             LOG.info("score: {} partition(s) from {}, backend {}, {}", records.rdd().getNumPartitions(), input,
                     backend.name(), options.params());
-            Map<String, Object> bound = measureBound ? measureBound(spark, records) : Map.of();
+            Map<String, Object> bound = measureBound ? measureBound(spark, records, options) : Map.of();
             // The whole computation is the Dataset API's: this command only reads files and writes results.
             MobaResult result = MobaDataset.attention(records, options);
             long start = System.nanoTime();
             JobOutput output = new JobOutput(run);
             String table = output.path("score.parquet");
             try {
-                result.all().write().mode(SaveMode.Overwrite).partitionBy("outcome").parquet(table);
+                // out and lse are 16/32-bit floats that do not compress: writing them as they are saves a codec pass.
+                result.all().write().mode(SaveMode.Overwrite).option("compression", "none").partitionBy("outcome")
+                        .parquet(table);
             } catch (Exception e) { // SparkException is checked, but Spark also throws it sneakily
                 String bad = badRecordMessage(e);
                 if (bad != null) {
@@ -146,9 +149,10 @@ public final class ScoreCommand implements Callable<Integer> {
     /**
      * The passes {@code --measure-bound} times before scoring: every input file read whole without decoding
      * ({@code rawRead*}: the bytes storage must deliver, the physical floor of the read side) and a decode-only pass
-     * over the records ({@code decodeOnly*}: what our reader adds on top of it).
+     * over the records ({@code decodeOnly*}: reading and checking every record's tensors into host buffers exactly as
+     * scoring does, without computing; what our reader adds on top of the raw read).
      */
-    private Map<String, Object> measureBound(SparkSession spark, Dataset<Row> records) {
+    private Map<String, Object> measureBound(SparkSession spark, Dataset<Row> records, MobaOptions options) {
         Map<String, Object> m = new LinkedHashMap<>();
         long start = System.nanoTime();
         long rawBytes = ScoreInput.readRaw(spark, ScoreInput.files(spark, input));

@@ -60,8 +60,15 @@ final class ScoreInput {
     static Dataset<Row> read(SparkSession spark, String input, InputFormat format, MobaOptions.BadRecords badRecords) {
         JavaSparkContext jsc = JavaSparkContext.fromSparkContext(spark.sparkContext());
         List<String> files = files(spark, input);
-        if (format == InputFormat.SAFETENSORS) {
-            // Safetensors.read turns an unreadable file into a broken record itself.
+        InputFormat resolved;
+        try {
+            resolved = format.of(files);
+        } catch (IllegalArgumentException e) {
+            throw JobException.badInput("input mixes formats", "--input", input + " (" + e.getMessage() + ")",
+                    "keep one format per input folder, or name it with --format");
+        }
+        if (resolved == InputFormat.SAFETENSORS) {
+            // Only headers are read here; an unreadable file becomes a broken record.
             return MobaTensors.readSafetensors(spark, input);
         }
         List<Tuple2<String, String>> unreadable = unreadableParquet(jsc, files);
@@ -71,7 +78,7 @@ final class ScoreInput {
                     "replace or remove it, or rerun with --bad-records skip to list such files in the rejects");
         }
         List<Row> broken = unreadable.stream().map(u -> RowFactory.create(u._1(), null, null, null, null, null, null,
-                null, null, "unreadable Parquet file: " + u._2())).toList();
+                null, null, "unreadable Parquet file: " + u._2(), null, null)).toList();
         List<String> readable = new ArrayList<>(files);
         unreadable.forEach(u -> readable.remove(u._1()));
         Dataset<Row> records = readable.isEmpty() ? spark.createDataFrame(List.of(), MobaTensors.SAFETENSORS_INPUT)
@@ -84,7 +91,7 @@ final class ScoreInput {
     static List<String> files(SparkSession spark, String input) {
         List<String> files;
         try {
-            files = list(spark, new Path(input));
+            files = InputFiles.list(spark.sparkContext().hadoopConfiguration(), input);
         } catch (IOException | RuntimeException e) { // an unknown or unconfigured filesystem fails unchecked
             throw JobException.badInput("input cannot be listed", "--input", input + " (" + e + ")",
                     "check the path, its permissions and that its filesystem is configured");
@@ -137,34 +144,6 @@ final class ScoreInput {
     /** The file list spread over up to one task per file, at most the default parallelism. */
     private static JavaRDD<String> acrossTasks(JavaSparkContext jsc, List<String> files) {
         return jsc.parallelize(files, Math.max(1, Math.min(files.size(), jsc.defaultParallelism())));
-    }
-
-    /** The visible files below {@code root}, sorted; null when it does not exist. */
-    private static List<String> list(SparkSession spark, Path root) throws IOException {
-        FileSystem fs = root.getFileSystem(spark.sparkContext().hadoopConfiguration());
-        if (!fs.exists(root)) {
-            return null;
-        }
-        List<String> files = new ArrayList<>();
-        RemoteIterator<LocatedFileStatus> it = fs.listFiles(root, true);
-        while (it.hasNext()) {
-            Path p = it.next().getPath();
-            if (!hidden(root, p)) {
-                files.add(p.toString());
-            }
-        }
-        files.sort(null);
-        return files;
-    }
-
-    /** Names starting with '_' or '.' below the root, as Spark's file index skips them (_SUCCESS, .crc, ...). */
-    private static boolean hidden(Path root, Path p) {
-        for (Path q = p; q != null && !q.getName().equals(root.getName()); q = q.getParent()) {
-            if (q.getName().startsWith("_") || q.getName().startsWith(".")) {
-                return true;
-            }
-        }
-        return false;
     }
 
     /** (path, reason) of each file whose Parquet footer cannot be read, checked in parallel on the executors. */
@@ -228,6 +207,10 @@ final class ScoreInput {
             }
         }
         columns.add(coalesce(problems.toArray(Column[]::new)).as(PROBLEM_COLUMN));
+        // The tensors are in the rows: no file columns (typed nulls, so the rows union with unreadable files').
+        columns.add(lit(null).cast(DataTypes.StringType).as(MobaDataset.TENSOR_FILE));
+        columns.add(lit(null).cast(MobaTensors.SAFETENSORS_INPUT.apply(MobaDataset.TENSOR_POSITIONS).dataType())
+                .as(MobaDataset.TENSOR_POSITIONS));
         return df.select(columns.toArray(Column[]::new));
     }
 

@@ -3,35 +3,42 @@ package org.moba.job.score;
 import java.io.Serializable;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
-import java.util.ArrayList;
-import java.util.List;
 import org.moba.kernels.BatchLayout;
 import org.moba.kernels.DType;
 import org.moba.kernels.MobaInputException;
-import org.moba.kernels.PackedBatch;
-import org.moba.kernels.SequencePacker;
 
 /**
- * One stored sequence as read from Parquet or safetensors: its id, declared shape and the raw little-endian bytes
- * of {@code q [L, H, D]}, {@code k, v [L, Hkv, D]}.
+ * One stored sequence as read from Parquet or safetensors: its id, declared shape and its tensors {@code q [L, H,
+ * D]}, {@code k, v [L, Hkv, D]} as little-endian bytes, either in the record ({@code q, k, v}) or still in a file
+ * ({@code file}: a task reads them into the batch's buffers, {@link BatchLoader}).
  */
 public record TensorRecord(String id, int length, String dtype, int heads, int kvHeads, int headDim, byte[] q,
-                           byte[] k, byte[] v, String problem) implements Serializable {
+                           byte[] k, byte[] v, FileTensors file, String problem) implements Serializable {
+
+    /** Where a sequence's tensors lie in a file: its path and the byte positions where its q, k and v start. */
+    public record FileTensors(String path, long qPosition, long kPosition, long vPosition) implements Serializable {
+    }
 
     public static TensorRecord of(String id, int length, String dtype, int heads, int kvHeads, int headDim, byte[] q,
                                   byte[] k, byte[] v) {
-        return new TensorRecord(id, length, dtype, heads, kvHeads, headDim, q, k, v, null);
+        return new TensorRecord(id, length, dtype, heads, kvHeads, headDim, q, k, v, null, null);
+    }
+
+    /** A record whose tensors are read from {@code file} when its batch is loaded. */
+    public static TensorRecord inFile(String id, int length, String dtype, int heads, int kvHeads, int headDim,
+                                      FileTensors file) {
+        return new TensorRecord(id, length, dtype, heads, kvHeads, headDim, null, null, null, file, null);
     }
 
     /** A record whose container was already found unreadable (e.g. a safetensors file with bad cu_seqlens). */
     public static TensorRecord broken(String id, String problem) {
-        return new TensorRecord(id, -1, null, 0, 0, 0, null, null, null, problem);
+        return new TensorRecord(id, -1, null, 0, 0, 0, null, null, null, null, problem);
     }
 
     /**
-     * Validates the record as stored, without converting it: every problem becomes a {@link BadRecordException}
-     * naming the record id, the field and the value. A valid record's bytes go straight into a batch
-     * ({@link #pack}).
+     * Validates the record's declared shape and, for tensors held in the record, their sizes and (when asked)
+     * values, without converting them: every problem becomes a {@link BadRecordException} naming the record id, the
+     * field and the value. Tensors still in a file are checked once loaded ({@link #checkFinite}).
      */
     public void validate(boolean checkFinite) {
         if (problem != null) {
@@ -42,60 +49,32 @@ public record TensorRecord(String id, int length, String dtype, int heads, int k
                 throw new MobaInputException("length must be >= 0, got " + length);
             }
             BatchLayout layout = layout();
+            if (file != null) {
+                return;
+            }
             long qBytes = 2L * length * layout.qElementsPerToken();
             long kvBytes = 2L * length * layout.kvElementsPerToken();
             checkBytes("q", q, qBytes);
             checkBytes("k", k, kvBytes);
             checkBytes("v", v, kvBytes);
-            if (checkFinite) {
-                checkFinite(layout.dtype(), "q", q, layout.heads());
-                checkFinite(layout.dtype(), "k", k, layout.kvHeads());
-                checkFinite(layout.dtype(), "v", v, layout.kvHeads());
-            }
         } catch (MobaInputException e) {
             throw new BadRecordException(id, e.getMessage());
+        }
+        if (checkFinite) {
+            checkFinite(ByteBuffer.wrap(q), ByteBuffer.wrap(k), ByteBuffer.wrap(v));
         }
     }
 
     /**
-     * Packs {@link #validate validated} records of one {@code layout} into one batch, in order, copying their bytes
-     * straight into the batch's arrays (as {@link SequencePacker#concat} does with decoded sequences, without the
-     * per-record arrays in between).
+     * Checks this record's tensors, as {@code q}, {@code k}, {@code v} buffers of little-endian values (each from
+     * its position to its limit), for NaN and infinity; the {@link BadRecordException} names the field, token,
+     * head and dim.
      */
-    public static SequencePacker.Packed pack(List<TensorRecord> records, BatchLayout layout) {
-        int qRow = layout.qElementsPerToken();
-        int kvRow = layout.kvElementsPerToken();
-        int[] cu = new int[records.size() + 1];
-        long total = 0;
-        int maxLen = 0;
-        for (int i = 0; i < records.size(); i++) {
-            TensorRecord r = records.get(i);
-            total += r.length();
-            if (total > Integer.MAX_VALUE / Math.max(qRow, 1)) {
-                throw new MobaInputException("sequence '" + r.id() + "': batch of " + total
-                        + " tokens exceeds the largest array a batch can hold; lower the token budget");
-            }
-            cu[i + 1] = (int) total;
-            maxLen = Math.max(maxLen, r.length());
-        }
-        int tokens = (int) total;
-        short[] q = new short[tokens * qRow];
-        short[] k = new short[tokens * kvRow];
-        short[] v = new short[tokens * kvRow];
-        List<String> ids = new ArrayList<>(records.size());
-        for (int i = 0; i < records.size(); i++) {
-            TensorRecord r = records.get(i);
-            copyShorts(r.q(), q, cu[i] * qRow);
-            copyShorts(r.k(), k, cu[i] * kvRow);
-            copyShorts(r.v(), v, cu[i] * kvRow);
-            ids.add(r.id());
-        }
-        return new SequencePacker.Packed(PackedBatch.of(layout, cu, maxLen, q, k, v), ids);
-    }
-
-    private static void copyShorts(byte[] littleEndian, short[] dst, int at) {
-        ByteBuffer.wrap(littleEndian).order(ByteOrder.LITTLE_ENDIAN).asShortBuffer().get(dst, at,
-                littleEndian.length / 2);
+    public void checkFinite(ByteBuffer q, ByteBuffer k, ByteBuffer v) {
+        DType dt = layout().dtype();
+        checkFinite(dt, "q", q, heads);
+        checkFinite(dt, "k", k, kvHeads);
+        checkFinite(dt, "v", v, kvHeads);
     }
 
     public BatchLayout layout() {
@@ -113,11 +92,11 @@ public record TensorRecord(String id, int length, String dtype, int heads, int k
         }
     }
 
-    private void checkFinite(DType dt, String field, byte[] data, int fieldHeads) {
+    private void checkFinite(DType dt, String field, ByteBuffer data, int fieldHeads) {
         int i = dt.firstNonFinite(data);
         if (i >= 0) {
-            short bits = (short) ((data[2 * i] & 0xFF) | (data[2 * i + 1] & 0xFF) << 8);
-            throw new MobaInputException(field + " holds " + dt.toFloat(bits) + " at token "
+            short bits = data.duplicate().order(ByteOrder.LITTLE_ENDIAN).getShort(data.position() + 2 * i);
+            throw new BadRecordException(id, field + " holds " + dt.toFloat(bits) + " at token "
                     + i / (fieldHeads * headDim) + ", head " + (i / headDim) % fieldHeads + ", dim " + i % headDim);
         }
     }

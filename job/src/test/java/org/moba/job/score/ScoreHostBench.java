@@ -57,18 +57,24 @@ public final class ScoreHostBench {
             }
             sink = new SequencePacker(LAYOUT, Integer.MAX_VALUE).concat(group);
         });
-        bench("records -> batch, after: validate bytes (+ scan) + pack", runs, () -> {
+        BatchLoader loader = new BatchLoader(new org.apache.hadoop.conf.Configuration(), true, true,
+                HostBuffers.executor());
+        bench("records -> batch, after: validate + load into a direct buffer (+ scan)", runs, () -> {
             for (TensorRecord r : records) {
-                r.validate(true);
+                r.validate(false);
             }
-            sink = TensorRecord.pack(records, LAYOUT);
+            BatchLoader.Loaded loaded = loader.load(records, LAYOUT);
+            sink = loaded.batch();
+            loaded.release();
         });
         short[] qValues = TensorRecord.shorts(records.get(0).q());
         bench("NaN/Inf scan of one q (8 MiB), short[]", runs, () -> sink = DType.BF16.firstNonFinite(qValues));
         bench("NaN/Inf scan of one q (8 MiB), little-endian byte[]", runs,
                 () -> sink = DType.BF16.firstNonFinite(records.get(0).q()));
 
-        SequencePacker.Packed packed = TensorRecord.pack(records, LAYOUT);
+        SequencePacker.Packed packed = new SequencePacker(LAYOUT, Integer.MAX_VALUE).concat(records.stream()
+                .map(r -> new Sequence(r.id(), r.length(), TensorRecord.shorts(r.q()), TensorRecord.shorts(r.k()),
+                        TensorRecord.shorts(r.v()))).toList());
         PackedBatch batch = packed.batch();
         short[] out = batch.q().clone();
         float[] lse = new float[batch.totalTokens() * 16];

@@ -4,9 +4,15 @@ import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import org.apache.hadoop.conf.Configuration;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
 import org.moba.kernels.BatchLayout;
 import org.moba.kernels.DType;
 import org.moba.kernels.PackedBatch;
@@ -14,7 +20,10 @@ import org.moba.kernels.Sequence;
 import org.moba.kernels.SequencePacker;
 import org.moba.kernels.SyntheticSequences;
 
-/** Records go from their stored bytes straight into a batch: the same batch as decoding, then packing. */
+/**
+ * Records go from their stored bytes, in the row or in a file, straight into a batch in a direct buffer
+ * ({@link BatchLoader}): the same batch as decoding, then packing; a bad record is rejected where it landed.
+ */
 class TensorRecordTest {
     private static final BatchLayout LAYOUT = new BatchLayout(DType.FP16, 4, 2, 32);
 
@@ -35,15 +44,80 @@ class TensorRecordTest {
             records.get(records.size() - 1).validate(true);
         }
         SequencePacker.Packed expected = new SequencePacker(LAYOUT, Integer.MAX_VALUE).concat(sequences);
-        SequencePacker.Packed packed = TensorRecord.pack(records, LAYOUT);
+        BatchLoader.Loaded loaded = loader(true).load(records, LAYOUT);
         PackedBatch a = expected.batch();
-        PackedBatch b = packed.batch();
-        assertEquals(expected.ids(), packed.ids());
+        PackedBatch b = loaded.batch();
+        assertTrue(b.inBuffers() && b.qBytes().isDirect());
+        assertEquals(List.of(0, 1, 2, 3), loaded.kept());
         assertArrayEquals(a.cuSeqlens(), b.cuSeqlens());
         assertEquals(a.maxSeqlen(), b.maxSeqlen());
         assertArrayEquals(a.q(), b.q());
         assertArrayEquals(a.k(), b.k());
         assertArrayEquals(a.v(), b.v());
+        loaded.release();
+    }
+
+    private static BatchLoader loader(boolean checkFinite) {
+        return new BatchLoader(new Configuration(), checkFinite, false, HostBuffers.executor());
+    }
+
+    /**
+     * Records still in a safetensors file load into the same batch as the records in rows; one holding a NaN in the
+     * middle of the group is rejected with its place named, and the next record takes its bytes' place.
+     */
+    @Test
+    void recordsInAFileLoadLikeRecordsInRowsAndABadOneIsSkipped(@TempDir Path dir) throws Exception {
+        SyntheticSequences synth = new SyntheticSequences(5, LAYOUT);
+        List<Sequence> sequences = new ArrayList<>();
+        for (int length : new int[] {33, 64, 1, 90}) {
+            sequences.add(synth.generate(sequences.size(), length));
+        }
+        short[] q1 = sequences.get(1).q().clone();
+        q1[2 * LAYOUT.qElementsPerToken() + 3 * 32 + 4] = (short) 0x7E00; // NaN at token 2, head 3, dim 4
+        sequences.set(1, new Sequence("bad", 64, q1, sequences.get(1).k(), sequences.get(1).v()));
+        PackedBatch file = new SequencePacker(LAYOUT, Integer.MAX_VALUE).concat(sequences).batch();
+        Path path = dir.resolve("f.safetensors");
+        Files.write(path, Safetensors.write(file));
+        Safetensors.Contents c;
+        try (FileRanges in = FileRanges.open(path.toString(), new Configuration())) {
+            c = Safetensors.describe(in);
+        }
+        assertArrayEquals(file.cuSeqlens(), c.cuSeqlens());
+        List<TensorRecord> records = new ArrayList<>();
+        for (int b = 0; b < c.sequences(); b++) {
+            long[] at = c.positions(b);
+            records.add(TensorRecord.inFile("f#" + b, c.length(b), "fp16", 4, 2, 32,
+                    new TensorRecord.FileTensors(path.toString(), at[0], at[1], at[2])));
+        }
+        BatchLoader.Loaded loaded = loader(true).load(records, LAYOUT);
+        assertEquals(List.of(new BatchLoader.Rejected(1, "q holds NaN at token 2, head 3, dim 4")),
+                loaded.rejected());
+        assertEquals(List.of(0, 2, 3), loaded.kept());
+        PackedBatch expected = new SequencePacker(LAYOUT, Integer.MAX_VALUE)
+                .concat(List.of(sequences.get(0), sequences.get(2), sequences.get(3))).batch();
+        assertArrayEquals(expected.cuSeqlens(), loaded.batch().cuSeqlens());
+        assertArrayEquals(expected.q(), loaded.batch().q());
+        assertArrayEquals(expected.k(), loaded.batch().k());
+        assertArrayEquals(expected.v(), loaded.batch().v());
+        assertEquals(2L * expected.totalTokens() * (LAYOUT.qElementsPerToken() + 2 * LAYOUT.kvElementsPerToken()),
+                loaded.bytes());
+        loaded.release();
+
+        BadRecordException e = assertThrows(BadRecordException.class, () -> new BatchLoader(new Configuration(),
+                true, true, HostBuffers.executor()).load(records, LAYOUT));
+        assertEquals("bad record 'f#1': q holds NaN at token 2, head 3, dim 4", e.getMessage());
+    }
+
+    @Test
+    void recordWhoseFileIsShorterThanItsPositionsIsRejectedNamingTheTensor(@TempDir Path dir) throws Exception {
+        Path path = dir.resolve("short.bin");
+        Files.write(path, new byte[100]);
+        TensorRecord r = TensorRecord.inFile("x", 2, "fp16", 4, 2, 32,
+                new TensorRecord.FileTensors(path.toString(), 0, 0, 0));
+        BatchLoader.Loaded loaded = loader(false).load(List.of(r), LAYOUT);
+        assertEquals(null, loaded.batch());
+        assertTrue(loaded.rejected().get(0).reason().startsWith("q cannot be read from " + path),
+                loaded.rejected().get(0).reason());
     }
 
     @Test
