@@ -16,6 +16,7 @@ import org.apache.spark.sql.types.DataTypes;
 import org.apache.spark.sql.types.StructField;
 import org.apache.spark.sql.types.StructType;
 import scala.Tuple2;
+import scala.jdk.javaapi.CollectionConverters;
 import org.apache.spark.util.SerializableConfiguration;
 import org.moba.job.score.FileRanges;
 import org.moba.job.score.InputFiles;
@@ -157,7 +158,8 @@ public final class MobaTensors {
         for (int b = s.from(); b < s.to(); b++) {
             long[] at = c.positions(b);
             rows.add(RowFactory.create(name + "#" + b, c.length(b), l.dtype().label(), l.heads(), l.kvHeads(),
-                    l.headDim(), null, null, null, null, s.path(), List.of(at[0], at[1], at[2])));
+                    l.headDim(), null, null, null, null, s.path(),
+                    CollectionConverters.asScala(List.of(at[0], at[1], at[2])).toSeq()));
         }
         return rows.iterator();
     }

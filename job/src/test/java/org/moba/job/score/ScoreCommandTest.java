@@ -26,6 +26,7 @@ import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.Arguments;
 import org.junit.jupiter.params.provider.MethodSource;
+import org.junit.jupiter.params.provider.ValueSource;
 import org.moba.job.MobaCli;
 import org.moba.kernels.BatchLayout;
 import org.moba.kernels.DType;
@@ -209,10 +210,13 @@ class ScoreCommandTest {
         }
     }
 
-    @Test
-    void genThenScoreRoundTrip(@TempDir Path dir) throws Exception {
+    /** Both formats gen writes: score tells them apart by the files' names (--format auto). */
+    @ParameterizedTest
+    @ValueSource(strings = {"safetensors", "parquet"})
+    void genThenScoreRoundTrip(String format, @TempDir Path dir) throws Exception {
         assertEquals(0, MobaCli.commandLine().execute("gen", "--out", dir.resolve("in").toString(),
-                "--lengths", "uniform:10:20-300", "--heads", "4/2", "--head-dim", "32", "--partitions", "2"));
+                "--lengths", "uniform:10:20-300", "--heads", "4/2", "--head-dim", "32", "--partitions", "2",
+                "--format", format));
         assertEquals(0, score(dir.resolve("in"), dir.resolve("out"), "--measure-bound"));
         assertEquals(10, results(dir.resolve("out")).size());
         com.fasterxml.jackson.databind.JsonNode summary = new com.fasterxml.jackson.databind.ObjectMapper()
