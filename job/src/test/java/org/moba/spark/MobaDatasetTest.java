@@ -64,6 +64,44 @@ class MobaDatasetTest {
     }
 
     /**
+     * Safetensors files read as reference rows (no tensor bytes in the rows, only where they lie) give the same bits
+     * as the same sequences held in rows; a file whose header is broken becomes one bad record.
+     */
+    @Test
+    void safetensorsRowsPointIntoTheFileAndScoreLikeRowsHoldingTheTensors(@TempDir Path dir) throws Exception {
+        List<Sequence> seqs = sequences(70, 1, 200, 64);
+        java.nio.file.Files.createDirectories(dir.resolve("in"));
+        java.nio.file.Files.write(dir.resolve("in/a.safetensors"), org.moba.job.score.Safetensors.write(
+                new SequencePacker(LAYOUT, Integer.MAX_VALUE).concat(seqs.subList(0, 2)).batch()));
+        java.nio.file.Files.write(dir.resolve("in/b.safetensors"), org.moba.job.score.Safetensors.write(
+                new SequencePacker(LAYOUT, Integer.MAX_VALUE).concat(seqs.subList(2, 4)).batch()));
+        java.nio.file.Files.write(dir.resolve("in/c.safetensors"), new byte[] {1, 2, 3});
+        Dataset<Row> files = MobaTensors.readSafetensors(spark(), dir.resolve("in").toString());
+        Map<String, Row> refs = byId(files.collectAsList());
+        assertEquals(List.of("a#0", "a#1", "b#0", "b#1", "c"), refs.keySet().stream().sorted().toList());
+        Row a1 = refs.get("a#1");
+        assertTrue(a1.isNullAt(a1.fieldIndex("q")) && a1.getString(a1.fieldIndex(MobaDataset.TENSOR_FILE))
+                .endsWith("a.safetensors"));
+        assertEquals("unreadable safetensors file: file has 3 bytes, less than its 8-byte header length",
+                refs.get("c").getString(refs.get("c").fieldIndex(MobaDataset.PROBLEM)));
+
+        MobaOptions options = MobaOptions.of(64, 3).withBackend("cpu").withTokensPerBatch(100)
+                .withBadRecords(MobaOptions.BadRecords.SKIP);
+        Map<String, Row> fromFiles = byId(MobaDataset.attention(files, options).all().collectAsList());
+        Map<String, Row> fromRows = byId(MobaDataset.attention(MobaTensors.dataset(spark(), rows(seqs), 2), options)
+                .all().collectAsList());
+        String[] names = {"a#0", "a#1", "b#0", "b#1"};
+        for (int i = 0; i < names.length; i++) {
+            Row f = fromFiles.get(names[i]);
+            Row r = fromRows.get(seqs.get(i).id());
+            assertEquals(ScoreSchema.SCORED, f.getAs("outcome"));
+            assertArrayEquals((byte[]) r.getAs("out"), (byte[]) f.getAs("out"), names[i]);
+            assertArrayEquals((byte[]) r.getAs("lse"), (byte[]) f.getAs("lse"), names[i]);
+        }
+        assertEquals(ScoreSchema.REJECTED, fromFiles.get("c").getAs("outcome"));
+    }
+
+    /**
      * The API with a different partitioning and batch budget than {@code score} gives the same bits; outputs without
      * metrics are the same bits as with them; the selection is the backend's own for the sequence alone.
      */
