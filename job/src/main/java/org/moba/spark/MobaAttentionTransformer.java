@@ -114,7 +114,7 @@ public final class MobaAttentionTransformer extends Transformer implements Defau
     public MobaOptions options() {
         return new MobaOptions(getChunkSize(), getTopk(), $(backend), (Integer) $(tokensPerBatch),
                 MobaOptions.BadRecords.parse($(badRecords)), (Boolean) $(checkFinite), (Boolean) $(outputs),
-                (Boolean) $(selection), (Boolean) $(metrics));
+                (Boolean) $(selection), (Boolean) $(metrics), null);
     }
 
     @Override

@@ -39,11 +39,19 @@ import org.moba.job.score.ScoreSchema;
  * executor_id, gpu_addresses, device, device_ordinal, pci_bus_id}); {@code reason} and {@code outcome}
  * ({@code scored} or {@code rejected}); {@code selected}: the chunks each query attends besides its own,
  * little-endian int32 {@code [L, heads, w]} with {@code w = min(topk - 1, ceil(L / chunk) - 1)}, ascending, -1
- * where a query has fewer candidates.
+ * where a query has fewer candidates. With {@link MobaOptions#outputFolder}, {@code out} and {@code lse} stay null
+ * and each batch's are written by its task as one safetensors file in that folder ({@code out [T, H, D]},
+ * {@code lse [T, H]} F32, {@code cu_seqlens}, the ids as a JSON list in the metadata key {@code ids}); the columns
+ * {@value #OUTPUT_FILE} (the file's name) and {@value #OUTPUT_POSITIONS} (where the row's {@code out} and
+ * {@code lse} start in it) follow, before the carried columns.
  */
 public final class MobaDataset {
     /** The optional input column naming why a record is unreadable. */
     public static final String PROBLEM = "problem";
+    /** With {@link MobaOptions#outputFolder}: the result column naming the file (in that folder) of the row's out. */
+    public static final String OUTPUT_FILE = "output_file";
+    /** With {@link MobaOptions#outputFolder}: the byte positions of the row's out and lse in its output file. */
+    public static final String OUTPUT_POSITIONS = "output_positions";
     /** The optional input column naming the file that holds a record's tensors. */
     public static final String TENSOR_FILE = "tensor_file";
     /** The optional input column with the byte positions of a record's q, k and v in its {@value #TENSOR_FILE}. */
@@ -128,6 +136,10 @@ public final class MobaDataset {
         StructType s = ScoreSchema.RESULT;
         if (options.selection()) {
             s = s.add(DataTypes.createStructField("selected", DataTypes.BinaryType, true));
+        }
+        if (options.outputFolder() != null) {
+            s = s.add(DataTypes.createStructField(OUTPUT_FILE, DataTypes.StringType, true))
+                    .add(DataTypes.createStructField(OUTPUT_POSITIONS, POSITIONS_TYPE, true));
         }
         for (StructField f : carried.fields()) {
             s = s.add(f);

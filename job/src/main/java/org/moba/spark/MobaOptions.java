@@ -21,9 +21,14 @@ import org.moba.kernels.MobaParams;
  * @param selection      whether to add the {@code selected} column (the chunks the gate picked)
  * @param metrics        whether to also run dense causal attention and fill {@code recall}, {@code cosine} and
  *                       {@code rel_error} per query head (about twice the work); false leaves them null
+ * @param outputFolder   null: {@code out} and {@code lse} go into the result rows; else a folder (any Hadoop
+ *                       filesystem) where each batch's {@code out} and {@code lse} are written as one safetensors file
+ *                       by the task that ran it, and the rows say where ({@code output_file},
+ *                       {@code output_positions}; see {@link MobaDataset}): far cheaper than megabytes per row
  */
 public record MobaOptions(int chunk, int topk, String backend, int tokensPerBatch, BadRecords badRecords,
-                          boolean checkFinite, boolean outputs, boolean selection, boolean metrics)
+                          boolean checkFinite, boolean outputs, boolean selection, boolean metrics,
+                          String outputFolder)
         implements Serializable {
 
     /** What to do with a record that cannot be scored. */
@@ -59,7 +64,7 @@ public record MobaOptions(int chunk, int topk, String backend, int tokensPerBatc
     /** Backend {@code auto}, 16,384 tokens per batch, bad records fail the job, finite check on, {@code out},
      *  {@code lse} and {@code selected} filled, no quality metrics. */
     public static MobaOptions of(int chunk, int topk) {
-        return new MobaOptions(chunk, topk, "auto", 16_384, BadRecords.FAIL, true, true, true, false);
+        return new MobaOptions(chunk, topk, "auto", 16_384, BadRecords.FAIL, true, true, true, false, null);
     }
 
     public MobaParams params() {
@@ -67,30 +72,44 @@ public record MobaOptions(int chunk, int topk, String backend, int tokensPerBatc
     }
 
     public MobaOptions withBackend(String name) {
-        return new MobaOptions(chunk, topk, name, tokensPerBatch, badRecords, checkFinite, outputs, selection, metrics);
+        return new MobaOptions(chunk, topk, name, tokensPerBatch, badRecords, checkFinite, outputs, selection,
+                metrics, outputFolder);
     }
 
     public MobaOptions withTokensPerBatch(int tokens) {
-        return new MobaOptions(chunk, topk, backend, tokens, badRecords, checkFinite, outputs, selection, metrics);
+        return new MobaOptions(chunk, topk, backend, tokens, badRecords, checkFinite, outputs, selection, metrics,
+                outputFolder);
     }
 
     public MobaOptions withBadRecords(BadRecords mode) {
-        return new MobaOptions(chunk, topk, backend, tokensPerBatch, mode, checkFinite, outputs, selection, metrics);
+        return new MobaOptions(chunk, topk, backend, tokensPerBatch, mode, checkFinite, outputs, selection, metrics,
+                outputFolder);
     }
 
     public MobaOptions withCheckFinite(boolean check) {
-        return new MobaOptions(chunk, topk, backend, tokensPerBatch, badRecords, check, outputs, selection, metrics);
+        return new MobaOptions(chunk, topk, backend, tokensPerBatch, badRecords, check, outputs, selection, metrics,
+                outputFolder);
     }
 
     public MobaOptions withOutputs(boolean fill) {
-        return new MobaOptions(chunk, topk, backend, tokensPerBatch, badRecords, checkFinite, fill, selection, metrics);
+        return new MobaOptions(chunk, topk, backend, tokensPerBatch, badRecords, checkFinite, fill, selection,
+                metrics, outputFolder);
     }
 
     public MobaOptions withSelection(boolean fill) {
-        return new MobaOptions(chunk, topk, backend, tokensPerBatch, badRecords, checkFinite, outputs, fill, metrics);
+        return new MobaOptions(chunk, topk, backend, tokensPerBatch, badRecords, checkFinite, outputs, fill, metrics,
+                outputFolder);
+    }
+
+    /** Outputs as files under {@code folder} instead of in the rows (null: in the rows); see {@code outputFolder}. */
+    public MobaOptions withOutputFolder(String folder) {
+        return new MobaOptions(chunk, topk, backend, tokensPerBatch, badRecords, checkFinite, outputs, selection,
+                metrics,
+                folder);
     }
 
     public MobaOptions withMetrics(boolean fill) {
-        return new MobaOptions(chunk, topk, backend, tokensPerBatch, badRecords, checkFinite, outputs, selection, fill);
+        return new MobaOptions(chunk, topk, backend, tokensPerBatch, badRecords, checkFinite, outputs, selection,
+                fill, outputFolder);
     }
 }

@@ -21,6 +21,8 @@ import org.apache.spark.util.SerializableConfiguration;
 import org.moba.job.score.BadRecordException;
 import org.moba.job.score.BatchLoader;
 import org.moba.job.score.HostBuffers;
+import org.moba.job.score.OutputFiles;
+import scala.jdk.javaapi.CollectionConverters;
 import org.moba.job.score.ScoreSchema;
 import org.moba.job.score.TensorRecord;
 import org.moba.job.spark.DeviceAssignment;
@@ -84,7 +86,7 @@ final class MobaPartitions implements MapPartitionsFunction<Row, Row> {
         DeviceAssignment a = DeviceAssignment.forTask(requested, task, DeviceSlots.visibleDevices(requested));
         MobaAttention backend = ExecutorBackends.get(a);
         Rows rows = new Rows(input, backend, TaskDevice.of(task, a, backend), task == null ? -1
-                : task.partitionId());
+                : task.partitionId(), task == null ? "local" : Long.toString(task.taskAttemptId()));
         if (task != null) {
             task.addTaskCompletionListener((TaskCompletionListener) t -> rows.close());
         }
@@ -112,13 +114,26 @@ final class MobaPartitions implements MapPartitionsFunction<Row, Row> {
         private final Deque<Planned> planned = new ArrayDeque<>();
         private final ExecutorService loaderThread;
         private final BatchLoader loader;
+        /** Output files being written ({@link MobaOptions#outputFolder}), oldest first. */
+        private final Deque<Future<?>> writes = new ArrayDeque<>();
+        private final ExecutorService writerThread;
+        private final int partition;
+        private final String attempt;
+        private int batchIndex;
         private Pending lookahead;
         private boolean closed;
 
-        Rows(Iterator<Row> input, MobaAttention backend, TaskDevice device, int partition) {
+        Rows(Iterator<Row> input, MobaAttention backend, TaskDevice device, int partition, String attempt) {
             this.input = input;
             this.backend = backend;
             this.device = device;
+            this.partition = partition;
+            this.attempt = attempt;
+            this.writerThread = options.outputFolder() == null ? null : Executors.newSingleThreadExecutor(r -> {
+                Thread t = new Thread(r, "moba output writer, partition " + partition);
+                t.setDaemon(true);
+                return t;
+            });
             this.loader = new BatchLoader(hadoop.value(), options.checkFinite(),
                     options.badRecords() == MobaOptions.BadRecords.FAIL, HostBuffers.executor());
             this.loaderThread = Executors.newSingleThreadExecutor(r -> {
@@ -133,7 +148,10 @@ final class MobaPartitions implements MapPartitionsFunction<Row, Row> {
             while (ready.isEmpty() && !closed && (!planned.isEmpty() || lookahead != null || input.hasNext())) {
                 step();
             }
-            if (ready.isEmpty()) {
+            if (ready.isEmpty() && !closed) {
+                while (!writes.isEmpty()) {
+                    awaitWrite(); // the task succeeds only once every output file it points to is in place
+                }
                 close();
             }
             return !ready.isEmpty();
@@ -195,6 +213,47 @@ final class MobaPartitions implements MapPartitionsFunction<Row, Row> {
             } finally {
                 timings.loadWaitMs.add((System.nanoTime() - start) / 1e6);
             }
+        }
+
+        private void awaitWrite() {
+            long start = System.nanoTime();
+            try {
+                writes.poll().get();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new IllegalStateException("interrupted while writing an output file", e);
+            } catch (ExecutionException e) {
+                throw new IllegalStateException("writing an output file under " + options.outputFolder()
+                        + " failed: " + e.getCause(), e.getCause());
+            } finally {
+                timings.writeWaitMs.add((System.nanoTime() - start) / 1e6);
+            }
+        }
+
+        /**
+         * Lays out the batch's output file and queues its write (at most two in flight); returns where its tensors
+         * will be.
+         */
+        private OutputFiles.File writeOutputs(PackedBatch batch, List<Pending> group, MobaOutput moba) {
+            String name = String.format("part-%05d-%05d.safetensors", partition, batchIndex++);
+            OutputFiles.File file;
+            try {
+                file = OutputFiles.of(options.outputFolder(), name, batch.layout(), batch.cuSeqlens(),
+                        group.stream().map(p -> p.record().id()).toList(), moba.out(), moba.lse());
+            } catch (java.io.IOException e) {
+                throw new java.io.UncheckedIOException(e);
+            }
+            while (writes.size() >= 2) {
+                awaitWrite();
+            }
+            org.apache.hadoop.conf.Configuration conf = hadoop.value();
+            writes.add(writerThread.submit(() -> {
+                long start = System.nanoTime();
+                file.write(conf, attempt);
+                timings.writeMs.add((System.nanoTime() - start) / 1e6);
+                return null;
+            }));
+            return file;
         }
 
         private Pending read(Row r) {
@@ -262,7 +321,7 @@ final class MobaPartitions implements MapPartitionsFunction<Row, Row> {
         private Row rejectedRow(Pending p, String reason) {
             timings.rejected.add(1);
             return row(p.source(), p.record().id(), null, null, null, null, null, null, null, null, reason,
-                    ScoreSchema.REJECTED);
+                    ScoreSchema.REJECTED, null, null);
         }
 
         /**
@@ -288,6 +347,9 @@ final class MobaPartitions implements MapPartitionsFunction<Row, Row> {
             planned.clear();
             loaderThread.shutdownNow();
             loader.close();
+            if (writerThread != null) {
+                writerThread.shutdown(); // a failed task's queued writes may finish; they only replace same bytes
+            }
         }
 
         private void run(PackedBatch batch, List<Pending> group) {
@@ -315,17 +377,22 @@ final class MobaPartitions implements MapPartitionsFunction<Row, Row> {
             long rowsStart = System.nanoTime();
             int heads = layout.heads();
             int outRow = heads * layout.headDim();
+            boolean inRows = options.outputs() && options.outputFolder() == null;
+            OutputFiles.File file = options.outputs() && options.outputFolder() != null
+                    ? writeOutputs(batch, group, moba) : null;
             for (int b = 0; b < batch.numSequences(); b++) {
                 int start = batch.seqStart(b);
                 int length = batch.seqLength(b);
                 QualityMetrics q = metrics == null ? null : metrics.get(b);
-                // Straight from the batch's outputs into the row's bytes: no per-sequence arrays in between.
-                ready.add(row(group.get(b).source(), group.get(b).record().id(), length, layout.dtype().label(), heads,
+                Row r = row(group.get(b).source(), group.get(b).record().id(), length, layout.dtype().label(), heads,
                         layout.headDim(),
-                        options.outputs() ? TensorRecord.bytes(moba.out(), start * outRow, length * outRow) : null,
-                        options.outputs() ? TensorRecord.bytes(moba.lse(), start * heads, length * heads) : null,
+                        // Straight from the batch's outputs into the row's bytes: no per-sequence arrays in between.
+                        inRows ? TensorRecord.bytes(moba.out(), start * outRow, length * outRow) : null,
+                        inRows ? TensorRecord.bytes(moba.lse(), start * heads, length * heads) : null,
                         options.selection() ? selected(moba, start, length, heads) : null,
-                        q, null, ScoreSchema.SCORED));
+                        q, null, ScoreSchema.SCORED, file == null ? null : file.name(),
+                        file == null ? null : file.layout().positions(layout, start));
+                ready.add(r);
             }
             timings.rowsMs.add((System.nanoTime() - rowsStart) / 1e6);
         }
@@ -350,8 +417,10 @@ final class MobaPartitions implements MapPartitionsFunction<Row, Row> {
 
         /** A result row: the {@link ScoreSchema#RESULT} columns, {@code selected} if asked for, the carried ones. */
         private Row row(Row source, String id, Integer length, String dtype, Integer heads, Integer headDim,
-                        byte[] out, byte[] lse, byte[] selected, QualityMetrics q, String reason, String outcome) {
-            Object[] v = new Object[ScoreSchema.RESULT.size() + (options.selection() ? 1 : 0) + carried];
+                        byte[] out, byte[] lse, byte[] selected, QualityMetrics q, String reason, String outcome,
+                        String outputFile, long[] outputPositions) {
+            Object[] v = new Object[ScoreSchema.RESULT.size() + (options.selection() ? 1 : 0)
+                    + (options.outputFolder() != null ? 2 : 0) + carried];
             int i = 0;
             v[i++] = id;
             v[i++] = length;
@@ -373,6 +442,11 @@ final class MobaPartitions implements MapPartitionsFunction<Row, Row> {
             v[i++] = outcome;
             if (options.selection()) {
                 v[i++] = selected;
+            }
+            if (options.outputFolder() != null) {
+                v[i++] = outputFile;
+                v[i++] = outputPositions == null ? null : CollectionConverters.asScala(
+                        List.of(outputPositions[0], outputPositions[1])).toSeq();
             }
             for (int c = 0; c < carried; c++) {
                 v[i++] = source.get(INPUT_CARRY + c);

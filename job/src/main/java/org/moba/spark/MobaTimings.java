@@ -15,8 +15,8 @@ import org.apache.spark.util.LongAccumulator;
  * thread), loading them (tensor bytes read from files or copied from rows into the batch's host buffer and checked for
  * NaN/infinity, on a loader thread that works on the next batch while the current one runs), waiting for a load (the
  * part of loading the pipeline did not hide), host<->device copies ({@code h2d + d2h}; zero on the CPU backend), kernels (MoBA, and dense attention when
- * the metrics are on), the quality metrics (a device kernel on the GPU, host math on the CPU) and building the result
- * rows. Counters: tokens and sequences computed, records rejected, batches run, tensor bytes loaded.
+ * the metrics are on), the quality metrics (a device kernel on the GPU, host math on the CPU), building the result
+ * rows and, with an output folder, writing the output files (on a writer thread) and waiting for them. Counters: tokens and sequences computed, records rejected, batches run, tensor bytes loaded.
  * <p>One set per {@link MobaDataset#attention} call; a result Dataset computed twice (two actions, no cache) counts
  * twice.
  */
@@ -32,6 +32,8 @@ public final class MobaTimings implements Serializable {
     final DoubleAccumulator kernelMs;
     final DoubleAccumulator metricsMs;
     final DoubleAccumulator rowsMs;
+    final DoubleAccumulator writeMs;
+    final DoubleAccumulator writeWaitMs;
     final LongAccumulator loadedBytes;
     final LongAccumulator tokens;
     final LongAccumulator sequences;
@@ -46,6 +48,8 @@ public final class MobaTimings implements Serializable {
         kernelMs = sc.doubleAccumulator(PREFIX + "kernel ms");
         metricsMs = sc.doubleAccumulator(PREFIX + "quality metrics ms");
         rowsMs = sc.doubleAccumulator(PREFIX + "result rows ms");
+        writeMs = sc.doubleAccumulator(PREFIX + "output file write ms");
+        writeWaitMs = sc.doubleAccumulator(PREFIX + "output file write wait ms");
         loadedBytes = sc.longAccumulator(PREFIX + "loaded bytes");
         tokens = sc.longAccumulator(PREFIX + "tokens");
         sequences = sc.longAccumulator(PREFIX + "sequences");
@@ -54,7 +58,8 @@ public final class MobaTimings implements Serializable {
     }
 
     /**
-     * Summed milliseconds per phase (keys {@code decodeMs, loadMs, loadWaitMs, copyMs, kernelMs, metricsMs, rowsMs}).
+     * Summed milliseconds per phase (keys {@code decodeMs, loadMs, loadWaitMs, copyMs, kernelMs, metricsMs, rowsMs,
+     * writeMs, writeWaitMs}).
      */
     public Map<String, Object> phasesMs() {
         Map<String, Object> m = new LinkedHashMap<>();
@@ -65,6 +70,8 @@ public final class MobaTimings implements Serializable {
         m.put("kernelMs", kernelMs.sum());
         m.put("metricsMs", metricsMs.sum());
         m.put("rowsMs", rowsMs.sum());
+        m.put("writeMs", writeMs.sum());
+        m.put("writeWaitMs", writeWaitMs.sum());
         return m;
     }
 

@@ -50,7 +50,7 @@ class MobaAttentionTransformerTest {
         assertEquals("name", loaded.getOrDefault(loaded.idCol()));
         assertEquals("query", loaded.getOrDefault(loaded.qCol()));
         assertEquals("o", loaded.getOrDefault(loaded.outCol()));
-        assertEquals(new MobaOptions(64, 2, "cpu", 300, MobaOptions.BadRecords.SKIP, false, false, false, true),
+        assertEquals(new MobaOptions(64, 2, "cpu", 300, MobaOptions.BadRecords.SKIP, false, false, false, true, null),
                 loaded.options());
         assertThrows(IllegalArgumentException.class, () -> t.setBackend("tpu"), "params validate their values");
     }

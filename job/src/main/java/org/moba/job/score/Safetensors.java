@@ -14,6 +14,7 @@ import java.nio.charset.StandardCharsets;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Locale;
+import java.util.Map;
 import org.moba.kernels.BatchLayout;
 import org.moba.kernels.MobaInputException;
 import org.moba.kernels.PackedBatch;
@@ -186,28 +187,59 @@ public final class Safetensors {
 
     /** Writes a packed batch in this layout to {@code out}, tensor by tensor (no copy of the whole file). */
     public static void write(PackedBatch batch, OutputStream out) throws IOException {
-        String dt = batch.dtype() == org.moba.kernels.DType.FP16 ? "F16" : "BF16";
+        String dt = dtype(batch.dtype());
         ByteBuffer cu = ByteBuffer.allocate(batch.cuSeqlens().length * 4).order(ByteOrder.LITTLE_ENDIAN);
         cu.asIntBuffer().put(batch.cuSeqlens());
-        ObjectNode header = JSON.createObjectNode();
-        long offset = 0;
         int t = batch.totalTokens();
-        offset = entry(header, "q", dt, new long[] {t, batch.heads(), batch.headDim()}, offset, 2 * batch.qElements());
-        offset = entry(header, "k", dt, new long[] {t, batch.kvHeads(), batch.headDim()}, offset,
-                2 * batch.kvElements());
-        offset = entry(header, "v", dt, new long[] {t, batch.kvHeads(), batch.headDim()}, offset,
-                2 * batch.kvElements());
-        entry(header, "cu_seqlens", "I32", new long[] {batch.cuSeqlens().length}, offset, cu.capacity());
+        write(out, List.of(new Tensor("q", dt, new long[] {t, batch.heads(), batch.headDim()}, batch.qBytes()),
+                new Tensor("k", dt, new long[] {t, batch.kvHeads(), batch.headDim()}, batch.kBytes()),
+                new Tensor("v", dt, new long[] {t, batch.kvHeads(), batch.headDim()}, batch.vBytes()),
+                new Tensor("cu_seqlens", "I32", new long[] {batch.cuSeqlens().length}, cu)), Map.of());
+    }
+
+    /** The safetensors name of a 16-bit type. */
+    public static String dtype(org.moba.kernels.DType dtype) {
+        return dtype == org.moba.kernels.DType.FP16 ? "F16" : "BF16";
+    }
+
+    /** One tensor to write: its name, safetensors dtype ({@code F16, BF16, F32, I32}), shape and little-endian bytes
+     *  (from position to limit). */
+    public record Tensor(String name, String dtype, long[] shape, ByteBuffer bytes) {
+    }
+
+    /**
+     * Writes {@code tensors} in order, with {@code metadata} (string values) under {@code __metadata__}; returns
+     * the absolute file position where each tensor's data starts.
+     */
+    public static long[] write(OutputStream out, List<Tensor> tensors, Map<String, String> metadata)
+            throws IOException {
+        ObjectNode header = JSON.createObjectNode();
+        if (!metadata.isEmpty()) {
+            ObjectNode m = header.putObject("__metadata__");
+            metadata.forEach(m::put);
+        }
+        long offset = 0;
+        long[] offsets = new long[tensors.size()];
+        for (int i = 0; i < tensors.size(); i++) {
+            Tensor t = tensors.get(i);
+            offsets[i] = offset;
+            offset = entry(header, t.name(), t.dtype(), t.shape(), offset, t.bytes().remaining());
+        }
         byte[] json = JSON.writeValueAsBytes(header);
         out.write(ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN).putLong(json.length).array());
         out.write(json);
         WritableByteChannel channel = Channels.newChannel(out);
-        for (ByteBuffer tensor : List.of(batch.qBytes(), batch.kBytes(), batch.vBytes(), cu.rewind())) {
-            while (tensor.hasRemaining()) {
-                channel.write(tensor);
+        for (Tensor t : tensors) {
+            ByteBuffer bytes = t.bytes().duplicate();
+            while (bytes.hasRemaining()) {
+                channel.write(bytes);
             }
         }
         out.flush();
+        for (int i = 0; i < offsets.length; i++) {
+            offsets[i] += 8 + json.length;
+        }
+        return offsets;
     }
 
     private static long entry(ObjectNode header, String name, String dtype, long[] shape, long offset, long bytes) {
