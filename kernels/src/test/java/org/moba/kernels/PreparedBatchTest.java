@@ -7,9 +7,6 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.util.List;
 import java.util.SplittableRandom;
-import java.util.concurrent.atomic.AtomicInteger;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.moba.kernels.cpu.CpuMobaAttention;
 
@@ -18,61 +15,27 @@ class PreparedBatchTest {
     private static final BatchLayout LAYOUT = new BatchLayout(DType.BF16, 4, 2, 32);
     private static final MobaParams PARAMS = MobaParams.of(32, 2);
 
-    private static CpuMobaAttention cpu;
-
-    @BeforeAll
-    static void start() {
-        cpu = new CpuMobaAttention(2);
-    }
-
-    @AfterAll
-    static void stop() {
-        cpu.close();
-    }
-
     private static PackedBatch batch() {
         SplittableRandom rng = new SplittableRandom(11);
         return new SequencePacker(LAYOUT, 1024).concat(List.of(SyntheticSequences.random(rng, LAYOUT, "a", 100),
                 SyntheticSequences.random(rng, LAYOUT, "b", 70))).batch();
     }
 
-    /** The CPU backend behind a counter of its forward calls. */
-    private static final class CountingBackend implements MobaAttention {
-        final AtomicInteger forwards = new AtomicInteger();
-
-        @Override
-        public String name() {
-            return cpu.name();
-        }
-
-        @Override
-        public String device() {
-            return cpu.device();
-        }
-
-        @Override
-        public MobaOutput forward(PackedBatch batch, MobaParams params) {
-            forwards.incrementAndGet();
-            return cpu.forward(batch, params);
-        }
-
-        @Override
-        public void close() {
-        }
-    }
-
     @Test
     void everyRunIsOneForwardAndDownloadReturnsTheLatestWithoutAnother() {
-        CountingBackend counting = new CountingBackend();
         PackedBatch batch = batch();
-        try (PreparedBatch prepared = counting.prepare(batch, PARAMS)) {
-            for (int r = 1; r <= 3; r++) {
-                PhaseTimings t = prepared.run();
-                assertEquals(r, counting.forwards.get(), "forwards after run " + r);
-                assertTrue(t.get("attention") > 0 && t.get("gate_topk") > 0, "phases of a forward: " + t);
+        try (CpuMobaAttention cpu = new CpuMobaAttention(2)) {
+            CountingForwards counting = new CountingForwards(cpu);
+            MobaOutput downloaded;
+            try (PreparedBatch prepared = counting.prepare(batch, PARAMS)) {
+                for (int r = 1; r <= 3; r++) {
+                    PhaseTimings t = prepared.run();
+                    assertEquals(r, counting.forwards(), "forwards after run " + r);
+                    assertTrue(t.get("attention") > 0 && t.get("gate_topk") > 0, "phases of a forward: " + t);
+                }
+                downloaded = prepared.download();
             }
-            MobaOutput downloaded = prepared.download();
-            assertEquals(3, counting.forwards.get(), "download runs nothing");
+            assertEquals(3, counting.forwards(), "download runs nothing");
             MobaOutput direct = cpu.forward(batch, PARAMS);
             assertArrayEquals(direct.out(), downloaded.out());
             assertArrayEquals(direct.lse(), downloaded.lse());
@@ -84,7 +47,7 @@ class PreparedBatchTest {
 
     @Test
     void downloadBeforeRunIsRefused() {
-        try (PreparedBatch prepared = cpu.prepare(batch(), PARAMS)) {
+        try (CpuMobaAttention cpu = new CpuMobaAttention(1); PreparedBatch prepared = cpu.prepare(batch(), PARAMS)) {
             assertThrows(IllegalStateException.class, prepared::download);
         }
     }
