@@ -32,6 +32,17 @@ public interface MobaAttention extends AutoCloseable {
         return DenseComparison.withTwoForwards(this, batch, params, keepOutputs);
     }
 
+    /**
+     * The batch made ready for repeated forward passes with {@code params}, for timing them without the cost of
+     * moving the batch ({@code bench}). By default each {@link PreparedBatch#run()} is a {@link #forward} call; a
+     * backend with a device uploads the batch here once and runs only the kernels per run. Close it when done.
+     *
+     * @throws MobaInputException when the batch or parameters are not supported (checked here or at the first run)
+     */
+    default PreparedBatch prepare(PackedBatch batch, MobaParams params) {
+        return new ForwardPerRun(this, batch, params);
+    }
+
     @Override
     void close();
 }

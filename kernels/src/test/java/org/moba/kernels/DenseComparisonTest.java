@@ -8,7 +8,6 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.SplittableRandom;
-import java.util.concurrent.atomic.AtomicInteger;
 
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
@@ -112,31 +111,10 @@ class DenseComparisonTest {
 
     @Test
     void aBackendWithOnlyAForwardGetsTheDefault() {
-        AtomicInteger calls = new AtomicInteger();
-        MobaAttention counting = new MobaAttention() {
-            @Override
-            public String name() {
-                return "counting";
-            }
-
-            @Override
-            public String device() {
-                return "test";
-            }
-
-            @Override
-            public MobaOutput forward(PackedBatch batch, MobaParams params) {
-                calls.incrementAndGet();
-                return cpu.forward(batch, params);
-            }
-
-            @Override
-            public void close() {
-            }
-        };
+        CountingForwards counting = new CountingForwards(cpu);
         PackedBatch batch = batch(new BatchLayout(DType.FP16, 2, 1, 32), 5, 130);
         DenseComparison c = counting.compareWithDense(batch, MobaParams.of(64, 1), false);
-        assertEquals(2, calls.get());
+        assertEquals(2, counting.forwards());
         assertEquals(1, c.metrics().size());
     }
 

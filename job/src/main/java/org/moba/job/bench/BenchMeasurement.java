@@ -4,8 +4,8 @@ import java.io.Serializable;
 
 /**
  * Timings of one shape on one device: a row of the bench output (a JavaBean, so Spark encodes it).
- * Times are milliseconds over the repeats of one batch: the compute phases (kernels, no host copies) for MoBA and
- * for the dense causal baseline on the same inputs.
+ * Times are milliseconds of the compute phases (kernels, no host copies), for MoBA and for the dense causal baseline
+ * on the same inputs: per repeat summed over the shape's batches, then the median (p10, p90) over the repeats.
  */
 public class BenchMeasurement implements Serializable {
     private static final long serialVersionUID = 1L;
@@ -38,6 +38,7 @@ public class BenchMeasurement implements Serializable {
     private double speedupOverDense;
     private boolean straggler;
     private double timedKernelMs;
+    private double inputMs;
     private double taskWallMs;
 
     public String getHost() { return host; }
@@ -88,6 +89,11 @@ public class BenchMeasurement implements Serializable {
     public void setGateMedianMs(double v) { gateMedianMs = v; }
     public double getAttentionMedianMs() { return attentionMedianMs; }
     public void setAttentionMedianMs(double v) { attentionMedianMs = v; }
+    /**
+     * Host<->device copies of MoBA, summed over the batches: each batch's upload (q, k, v and index arrays) and one
+     * download (out, lse, selection), measured once, since the repeats run on the uploaded batch. Zero on a backend
+     * without a device. The column keeps its name from when every repeat copied and this was their median.
+     */
     public double getCopyMedianMs() { return copyMedianMs; }
     public void setCopyMedianMs(double v) { copyMedianMs = v; }
     public double getDenseMedianMs() { return denseMedianMs; }
@@ -101,6 +107,12 @@ public class BenchMeasurement implements Serializable {
     /** Device compute time of the timed repeats (MoBA and dense), the part of the task that is measurement. */
     public double getTimedKernelMs() { return timedKernelMs; }
     public void setTimedKernelMs(double v) { timedKernelMs = v; }
+    /**
+     * Time the task took to get the shape's inputs: building them, or waiting for the slot of the same executor that
+     * builds them ({@link SharedInputs}).
+     */
+    public double getInputMs() { return inputMs; }
+    public void setInputMs(double v) { inputMs = v; }
     /** Wall time of the whole shape on the task: inputs, warm-up, copies, repeats. */
     public double getTaskWallMs() { return taskWallMs; }
     public void setTaskWallMs(double v) { taskWallMs = v; }

@@ -91,14 +91,18 @@ final class BenchReport {
         report.heading("Devices").paragraph("Where the tasks ran: the executor, the GPU address(es) Spark assigned"
                 + " the task, the CUDA ordinal its backend is bound to and that device's PCI bus id.")
                 .table(TaskDevice.usageHeadings(), TaskDevice.usageCells(devices));
-        report.heading("Measurements").table(List.of("host", "device", "executor", "GPU", "PCI bus", "shape",
-                "mean len", "MoBA ms", "p10", "p90", "gate ms", "attention ms", "dense ms", "speedup", "TFLOP/s", "tokens/s", "straggler"),
+        report.heading("Measurements").paragraph("copies: MoBA's upload and one download per batch (the repeats run"
+                + " on the uploaded batch); inputs: the time the task took to get the shape's inputs; task: the"
+                + " shape's whole wall time on the task.").table(List.of("host", "device", "executor", "GPU",
+                "PCI bus", "shape", "mean len", "MoBA ms", "p10", "p90", "gate ms", "attention ms", "dense ms",
+                "speedup", "TFLOP/s", "tokens/s", "copies ms", "inputs ms", "task ms", "straggler"),
                 sorted.stream().map(r -> List.of(r.getHost(), device(r), str(r.getExecutorId()),
                         str(r.getGpuAddresses()), str(r.getPciBusId()), r.getShape(),
                         String.format("%.0f", r.getMeanLength()), f(r.getMobaMedianMs()),
                         f(r.getMobaP10Ms()), f(r.getMobaP90Ms()), f(r.getGateMedianMs()), f(r.getAttentionMedianMs()),
                         f(r.getDenseMedianMs()), f(r.getSpeedupOverDense()), f(r.getUsefulTflops()),
-                        String.format("%.3g", r.getTokensPerSecond()), r.isStraggler() ? "STRAGGLER" : "")).toList());
+                        String.format("%.3g", r.getTokensPerSecond()), f(r.getCopyMedianMs()), f(r.getInputMs()),
+                        f(r.getTaskWallMs()), r.isStraggler() ? "STRAGGLER" : "")).toList());
         return report;
     }
 

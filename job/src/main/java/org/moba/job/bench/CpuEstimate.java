@@ -33,7 +33,7 @@ final class CpuEstimate {
         return flops / flopsPerSecond;
     }
 
-    /** Useful flops of one shape: the pair-counting forward plus warm-up and timed runs, MoBA and dense. */
+    /** Useful flops of one shape: the warm-up and timed runs, MoBA and dense (the pairs come from the last run). */
     static double flops(BenchShape s, int warmup, int repeats, long seed) {
         MobaParams p = s.shape().params();
         double moba = 0;
@@ -43,7 +43,7 @@ final class CpuEstimate {
             dense += (double) length * (length + 1) / 2;
         }
         double perPair = AttendedPairs.FORWARD_FLOPS_PER_PAIR_DIM * s.shape().headDim() * s.shape().heads();
-        return perPair * (moba * (1 + warmup + repeats) + dense * (warmup + repeats));
+        return perPair * (moba + dense) * (warmup + repeats);
     }
 
     /** Pairs of one head of one sequence: each query's own chunk prefix plus up to topk - 1 earlier full chunks. */

@@ -31,7 +31,7 @@ class BenchCommandTest {
             List<Row> rows = spark.read().parquet(new File(out.toFile(), "bench.parquet").getPath())
                     .select("backend", "shape", "tokens", "mobaMedianMs", "mobaP10Ms", "mobaP90Ms",
                             "denseMedianMs", "usefulTflops", "speedupOverDense", "attendedPairs", "straggler",
-                            "timedKernelMs", "taskWallMs")
+                            "timedKernelMs", "taskWallMs", "inputMs", "copyMedianMs")
                     .collectAsList();
             assertEquals(2, rows.size(), "one row per shape on the single CPU slot");
             for (Row r : rows) {
@@ -42,6 +42,8 @@ class BenchCommandTest {
                 assertTrue(r.getLong(9) > 0);
                 assertEquals(false, r.getBoolean(10), "a single device cannot straggle behind itself");
                 assertTrue(r.getDouble(11) > 0 && r.getDouble(11) < r.getDouble(12), "kernel time within task time");
+                assertTrue(r.getDouble(13) > 0 && r.getDouble(13) < r.getDouble(12), "input time within task time");
+                assertEquals(0.0, r.getDouble(14), "no host copies on the CPU backend");
             }
         }
     }

@@ -119,6 +119,12 @@ public final class CudaMobaAttention implements MobaTraining {
         return upload(batch, params, forcedPath);
     }
 
+    /** The batch uploaded once ({@link #upload}): each {@link DeviceBatch#run()} runs only the kernels. */
+    @Override
+    public DeviceBatch prepare(PackedBatch batch, MobaParams params) {
+        return upload(batch, params);
+    }
+
     /**
      * Test hook: {@link #upload(PackedBatch, MobaParams)} with MoBA calls that have a selection forced onto
      * {@code forced} (null: chosen by the memory budget). Dense and W == 0 calls run UNION regardless.

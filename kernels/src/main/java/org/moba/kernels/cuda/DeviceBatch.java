@@ -15,6 +15,7 @@ import org.moba.kernels.MobaOutput;
 import org.moba.kernels.MobaParams;
 import org.moba.kernels.PackedBatch;
 import org.moba.kernels.PhaseTimings;
+import org.moba.kernels.PreparedBatch;
 import org.moba.kernels.cuda.DeviceBufferPool.DeviceBuffer;
 import org.moba.kernels.cuda.StreamPool.CallStream;
 
@@ -27,7 +28,7 @@ import org.moba.kernels.cuda.StreamPool.CallStream;
  * the state a run leaves on the device ({@link CudaMobaAttention#prepareBackward}); it shares this batch's stream and
  * is closed with it. Used by one thread at a time; {@link #close()} hands everything back to the pools.
  */
-public final class DeviceBatch implements AutoCloseable {
+public final class DeviceBatch implements PreparedBatch {
     // Timing events of the call stream, in the order they are recorded.
     private static final int UPLOAD_START = 0;
     private static final int UPLOAD_END = 1;
@@ -187,6 +188,7 @@ public final class DeviceBatch implements AutoCloseable {
      * Runs the kernels once and waits for them. Returns their times in ms: {@code chunk_means}, {@code gate_topk},
      * {@code attention} (zero for a phase that does not run). Transfers are not included.
      */
+    @Override
     public PhaseTimings run() {
         call.ensureOpen();
         device.makeCurrent();
@@ -196,6 +198,7 @@ public final class DeviceBatch implements AutoCloseable {
     }
 
     /** Fetches the output of the latest run, with the times of the upload, that run and this download. */
+    @Override
     public MobaOutput download() {
         call.ensureDownloadable();
         return enqueueDownloadAndWait();

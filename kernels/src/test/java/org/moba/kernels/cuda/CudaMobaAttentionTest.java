@@ -12,6 +12,7 @@ import static org.moba.kernels.cuda.CudaTestSupport.rng;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
+import java.util.Set;
 import java.util.SplittableRandom;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
@@ -25,10 +26,13 @@ import org.junit.jupiter.params.provider.EnumSource;
 import org.junit.jupiter.params.provider.MethodSource;
 import org.moba.kernels.BatchLayout;
 import org.moba.kernels.DType;
+import org.moba.kernels.MobaAttention;
 import org.moba.kernels.MobaInputException;
 import org.moba.kernels.MobaOutput;
 import org.moba.kernels.MobaParams;
 import org.moba.kernels.PackedBatch;
+import org.moba.kernels.PhaseTimings;
+import org.moba.kernels.PreparedBatch;
 import org.moba.kernels.Sequence;
 import org.moba.kernels.SequencePacker;
 import org.moba.kernels.SyntheticSequences;
@@ -250,6 +254,33 @@ class CudaMobaAttentionTest {
         MobaOutput union = forward(batch, params, AttentionPath.UNION, AttentionPath.UNION, "union");
         assertArrayEquals(union.selected(), first.selected(), "selection GATHERED vs UNION (seed " + SEED + ")");
         OracleCheck.assertMatchesOracle(batch, params, first, "gathered, crowded buckets (seed " + SEED + ")", rng);
+    }
+
+    /**
+     * {@link MobaAttention#prepare} uploads once: its runs report the kernel phases only, and its download is what
+     * {@link CudaMobaAttention#forward} returns for the batch, with the copy times of the upload and the download.
+     */
+    @Test
+    void preparedBatchRunsOnlyTheKernelsAndDownloadsWhatForwardReturns() {
+        gpu.requireDevice();
+        BatchLayout layout = new BatchLayout(DType.BF16, 4, 2, 64);
+        MobaParams params = MobaParams.of(64, 3);
+        PackedBatch batch = randomBatch(rng("prepared batch"), layout, 300, 1000);
+        MobaAttention backend = cuda;
+        try (PreparedBatch prepared = backend.prepare(batch, params)) {
+            for (int r = 0; r < 3; r++) {
+                PhaseTimings t = prepared.run();
+                assertEquals(Set.of("chunk_means", "gate_topk", "attention"), t.asMap().keySet(),
+                        "run " + r + ": kernel phases only, " + t);
+            }
+            MobaOutput downloaded = prepared.download();
+            MobaOutput direct = cuda.forward(batch, params);
+            assertArrayEquals(direct.out(), downloaded.out(), "out (seed " + SEED + ")");
+            assertArrayEquals(direct.lse(), downloaded.lse(), "lse (seed " + SEED + ")");
+            assertArrayEquals(direct.selected(), downloaded.selected(), "selection (seed " + SEED + ")");
+            assertTrue(downloaded.timings().get("h2d") > 0 && downloaded.timings().get("d2h") > 0,
+                    "copy times of the upload and the download: " + downloaded.timings());
+        }
     }
 
     /**
