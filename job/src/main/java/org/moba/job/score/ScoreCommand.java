@@ -42,6 +42,8 @@ import picocli.CommandLine.Option;
                 "Hadoop filesystem. Output: <out>/score.parquet partitioned by outcome=scored|rejected, plus CSV",
                 "metrics (score-metrics.csv per record, score-heads.csv per sequence and head) and a JSON summary."})
 public final class ScoreCommand implements Callable<Integer> {
+    /** The folder under --out that holds the output files of --outputs files. */
+    static final String OUTPUTS_FOLDER = "outputs";
     private static final Logger LOG = LoggerFactory.getLogger(ScoreCommand.class);
 
     @Option(names = "--input", required = true, description = "input path (local, hdfs://, s3a://, ...)")
@@ -85,6 +87,22 @@ public final class ScoreCommand implements Callable<Integer> {
                     + " T x H x D x 2 bytes")
     boolean metricsOnly;
 
+    @Option(names = "--outputs", defaultValue = "rows",
+            description = "where out and lse go: rows (binary cells of score.parquet) or files (one safetensors file"
+                    + " per batch under <out>/outputs, written by the task while the next batch runs; score.parquet"
+                    + " names each row's file and positions: the fast form for large runs) (default: ${DEFAULT-VALUE})")
+    OutputsTo outputsTo;
+
+    /** Where score puts out and lse. */
+    enum OutputsTo {
+        ROWS, FILES;
+
+        @Override
+        public String toString() {
+            return name().toLowerCase(java.util.Locale.ROOT);
+        }
+    }
+
     @Option(names = "--measure-bound", defaultValue = "false",
             description = "first read every input file whole without decoding (the storage bound) and time a"
                     + " decode-only pass, to report throughput as a fraction of the physical bound: max(raw read,"
@@ -115,10 +133,13 @@ public final class ScoreCommand implements Callable<Integer> {
             LOG.info("score: {} partition(s) from {}, backend {}, {}", records.rdd().getNumPartitions(), input,
                     backend.name(), options.params());
             Map<String, Object> bound = measureBound ? measureBound(spark, records, options) : Map.of();
+            JobOutput output = new JobOutput(run);
+            if (outputsTo == OutputsTo.FILES && !metricsOnly) {
+                options = options.withOutputFolder(output.path(OUTPUTS_FOLDER));
+            }
             // The whole computation is the Dataset API's: this command only reads files and writes results.
             MobaResult result = MobaDataset.attention(records, options);
             long start = System.nanoTime();
-            JobOutput output = new JobOutput(run);
             String table = output.path("score.parquet");
             try {
                 // out and lse are 16/32-bit floats that do not compress: writing them as they are saves a codec pass.

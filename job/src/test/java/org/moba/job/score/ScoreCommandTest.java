@@ -190,6 +190,43 @@ class ScoreCommandTest {
         assertArrayEquals(new byte[0], (byte[]) rows.get("a#1").get(rows.get("a#1").fieldIndex("out")));
     }
 
+    /**
+     * --outputs files: out and lse of every scored row lie in the safetensors file the row names, at its positions,
+     * bit for bit what --outputs rows puts in the row; the files list the batch's ids and no temporary file is left.
+     */
+    @Test
+    void outputsAsFilesHoldTheBitsOfTheRows(@TempDir Path dir) throws Exception {
+        List<Sequence> seqs = sequences(1, 63, 300, 0, 190, 129);
+        spark().createDataFrame(seqs.stream().map(ScoreCommandTest::row).toList(), ScoreSchema.INPUT).repartition(2)
+                .write().parquet(dir.resolve("in").toString());
+        assertEquals(0, score(dir.resolve("in"), dir.resolve("rows")));
+        assertEquals(0, score(dir.resolve("in"), dir.resolve("files"), "--outputs", "files"));
+        Map<String, Row> inRows = results(dir.resolve("rows"));
+        Map<String, Row> inFiles = results(dir.resolve("files"));
+        assertEquals(inRows.keySet(), inFiles.keySet());
+        Path folder = dir.resolve("files").resolve(ScoreCommand.OUTPUTS_FOLDER);
+        for (Map.Entry<String, Row> e : inFiles.entrySet()) {
+            Row f = e.getValue();
+            Row r = inRows.get(e.getKey());
+            assertTrue(f.isNullAt(f.fieldIndex("out")) && f.isNullAt(f.fieldIndex("lse")), e.getKey());
+            byte[] out = (byte[]) r.get(r.fieldIndex("out"));
+            byte[] lse = (byte[]) r.get(r.fieldIndex("lse"));
+            List<Long> at = f.getList(f.fieldIndex("output_positions"));
+            byte[] file = Files.readAllBytes(folder.resolve(f.getString(f.fieldIndex("output_file"))));
+            assertArrayEquals(out, java.util.Arrays.copyOfRange(file, at.get(0).intValue(),
+                    at.get(0).intValue() + out.length), e.getKey() + " out");
+            assertArrayEquals(lse, java.util.Arrays.copyOfRange(file, at.get(1).intValue(),
+                    at.get(1).intValue() + lse.length), e.getKey() + " lse");
+            String header = new String(file, 8, (int) java.nio.ByteBuffer.wrap(file, 0, 8)
+                    .order(java.nio.ByteOrder.LITTLE_ENDIAN).getLong(), java.nio.charset.StandardCharsets.UTF_8);
+            assertTrue(header.contains("\\\"" + e.getKey() + "\\\""), header);
+        }
+        try (java.util.stream.Stream<Path> files = Files.list(folder)) {
+            assertTrue(files.map(p -> p.getFileName().toString()).filter(n -> !n.endsWith(".crc"))
+                    .allMatch(n -> n.startsWith("part-") && n.endsWith(".safetensors")));
+        }
+    }
+
     @Test
     void finiteCheckCanBeTurnedOff(@TempDir Path dir) {
         Row nan = (Row) badRecords().filter(a -> a.get()[0].equals("NaN in k")).findFirst().orElseThrow().get()[1];
