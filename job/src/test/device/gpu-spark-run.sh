@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the Spark jobs on a GPU host with the CUDA backend (Spark local[8], tasks spread over the visible GPUs),
 # from a host prepared with shared/device/pack.sh + stage.sh. Copies the summaries, reports and logs to $OUT.
-# score runs with --measure-bound: its throughput against the physical bound, max(raw read of the input files,
-# host<->device copies) (docs/perf.md).
+# gen writes safetensors; score runs three times on it: outputs in rows with --measure-bound (its throughput against
+# the physical bound, max(raw read of the input files, host<->device copies); docs/perf.md), outputs as files, and
+# metrics only.
 # MOBA_BENCH=0 skips bench.
 # usage (from the project root on the GPU host):  bash job/src/test/device/gpu-spark-run.sh
 set -uo pipefail
@@ -30,8 +31,16 @@ nvidia-smi --query-gpu=name,pci.bus_id --format=csv,noheader
 [ "${MOBA_BENCH:-1}" = 0 ] || run bench bench --backend cuda --spec "$root/conf/bench-flashmoba.json" --repeats 10 --out "$work/bench" --overwrite
 run sweep sweep --backend cuda --backward --out "$work/sweep" --overwrite
 run gen gen --overwrite --out "$work/in" --lengths uniform:256:256-8192 --heads 16/4 --head-dim 128 --partitions 8
+# Three forms of the output on the same input: in rows (with the bound), as files, metrics only.
 run score score --backend cuda --input "$work/in" --out "$work/score" --overwrite --chunk 512 --topk 3 --measure-bound
-for f in bench/bench-summary.json sweep/sweep-summary.json score/score-summary.json bench/bench-report.html; do
+run score-files score --backend cuda --input "$work/in" --out "$work/score-files" --overwrite --chunk 512 --topk 3 \
+    --outputs files
+run score-metrics score --backend cuda --input "$work/in" --out "$work/score-metrics" --overwrite --chunk 512 \
+    --topk 3 --no-write-outputs
+for f in bench/bench-summary.json sweep/sweep-summary.json bench/bench-report.html; do
   cp "$work/$f" "$out/" 2>/dev/null
+done
+for s in score score-files score-metrics; do
+  cp "$work/$s/score-summary.json" "$out/$s-summary.json" 2>/dev/null
 done
 exit $status
