@@ -63,8 +63,9 @@ class LocalClusterSecurityTest {
             StringWriter err = new StringWriter();
             CommandLine cli = MobaCli.commandLine();
             cli.setErr(new PrintWriter(err, true));
+            // Parquet: its rows go through Spark's (encrypted) data path to the writer.
             int exit = cli.execute("gen", "--out", out.toString(), "--lengths", "4x64", "--heads", "2/2",
-                    "--head-dim", "32", "--partitions", "2");
+                    "--head-dim", "32", "--partitions", "2", "--format", "parquet");
             return new Run(exit, err.toString());
         } finally {
             props.keySet().forEach(System::clearProperty);
