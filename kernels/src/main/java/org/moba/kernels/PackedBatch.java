@@ -63,14 +63,8 @@ public final class PackedBatch {
 
     public static PackedBatch of(BatchLayout layout, int[] cuSeqlens, int maxSeqlen, short[] q, short[] k,
                                  short[] v) {
-        checkCuSeqlens(cuSeqlens, maxSeqlen);
-        int tokens = cuSeqlens[cuSeqlens.length - 1];
-        int h = layout.heads();
-        int hkv = layout.kvHeads();
-        int d = layout.headDim();
-        checkSize("q", q, (long) tokens * h * d, "T*H*D = " + tokens + "*" + h + "*" + d);
-        checkSize("k", k, (long) tokens * hkv * d, "T*Hkv*D = " + tokens + "*" + hkv + "*" + d);
-        checkSize("v", v, (long) tokens * hkv * d, "T*Hkv*D = " + tokens + "*" + hkv + "*" + d);
+        checkShape(layout, cuSeqlens, maxSeqlen, (field, elements, formula) -> checkSize(field,
+                field.equals("q") ? q : field.equals("k") ? k : v, elements, formula));
         return new PackedBatch(layout, cuSeqlens, maxSeqlen, q, k, v);
     }
 
@@ -81,16 +75,27 @@ public final class PackedBatch {
      */
     public static PackedBatch ofBuffers(BatchLayout layout, int[] cuSeqlens, int maxSeqlen, ByteBuffer q,
                                         ByteBuffer k, ByteBuffer v) {
+        checkShape(layout, cuSeqlens, maxSeqlen, (field, elements, formula) -> checkBytes(field,
+                field.equals("q") ? q : field.equals("k") ? k : v, elements, formula));
+        return new PackedBatch(layout, cuSeqlens, maxSeqlen, null, null, null, littleEndian(q), littleEndian(k),
+                littleEndian(v));
+    }
+
+    /** Checks one tensor's size: {@code elements} expected, by {@code formula} (for the message). */
+    private interface TensorSize {
+        void check(String field, long elements, String formula);
+    }
+
+    /** Checks cu_seqlens and max_seqlen, then q's and k's and v's sizes against the layout's. */
+    private static void checkShape(BatchLayout layout, int[] cuSeqlens, int maxSeqlen, TensorSize size) {
         checkCuSeqlens(cuSeqlens, maxSeqlen);
         int tokens = cuSeqlens[cuSeqlens.length - 1];
         int h = layout.heads();
         int hkv = layout.kvHeads();
         int d = layout.headDim();
-        checkBytes("q", q, (long) tokens * h * d, "T*H*D = " + tokens + "*" + h + "*" + d);
-        checkBytes("k", k, (long) tokens * hkv * d, "T*Hkv*D = " + tokens + "*" + hkv + "*" + d);
-        checkBytes("v", v, (long) tokens * hkv * d, "T*Hkv*D = " + tokens + "*" + hkv + "*" + d);
-        return new PackedBatch(layout, cuSeqlens, maxSeqlen, null, null, null, littleEndian(q), littleEndian(k),
-                littleEndian(v));
+        size.check("q", (long) tokens * h * d, "T*H*D = " + tokens + "*" + h + "*" + d);
+        size.check("k", (long) tokens * hkv * d, "T*Hkv*D = " + tokens + "*" + hkv + "*" + d);
+        size.check("v", (long) tokens * hkv * d, "T*Hkv*D = " + tokens + "*" + hkv + "*" + d);
     }
 
     private static ByteBuffer littleEndian(ByteBuffer b) {
