@@ -4,7 +4,7 @@
 # gen writes safetensors; score runs three times on it: outputs in rows with --measure-bound (its throughput against
 # the physical bound, max(raw read of the input files, host<->device copies); docs/perf.md), outputs as files, and
 # metrics only.
-# MOBA_BENCH=0 skips bench.
+# MOBA_BENCH=0 skips bench, MOBA_SWEEP=0 the sweep.
 # usage (from the project root on the GPU host):  bash job/src/test/device/gpu-spark-run.sh
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../../../.." && pwd)
@@ -28,8 +28,6 @@ run() {
   [ $rc = 0 ] || status=1
 }
 nvidia-smi --query-gpu=name,pci.bus_id --format=csv,noheader
-[ "${MOBA_BENCH:-1}" = 0 ] || run bench bench --backend cuda --spec "$root/conf/bench-flashmoba.json" --repeats 10 --out "$work/bench" --overwrite
-run sweep sweep --backend cuda --backward --out "$work/sweep" --overwrite
 run gen gen --overwrite --out "$work/in" --lengths uniform:256:256-8192 --heads 16/4 --head-dim 128 --partitions 8
 # Three forms of the output on the same input: in rows (with the bound), as files, metrics only.
 run score score --backend cuda --input "$work/in" --out "$work/score" --overwrite --chunk 512 --topk 3 --measure-bound
@@ -37,6 +35,8 @@ run score-files score --backend cuda --input "$work/in" --out "$work/score-files
     --outputs files
 run score-metrics score --backend cuda --input "$work/in" --out "$work/score-metrics" --overwrite --chunk 512 \
     --topk 3 --no-write-outputs
+[ "${MOBA_BENCH:-1}" = 0 ] || run bench bench --backend cuda --spec "$root/conf/bench-flashmoba.json" --repeats 10 --out "$work/bench" --overwrite
+[ "${MOBA_SWEEP:-1}" = 0 ] || run sweep sweep --backend cuda --backward --out "$work/sweep" --overwrite
 for f in bench/bench-summary.json sweep/sweep-summary.json bench/bench-report.html; do
   cp "$work/$f" "$out/" 2>/dev/null
 done
