@@ -288,6 +288,10 @@ final class MobaPartitions implements MapPartitionsFunction<Row, Row> {
                 try {
                     // Sizes and shapes here; values once loaded, by the loader.
                     r.validate(false);
+                    String tooLarge = BatchLoader.tooLarge(r.length(), r.layout());
+                    if (tooLarge != null) {
+                        throw new BadRecordException(r.id(), tooLarge);
+                    }
                 } catch (BadRecordException e) {
                     if (options.badRecords() == MobaOptions.BadRecords.FAIL) {
                         throw e;

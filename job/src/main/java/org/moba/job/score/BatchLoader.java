@@ -12,7 +12,7 @@ import org.moba.kernels.MobaInputException;
 import org.moba.kernels.PackedBatch;
 
 /**
- * Loads records of one layout into one packed batch whose tensors live in a direct host buffer
+ * Loads records of one layout into one packed batch whose tensors live in direct host buffers (one per tensor)
  * ({@link PackedBatch#ofBuffers}): bytes held in a record are copied in once; bytes still in a file are read
  * straight into place ({@link FileRanges}), with no array per record. Each record is checked where it landed (size,
  * and NaN/infinity when asked); a bad one is rejected or, with {@code failOnBad}, stops the load. Keeps the files it
@@ -31,15 +31,25 @@ public final class BatchLoader implements AutoCloseable {
 
     /**
      * The loaded batch (null when every record was rejected), the indexes of the records it holds, in order, and
-     * the rejected ones. {@link #release()} gives the buffer back once the batch has run.
+     * the rejected ones. {@link #release()} gives the buffers back once the batch has run.
      */
     public record Loaded(PackedBatch batch, List<Integer> kept, List<Rejected> rejected, long bytes,
-                         ByteBuffer buffer, HostBuffers owner) {
+                         List<ByteBuffer> buffers, HostBuffers owner) {
         public void release() {
-            if (buffer != null) {
-                owner.give(buffer);
-            }
+            buffers.forEach(owner::give);
         }
+    }
+
+    /**
+     * Why a record of {@code length} tokens cannot be loaded at all, or null: its q must fit one host buffer
+     * ({@link HostBuffers#MAX_BYTES}; k and v are no larger). Checked when records are grouped, so that such a
+     * record is a bad record, not a failed batch.
+     */
+    public static String tooLarge(int length, BatchLayout layout) {
+        long bytes = 2L * length * layout.qElementsPerToken();
+        return bytes <= HostBuffers.MAX_BYTES ? null : "q of " + length + " tokens x " + layout.heads()
+                + " heads x " + layout.headDim() + " dims x 2 bytes = " + bytes + " bytes exceeds the "
+                + HostBuffers.MAX_BYTES + " bytes one host buffer holds";
     }
 
     public BatchLoader(Configuration hadoop, boolean checkFinite, boolean failOnBad, HostBuffers buffers) {
@@ -59,18 +69,17 @@ public final class BatchLoader implements AutoCloseable {
         long qRow = 2L * layout.qElementsPerToken();
         long kvRow = 2L * layout.kvElementsPerToken();
         long tokens = records.stream().mapToLong(TensorRecord::length).sum();
-        if (tokens * layout.qElementsPerToken() > Integer.MAX_VALUE) {
+        if (tokens * qRow > HostBuffers.MAX_BYTES) {
             throw new MobaInputException("sequence '" + records.get(0).id() + "': batch of " + tokens
-                    + " tokens exceeds the largest array a batch can hold; lower the token budget");
+                    + " tokens exceeds the " + HostBuffers.MAX_BYTES + " bytes of q one host buffer holds; lower"
+                    + " the token budget");
         }
-        long qBytes = tokens * qRow;
-        long kvBytes = tokens * kvRow;
-        ByteBuffer buffer = buffers.take(qBytes + 2 * kvBytes);
+        List<ByteBuffer> taken = new ArrayList<>(3);
         boolean done = false;
         try {
-            ByteBuffer q = region(buffer, 0, qBytes);
-            ByteBuffer k = region(buffer, qBytes, kvBytes);
-            ByteBuffer v = region(buffer, qBytes + kvBytes, kvBytes);
+            ByteBuffer q = take(taken, tokens * qRow);
+            ByteBuffer k = take(taken, tokens * kvRow);
+            ByteBuffer v = take(taken, tokens * kvRow);
             List<Integer> kept = new ArrayList<>();
             List<Rejected> rejected = new ArrayList<>();
             List<Integer> cu = new ArrayList<>(List.of(0));
@@ -100,20 +109,27 @@ public final class BatchLoader implements AutoCloseable {
             }
             Loaded loaded;
             if (kept.isEmpty()) {
-                buffers.give(buffer);
-                loaded = new Loaded(null, kept, rejected, 0, null, buffers);
+                taken.forEach(buffers::give);
+                loaded = new Loaded(null, kept, rejected, 0, List.of(), buffers);
             } else {
                 PackedBatch batch = PackedBatch.ofBuffers(layout, cu.stream().mapToInt(Integer::intValue).toArray(),
                         maxLen, region(q, 0, at * qRow), region(k, 0, at * kvRow), region(v, 0, at * kvRow));
-                loaded = new Loaded(batch, kept, rejected, at * (qRow + 2 * kvRow), buffer, buffers);
+                loaded = new Loaded(batch, kept, rejected, at * (qRow + 2 * kvRow), taken, buffers);
             }
             done = true;
             return loaded;
         } finally {
             if (!done) {
-                buffers.give(buffer);
+                taken.forEach(buffers::give);
             }
         }
+    }
+
+    /** A host buffer of {@code bytes}, positioned at 0, remembered in {@code taken}. */
+    private ByteBuffer take(List<ByteBuffer> taken, long bytes) {
+        ByteBuffer b = buffers.take(bytes);
+        taken.add(b);
+        return region(b, 0, bytes);
     }
 
     /** {@code length} bytes of {@code b} from {@code offset}, as a buffer positioned at 0. */

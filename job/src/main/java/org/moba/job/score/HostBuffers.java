@@ -14,6 +14,8 @@ import java.util.List;
 public final class HostBuffers {
     private static final long KEPT_BYTES = Runtime.getRuntime().maxMemory() / 4;
     private static final long GRANULE = 8L << 20;
+    /** The most one buffer holds (a Java buffer's limit, rounded down to whole granules). */
+    public static final long MAX_BYTES = Integer.MAX_VALUE / GRANULE * GRANULE;
     private static final HostBuffers EXECUTOR = new HostBuffers();
 
     private final List<ByteBuffer> idle = new ArrayList<>();
@@ -26,9 +28,9 @@ public final class HostBuffers {
 
     /** A direct buffer of at least {@code bytes} (position 0, limit {@code bytes}), idle or new. */
     public ByteBuffer take(long bytes) {
-        if (bytes > Integer.MAX_VALUE - GRANULE) {
-            throw new IllegalArgumentException("a host buffer holds at most 2 GiB, asked for " + bytes
-                    + " bytes: lower the token budget");
+        if (bytes > MAX_BYTES) {
+            throw new IllegalArgumentException("a host buffer holds at most " + MAX_BYTES + " bytes, asked for "
+                    + bytes + ": lower the token budget");
         }
         synchronized (idle) {
             ByteBuffer best = null;

@@ -109,6 +109,14 @@ class TensorRecordTest {
     }
 
     @Test
+    void aRecordWhoseQDoesNotFitOneHostBufferIsNamedWithItsSize() {
+        BatchLayout wide = new BatchLayout(DType.BF16, 16, 4, 128); // 4 KiB of q per token
+        assertEquals(null, BatchLoader.tooLarge(500_000, wide));
+        assertEquals("q of 600000 tokens x 16 heads x 128 dims x 2 bytes = 2457600000 bytes exceeds the "
+                + HostBuffers.MAX_BYTES + " bytes one host buffer holds", BatchLoader.tooLarge(600_000, wide));
+    }
+
+    @Test
     void recordWhoseFileIsShorterThanItsPositionsIsRejectedNamingTheTensor(@TempDir Path dir) throws Exception {
         Path path = dir.resolve("short.bin");
         Files.write(path, new byte[100]);
