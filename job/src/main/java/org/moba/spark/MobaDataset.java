@@ -57,7 +57,8 @@ public final class MobaDataset {
     /** The optional input column with the byte positions of a record's q, k and v in its {@value #TENSOR_FILE}. */
     public static final String TENSOR_POSITIONS = "tensor_positions";
 
-    static final DataType POSITIONS_TYPE = DataTypes.createArrayType(DataTypes.LongType);
+    /** The type of {@value #TENSOR_POSITIONS} and {@value #OUTPUT_POSITIONS}: byte positions in a file. */
+    public static final DataType POSITIONS_TYPE = DataTypes.createArrayType(DataTypes.LongType);
     /** The optional input columns and their types. */
     private static final Map<String, DataType> OPTIONAL_INPUT = Map.of(PROBLEM, DataTypes.StringType, TENSOR_FILE,
             DataTypes.StringType, TENSOR_POSITIONS, POSITIONS_TYPE);

@@ -8,21 +8,21 @@ import java.util.Deque;
 import java.util.Iterator;
 import java.util.List;
 import java.util.NoSuchElementException;
-import org.apache.spark.TaskContext;
-import org.apache.spark.util.TaskCompletionListener;
-import org.apache.spark.api.java.function.MapPartitionsFunction;
-import org.apache.spark.sql.Row;
-import org.apache.spark.sql.RowFactory;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
+import org.apache.spark.TaskContext;
+import org.apache.spark.api.java.function.MapPartitionsFunction;
+import org.apache.spark.sql.Row;
+import org.apache.spark.sql.RowFactory;
+import org.apache.spark.util.DoubleAccumulator;
 import org.apache.spark.util.SerializableConfiguration;
+import org.apache.spark.util.TaskCompletionListener;
 import org.moba.job.score.BadRecordException;
 import org.moba.job.score.BatchLoader;
 import org.moba.job.score.HostBuffers;
 import org.moba.job.score.OutputFiles;
-import scala.jdk.javaapi.CollectionConverters;
 import org.moba.job.score.ScoreSchema;
 import org.moba.job.score.TensorRecord;
 import org.moba.job.spark.DeviceAssignment;
@@ -37,6 +37,7 @@ import org.moba.kernels.MobaParams;
 import org.moba.kernels.PackedBatch;
 import org.moba.kernels.PhaseTimings;
 import org.moba.kernels.QualityMetrics;
+import scala.jdk.javaapi.CollectionConverters;
 
 /**
  * The executor side of {@link MobaDataset#attention} (and so of {@code score}): binds the task to its device (the GPU
@@ -129,15 +130,17 @@ final class MobaPartitions implements MapPartitionsFunction<Row, Row> {
             this.device = device;
             this.partition = partition;
             this.attempt = attempt;
-            this.writerThread = options.outputFolder() == null ? null : Executors.newSingleThreadExecutor(r -> {
-                Thread t = new Thread(r, "moba output writer, partition " + partition);
-                t.setDaemon(true);
-                return t;
-            });
+            this.writerThread = options.outputFolder() == null ? null
+                    : daemonThread("moba output writer, partition " + partition);
             this.loader = new BatchLoader(hadoop.value(), options.checkFinite(),
                     options.badRecords() == MobaOptions.BadRecords.FAIL, HostBuffers.executor());
-            this.loaderThread = Executors.newSingleThreadExecutor(r -> {
-                Thread t = new Thread(r, "moba loader, partition " + partition);
+            this.loaderThread = daemonThread("moba loader, partition " + partition);
+        }
+
+        /** One daemon thread running submitted work in order (a task's helper; never holds the JVM open). */
+        private static ExecutorService daemonThread(String name) {
+            return Executors.newSingleThreadExecutor(r -> {
+                Thread t = new Thread(r, name);
                 t.setDaemon(true);
                 return t;
             });
@@ -175,7 +178,7 @@ final class MobaPartitions implements MapPartitionsFunction<Row, Row> {
             if (p.load() == null) {
                 return;
             }
-            Timed t = await(p.load());
+            Timed t = await(p.load(), timings.loadWaitMs, "loading a batch");
             BatchLoader.Loaded loaded = t.loaded();
             timings.loadMs.add(t.ms());
             timings.loadedBytes.add(loaded.bytes());
@@ -198,36 +201,30 @@ final class MobaPartitions implements MapPartitionsFunction<Row, Row> {
             }
         }
 
-        private Timed await(Future<Timed> load) {
+        /**
+         * The result of work on a helper thread, the wait added to {@code waitMs}. A failure is rethrown as it is
+         * when unchecked (a bad record under --bad-records fail keeps its own message), else wrapped, saying
+         * {@code what} failed.
+         */
+        private <T> T await(Future<T> work, DoubleAccumulator waitMs, String what) {
             long start = System.nanoTime();
             try {
-                return load.get();
+                return work.get();
             } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();
-                throw new IllegalStateException("interrupted while loading a batch", e);
+                throw new IllegalStateException("interrupted while " + what, e);
             } catch (ExecutionException e) {
                 if (e.getCause() instanceof RuntimeException r) {
-                    throw r; // a bad record under --bad-records fail keeps its own message
+                    throw r;
                 }
-                throw new IllegalStateException("loading a batch failed", e.getCause());
+                throw new IllegalStateException(what + " failed: " + e.getCause(), e.getCause());
             } finally {
-                timings.loadWaitMs.add((System.nanoTime() - start) / 1e6);
+                waitMs.add((System.nanoTime() - start) / 1e6);
             }
         }
 
         private void awaitWrite() {
-            long start = System.nanoTime();
-            try {
-                writes.poll().get();
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-                throw new IllegalStateException("interrupted while writing an output file", e);
-            } catch (ExecutionException e) {
-                throw new IllegalStateException("writing an output file under " + options.outputFolder()
-                        + " failed: " + e.getCause(), e.getCause());
-            } finally {
-                timings.writeWaitMs.add((System.nanoTime() - start) / 1e6);
-            }
+            await(writes.poll(), timings.writeWaitMs, "writing an output file under " + options.outputFolder());
         }
 
         /**
@@ -286,12 +283,7 @@ final class MobaPartitions implements MapPartitionsFunction<Row, Row> {
                 lookahead = null;
                 TensorRecord r = p.record();
                 try {
-                    // Sizes and shapes here; values once loaded, by the loader.
-                    r.validate(false);
-                    String tooLarge = BatchLoader.tooLarge(r.length(), r.layout());
-                    if (tooLarge != null) {
-                        throw new BadRecordException(r.id(), tooLarge);
-                    }
+                    r.validate(false); // sizes and shapes here; values once loaded, by the loader
                 } catch (BadRecordException e) {
                     if (options.badRecords() == MobaOptions.BadRecords.FAIL) {
                         throw e;

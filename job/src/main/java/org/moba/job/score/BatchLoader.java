@@ -42,8 +42,8 @@ public final class BatchLoader implements AutoCloseable {
 
     /**
      * Why a record of {@code length} tokens cannot be loaded at all, or null: its q must fit one host buffer
-     * ({@link HostBuffers#MAX_BYTES}; k and v are no larger). Checked when records are grouped, so that such a
-     * record is a bad record, not a failed batch.
+     * ({@link HostBuffers#MAX_BYTES}; k and v are no larger). Part of {@link TensorRecord#validate}, so that such
+     * a record is a bad record, not a failed batch.
      */
     public static String tooLarge(int length, BatchLayout layout) {
         long bytes = 2L * length * layout.qElementsPerToken();

@@ -4,7 +4,6 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import java.io.IOException;
 import java.io.OutputStream;
 import java.nio.ByteBuffer;
-import java.nio.ByteOrder;
 import java.util.List;
 import java.util.Map;
 import org.apache.hadoop.conf.Configuration;
@@ -46,17 +45,12 @@ public final class OutputFiles {
     public static File of(String folder, String name, BatchLayout layout, int[] cuSeqlens, List<String> ids,
                           short[] out, float[] lse) throws IOException {
         int t = cuSeqlens[cuSeqlens.length - 1];
-        ByteBuffer outBytes = ByteBuffer.allocate(2 * out.length).order(ByteOrder.LITTLE_ENDIAN);
-        outBytes.asShortBuffer().put(out);
-        ByteBuffer lseBytes = ByteBuffer.allocate(4 * lse.length).order(ByteOrder.LITTLE_ENDIAN);
-        lseBytes.asFloatBuffer().put(lse);
-        ByteBuffer cu = ByteBuffer.allocate(4 * cuSeqlens.length).order(ByteOrder.LITTLE_ENDIAN);
-        cu.asIntBuffer().put(cuSeqlens);
         List<Safetensors.Tensor> tensors = List.of(
                 new Safetensors.Tensor("out", Safetensors.dtype(layout.dtype()),
-                        new long[] {t, layout.heads(), layout.headDim()}, outBytes),
-                new Safetensors.Tensor("lse", "F32", new long[] {t, layout.heads()}, lseBytes),
-                new Safetensors.Tensor("cu_seqlens", "I32", new long[] {cuSeqlens.length}, cu));
+                        new long[] {t, layout.heads(), layout.headDim()}, ByteBuffer.wrap(TensorRecord.bytes(out))),
+                new Safetensors.Tensor("lse", "F32", new long[] {t, layout.heads()},
+                        ByteBuffer.wrap(TensorRecord.bytes(lse))),
+                Safetensors.cuSeqlens(cuSeqlens));
         Map<String, String> metadata = Map.of(IDS_KEY, JSON.writeValueAsString(ids));
         long[] starts = Safetensors.write(OutputStream.nullOutputStream(), tensors, metadata);
         return new File(folder, name, tensors, metadata, new Written(starts[0], starts[1]));

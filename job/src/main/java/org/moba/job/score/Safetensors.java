@@ -188,13 +188,18 @@ public final class Safetensors {
     /** Writes a packed batch in this layout to {@code out}, tensor by tensor (no copy of the whole file). */
     public static void write(PackedBatch batch, OutputStream out) throws IOException {
         String dt = dtype(batch.dtype());
-        ByteBuffer cu = ByteBuffer.allocate(batch.cuSeqlens().length * 4).order(ByteOrder.LITTLE_ENDIAN);
-        cu.asIntBuffer().put(batch.cuSeqlens());
         int t = batch.totalTokens();
         write(out, List.of(new Tensor("q", dt, new long[] {t, batch.heads(), batch.headDim()}, batch.qBytes()),
                 new Tensor("k", dt, new long[] {t, batch.kvHeads(), batch.headDim()}, batch.kBytes()),
                 new Tensor("v", dt, new long[] {t, batch.kvHeads(), batch.headDim()}, batch.vBytes()),
-                new Tensor("cu_seqlens", "I32", new long[] {batch.cuSeqlens().length}, cu)), Map.of());
+                cuSeqlens(batch.cuSeqlens())), Map.of());
+    }
+
+    /** The {@code cu_seqlens} tensor (I32 {@code [B+1]}) of a file. */
+    public static Tensor cuSeqlens(int[] cuSeqlens) {
+        ByteBuffer cu = ByteBuffer.allocate(cuSeqlens.length * 4).order(ByteOrder.LITTLE_ENDIAN);
+        cu.asIntBuffer().put(cuSeqlens);
+        return new Tensor("cu_seqlens", "I32", new long[] {cuSeqlens.length}, cu);
     }
 
     /** The safetensors name of a 16-bit type. */

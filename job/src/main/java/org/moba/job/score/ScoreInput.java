@@ -209,8 +209,7 @@ final class ScoreInput {
         columns.add(coalesce(problems.toArray(Column[]::new)).as(PROBLEM_COLUMN));
         // The tensors are in the rows: no file columns (typed nulls, so the rows union with unreadable files').
         columns.add(lit(null).cast(DataTypes.StringType).as(MobaDataset.TENSOR_FILE));
-        columns.add(lit(null).cast(MobaTensors.SAFETENSORS_INPUT.apply(MobaDataset.TENSOR_POSITIONS).dataType())
-                .as(MobaDataset.TENSOR_POSITIONS));
+        columns.add(lit(null).cast(MobaDataset.POSITIONS_TYPE).as(MobaDataset.TENSOR_POSITIONS));
         return df.select(columns.toArray(Column[]::new));
     }
 

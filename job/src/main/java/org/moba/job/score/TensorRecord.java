@@ -36,7 +36,8 @@ public record TensorRecord(String id, int length, String dtype, int heads, int k
     }
 
     /**
-     * Validates the record's declared shape and, for tensors held in the record, their sizes and (when asked)
+     * Validates the record's declared shape (including that it fits a batch's host buffers,
+     * {@link BatchLoader#tooLarge}) and, for tensors held in the record, their sizes and (when asked)
      * values, without converting them: every problem becomes a {@link BadRecordException} naming the record id, the
      * field and the value. Tensors still in a file are checked once loaded ({@link #checkFinite}).
      */
@@ -49,6 +50,10 @@ public record TensorRecord(String id, int length, String dtype, int heads, int k
                 throw new MobaInputException("length must be >= 0, got " + length);
             }
             BatchLayout layout = layout();
+            String tooLarge = BatchLoader.tooLarge(length, layout);
+            if (tooLarge != null) {
+                throw new MobaInputException(tooLarge);
+            }
             if (file != null) {
                 return;
             }
