@@ -63,7 +63,7 @@ MOBA_GATE(moba_gate_topk_fp16_d128, moba::Fp16, 128)
 MOBA_GATE(moba_gate_topk_bf16_d64, moba::Bf16, 64)
 MOBA_GATE(moba_gate_topk_bf16_d128, moba::Bf16, 128)
 
-extern "C" __global__ void __launch_bounds__(128) moba_sel_sort(int* sel, int width) {
+extern "C" __global__ void __launch_bounds__(moba::SortConfig::kThreads) moba_sel_sort(int* sel, int width) {
     moba::sort_selection(sel, width);
 }
 
@@ -147,7 +147,7 @@ MOBA_ATTN_OWN_COMBINE_HOPPER(moba_attn_own_combine_h_bf16_d128, moba::Bf16, 128)
 
 // ------------------------------------------------------------------------------------------ backward
 #define MOBA_BWD_DELTA(NAME, DT)                                                                         \
-    extern "C" __global__ void __launch_bounds__(128)                                                    \
+    extern "C" __global__ void __launch_bounds__(moba::DeltaConfig::kThreads)                            \
         NAME(const uint16_t* out, const uint16_t* dout, float* delta, int rows, int head_dim) {          \
         moba::bwd_delta<DT>(out, dout, delta, rows, head_dim);                                           \
     }

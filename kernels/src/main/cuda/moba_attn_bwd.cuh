@@ -35,13 +35,20 @@ struct BwdConfig {
     static constexpr int kDqSelectedSmemBytes = kDqSmemBytes + kStatsBytes + 2 * kIndexBytes;
     // dkdv: K and V of the block's key tile; Q, dO, lse/delta and entry indices double-buffered.
     static constexpr int kDkdvSmemBytes = 2 * kTileBytes + 2 * 2 * kTileBytes + 2 * kStatsBytes + 2 * kIndexBytes;
+    static_assert(kBlockM == FlashConfig<HD>::kBlockM, "the backward walks the forward's query tiles");
+    static_assert(kBlockM == kBlockN, "a query tile and a key tile share kTileBytes");
 };
 
-// delta = rowsum(dout * out) in fp32, one warp per (token, head) row.
+// delta = rowsum(dout * out) in fp32, one warp per (token, head) row, kRowsPerBlock rows per block.
+struct DeltaConfig {
+    static constexpr int kThreads = 128;
+    static constexpr int kRowsPerBlock = kThreads / 32;
+};
+
 template <class DT>
 __device__ __forceinline__ void bwd_delta(const uint16_t* __restrict__ out, const uint16_t* __restrict__ dout,
                                           float* __restrict__ delta, int rows, int head_dim) {
-    const int row = blockIdx.x * 4 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    const int row = blockIdx.x * DeltaConfig::kRowsPerBlock + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (row >= rows) return;
     const uint32_t* o = reinterpret_cast<const uint32_t*>(out + static_cast<long>(row) * head_dim);
     const uint32_t* d = reinterpret_cast<const uint32_t*>(dout + static_cast<long>(row) * head_dim);

@@ -246,6 +246,10 @@ __device__ __forceinline__ void gate_topk(const uint16_t* __restrict__ q, const 
     }
 }
 
+struct SortConfig {
+    static constexpr int kThreads = 128;
+};
+
 // Sorts each row of `sel` ([rows, width], valid chunk indices first in any order, then -1) into
 // ascending order with the -1 padding last. One block per row; the row is ranked in shared memory.
 __device__ __forceinline__ void sort_selection(int* __restrict__ sel, int width) {

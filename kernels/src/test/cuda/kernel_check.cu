@@ -8,6 +8,11 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include "../../main/cuda/moba_attn_bwd.cuh"
+#include "../../main/cuda/moba_attn_fwd_hopper.cuh"
+#include "../../main/cuda/moba_attn_selected.cuh"
+#include "../../main/cuda/moba_gate.cuh"
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -87,17 +92,18 @@ struct Kernels {
     cudaKernel_t route_count, route_scan, route_fill;
     cudaKernel_t bwd_delta[2], bwd_dq_selected[2][2], bwd_dq[2][2], bwd_dkdv[2][2];
     cudaKernel_t bwd_route_count, bwd_route_totals, bwd_route_place, bwd_route_fill;
-    static int bwd_dq_smem(int d) { return 2 * 64 * d * 2 + 2 * 2 * 64 * d * 2; }
-    static int bwd_dq_selected_smem(int d) { return bwd_dq_smem(d) + 2 * 64 * 4 + 2 * 64 * 4; }
-    static int bwd_dkdv_smem(int d) { return bwd_dq_smem(d) + 2 * 2 * 64 * 4 + 2 * 64 * 4; }
+    // Dynamic shared memory per kernel family from the kernels' own traits structs (as moba-geometry.properties).
+#define MOBA_SMEM_OF(Config, member, d) ((d) == 64 ? moba::Config<64>::member : moba::Config<128>::member)
+    static int bwd_dq_smem(int d) { return MOBA_SMEM_OF(BwdConfig, kDqSmemBytes, d); }
+    static int bwd_dq_selected_smem(int d) { return MOBA_SMEM_OF(BwdConfig, kDqSelectedSmemBytes, d); }
+    static int bwd_dkdv_smem(int d) { return MOBA_SMEM_OF(BwdConfig, kDkdvSmemBytes, d); }
     static int hd_index(int d) { return d == 64 ? 0 : 1; }
-    static int gate_smem(int d) { return std::max(64 * d * 2, 64 * 32 * 8) + 64 * 12 + 2 * (3 * 32 * d * 2 + 128); }
-    static int selected_smem(int d) { return 2 * 64 * d * 2 + 2 * 2 * 64 * d * 2; }
-    static int attn_smem(int d) { return (64 + 4 * 64) * d * 2; }
-    // HopperFwdConfig: alignment slack, a 128-row q tile, three stages of 128-key k and v, seven mbarriers.
-    static int attn_h_smem(int d) { return 1024 + 128 * d * 2 + 3 * 2 * 128 * d * 2 + 7 * 8; }
-    // HopperSelectedConfig: alignment slack, three 128-row q stages, two k/v stages, a full and an empty barrier each.
-    static int selected_h_smem(int d) { return 1024 + 3 * 128 * d * 2 + 2 * 2 * 128 * d * 2 + 2 * 5 * 8; }
+    static int gate_smem(int d) { return MOBA_SMEM_OF(GateConfig, kSmemBytes, d); }
+    static int selected_smem(int d) { return MOBA_SMEM_OF(SelectedConfig, kSmemBytes, d); }
+    static int attn_smem(int d) { return MOBA_SMEM_OF(FlashConfig, kSmemBytes, d); }
+    static int attn_h_smem(int d) { return MOBA_SMEM_OF(HopperFwdConfig, kSmemBytes, d); }
+    static int selected_h_smem(int d) { return MOBA_SMEM_OF(HopperSelectedConfig, kSmemBytes, d); }
+#undef MOBA_SMEM_OF
     void load(const char* path) {
         CHECK(cudaFree(nullptr));
         cudaDeviceProp prop;

@@ -19,10 +19,10 @@ import org.moba.kernels.PackedBatch;
  * </ul>
  */
 final class BatchPlan {
-    /** Query rows per attention thread block. */
-    static final int TILE_ROWS = 64;
+    /** Query rows per attention thread block (FlashConfig; the backward's BwdConfig tiles are the same). */
+    static final int TILE_ROWS = KernelGeometry.get("flash.block_m");
     /** Query rows per thread block of the wgmma engine's forward kernels (two consumer warpgroups of 64). */
-    static final int WIDE_TILE_ROWS = 128;
+    static final int WIDE_TILE_ROWS = KernelGeometry.get("hopper_fwd.block_m");
 
     final int selectionWidth;
     final boolean dense;

@@ -18,15 +18,15 @@ import org.moba.kernels.cuda.KernelModule.Kernel;
  * (dtype, head dim), so a fatbin without them still serves the forward.
  */
 final class MobaBackwardKernels {
-    private static final int DELTA_THREADS = 128;
-    /** moba_bwd_delta: rows of {@code [T*H]} per block of 128 threads. */
-    private static final int DELTA_ROWS_PER_BLOCK = 4;
-    private static final int ROUTE_COUNT_THREADS = 256;
-    private static final int ROUTE_SCAN_THREADS = 1024;
-    /** moba_bwd_route_totals / place / fill: one warp per bucket or token group, 4 per block. */
-    private static final int ROUTE_WARP_THREADS = 128;
-    private static final int ROUTE_WARPS_PER_BLOCK = 4;
-    private static final int GRADIENT_THREADS = 128;
+    private static final int DELTA_THREADS = KernelGeometry.get("bwd_delta.threads");
+    /** moba_bwd_delta: rows of {@code [T*H]} per block, one warp each. */
+    private static final int DELTA_ROWS_PER_BLOCK = KernelGeometry.get("bwd_delta.rows_per_block");
+    private static final int ROUTE_COUNT_THREADS = KernelGeometry.get("route.threads");
+    private static final int ROUTE_SCAN_THREADS = KernelGeometry.get("route.scan_threads");
+    /** moba_bwd_route_totals / place / fill: one warp per bucket or token group. */
+    private static final int ROUTE_WARP_THREADS = KernelGeometry.get("bwd_route.threads");
+    private static final int ROUTE_WARPS_PER_BLOCK = KernelGeometry.get("bwd_route.warps");
+    private static final int GRADIENT_THREADS = KernelGeometry.get("bwd.threads");
 
     private final KernelModule module;
     private final int headDim;

@@ -18,17 +18,17 @@ import org.moba.kernels.cuda.KernelModule.Kernel;
  */
 final class MobaKernels {
     /** The gate writes at most this many selection slots per launch; wider selections take several passes. */
-    static final int GATE_SLOTS_PER_PASS = 16;
-    private static final int CHUNK_MEAN_THREADS = 256;
-    private static final int GATE_THREADS = 128;
-    private static final int SORT_THREADS = 128;
-    private static final int ATTENTION_THREADS = 128;
+    static final int GATE_SLOTS_PER_PASS = KernelGeometry.get("gate.slots_per_pass");
+    private static final int CHUNK_MEAN_THREADS = KernelGeometry.get("chunk_mean.threads");
+    private static final int GATE_THREADS = KernelGeometry.get("gate.threads");
+    private static final int SORT_THREADS = KernelGeometry.get("sel_sort.threads");
+    /** moba_attn_fwd, moba_attn_own_combine and moba_attn_selected (FlashConfig). */
+    private static final int ATTENTION_THREADS = KernelGeometry.get("flash.threads");
     /** The wgmma engine's blocks: a producer warpgroup and two consumer warpgroups. */
-    private static final int WIDE_ATTENTION_THREADS = 384;
-    private static final int ROUTE_THREADS = 256;
-    private static final int ROUTE_SCAN_THREADS = 1024;
-    private static final int SELECTED_THREADS = 128;
-    private static final int SCORE_THREADS = 256;
+    private static final int WIDE_ATTENTION_THREADS = KernelGeometry.get("hopper_fwd.threads");
+    private static final int ROUTE_THREADS = KernelGeometry.get("route.threads");
+    private static final int ROUTE_SCAN_THREADS = KernelGeometry.get("route.scan_threads");
+    private static final int SCORE_THREADS = KernelGeometry.get("score.threads");
 
     private final KernelModule module;
     private final int headDim;
@@ -69,16 +69,16 @@ final class MobaKernels {
     }
 
     /**
-     * Dynamic shared memory per block of every kernel, one formula each, exactly as ABI.md states them; the only
-     * place these numbers live. Kernels not listed use none.
+     * Dynamic shared memory per block of every kernel, as compiled ({@link KernelGeometry}; ABI.md states the same
+     * numbers). Kernels not listed use none.
      */
     static final class SharedMemory {
         private SharedMemory() {
         }
 
-        /** Gate: a q tile or the top-k scratch, 64 rows of row state, two stages of three chunk-mean planes. */
+        /** Gate (GateConfig). */
         static int gate(int headDim) {
-            return Math.max(64 * headDim * 2, 64 * 32 * 8) + 64 * 12 + 2 * (3 * 32 * headDim * 2 + 128);
+            return KernelGeometry.sharedMemory("gate", headDim);
         }
 
         /** moba_sel_sort: one row of the selection. */
@@ -86,14 +86,14 @@ final class MobaKernels {
             return selectionWidth * Integer.BYTES;
         }
 
-        /** moba_attn_fwd: one q tile and four k/v stages of 64 rows. */
+        /** moba_attn_fwd (FlashConfig): one q tile and two stages of k/v tiles. */
         static int attention(int headDim) {
-            return (64 + 4 * 64) * headDim * 2;
+            return KernelGeometry.sharedMemory("flash", headDim);
         }
 
-        /** moba_attn_selected: two q tiles and two double-buffered k/v stages of 64 rows. */
+        /** moba_attn_selected (SelectedConfig): two q tiles and two stages of k/v tiles. */
         static int selected(int headDim) {
-            return 2 * 64 * headDim * 2 + 2 * 2 * 64 * headDim * 2;
+            return KernelGeometry.sharedMemory("selected", headDim);
         }
 
         /** moba_attn_own_combine: as moba_attn_fwd. */
@@ -101,35 +101,29 @@ final class MobaKernels {
             return attention(headDim);
         }
 
-        /**
-         * moba_attn_fwd_h / moba_attn_own_combine_h (HopperFwdConfig): 1024 bytes of alignment slack, a 128-row q
-         * tile, three stages of 128-key k and v tiles, seven mbarriers.
-         */
+        /** moba_attn_fwd_h / moba_attn_own_combine_h (HopperFwdConfig). */
         static int wideAttention(int headDim) {
-            return 1024 + 128 * headDim * 2 + 3 * 2 * 128 * headDim * 2 + 7 * 8;
+            return KernelGeometry.sharedMemory("hopper_fwd", headDim);
         }
 
-        /**
-         * moba_attn_selected_h (HopperSelectedConfig): alignment slack, three 128-row q stages, two stages of
-         * 128-key k and v tiles, a full and an empty mbarrier per stage.
-         */
+        /** moba_attn_selected_h (HopperSelectedConfig). */
         static int wideSelected(int headDim) {
-            return 1024 + 3 * 128 * headDim * 2 + 2 * 2 * 128 * headDim * 2 + 2 * 5 * 8;
+            return KernelGeometry.sharedMemory("hopper_selected", headDim);
         }
 
-        /** moba_bwd_dq (backward step 9): one q and one dout tile, two double-buffered k/v stages of 64 rows. */
+        /** moba_bwd_dq (backward step 9; BwdConfig). */
         static int backwardDq(int headDim) {
-            return 2 * 64 * headDim * 2 + 2 * 2 * 64 * headDim * 2;
+            return KernelGeometry.sharedMemory("bwd_dq", headDim);
         }
 
-        /** moba_bwd_dq_selected (backward step 8): as moba_bwd_dq, plus the tile's lse/delta and two index stages. */
+        /** moba_bwd_dq_selected (backward step 8). */
         static int backwardDqSelected(int headDim) {
-            return backwardDq(headDim) + 2 * 64 * 4 + 2 * 64 * 4;
+            return KernelGeometry.sharedMemory("bwd_dq_selected", headDim);
         }
 
-        /** moba_bwd_dkdv (backward step 10): k/v tile, two q/dout stages, two lse/delta stages, two index stages. */
+        /** moba_bwd_dkdv (backward step 10). */
         static int backwardDkdv(int headDim) {
-            return backwardDq(headDim) + 2 * 2 * 64 * 4 + 2 * 64 * 4;
+            return KernelGeometry.sharedMemory("bwd_dkdv", headDim);
         }
     }
 
@@ -267,7 +261,7 @@ final class MobaKernels {
         int grid = selectedGrid(entries, rowsPerGroup, heads, numFullChunks);
         boolean wide = gatheredOnWgmma(chunkSize);
         launch(wide ? wideSelected : selected, stream, context, grid, 1,
-                wide ? WIDE_ATTENTION_THREADS : SELECTED_THREADS,
+                wide ? WIDE_ATTENTION_THREADS : ATTENTION_THREADS,
                 wide ? SharedMemory.wideSelected(headDim) : SharedMemory.selected(headDim),
                 q, k, v, cuSeqlens, chunkBase, numSequences, bucketRow0, bucketGroup0, rows, rowsPerGroup, partialO,
                 partialLse, heads, kvHeads, selectionWidth, chunkSize, numFullChunks, scale);

@@ -27,4 +27,12 @@ class FatbinFreshnessTest {
         assertTrue(Files.exists(RESOURCES.resolve("moba.fatbin")), REBUILD + " (moba.fatbin is missing)");
         assertEquals(CudaSourceHash.recorded(hashFile), CudaSourceHash.of(SOURCES), REBUILD);
     }
+
+    @Test
+    void launchGeometryComesFromTheSameBuildAsTheFatbin() {
+        Path hashFile = RESOURCES.resolve("moba.fatbin.sha256");
+        Assumptions.assumeTrue(Files.exists(hashFile), "this checkout has no fatbin (kernels not merged yet)");
+        assertEquals(CudaSourceHash.recorded(hashFile), KernelGeometry.sourcesHash(),
+                REBUILD + " (moba-geometry.properties is from another build than moba.fatbin)");
+    }
 }
