@@ -311,14 +311,14 @@ static void run_attn(const Kernels& K, const Case& c, const Layout& L, DeviceRun
     CHECK(cudaMemsetAsync(r.bucket_count.p, 0, buckets * 4, st));
     const unsigned entry_blocks = (entries + 255) / 256;
     launch(K.route_count, dim3(entry_blocks), dim3(256), 0, st,
-           {&r.sel.p, &r.cu.p, &r.chunk_base.p, &B, &H, &W, &nfc, &entries, &r.bucket_count.p});
+           {&r.sel.p, &r.cu.p, &r.chunk_base.p, &B, &H, &W, &nfc, &entries, &C, &r.bucket_count.p});
     // Groups of 8 tiles keep a C <= 128 chunk resident in shared memory; longer chunks stream. The sm_90a kernel
     // takes 128-row tiles: four of them against a resident C <= 256 chunk, else one.
     int rows_per_group = c.hopper ? (C <= 256 ? 4 * 128 : 128) : (C <= 128 ? 8 * 64 : 64);
     launch(K.route_scan, dim3(1), dim3(1024), 0, st,
            {&r.bucket_count.p, &buckets, &rows_per_group, &r.bucket_row0.p, &r.bucket_tile0.p, &r.bucket_cursor.p});
     launch(K.route_fill, dim3(entry_blocks), dim3(256), 0, st,
-           {&r.sel.p, &r.cu.p, &r.chunk_base.p, &B, &H, &W, &nfc, &entries, &r.bucket_cursor.p, &r.rows.p});
+           {&r.sel.p, &r.cu.p, &r.chunk_base.p, &B, &H, &W, &nfc, &entries, &C, &r.bucket_cursor.p, &r.rows.p});
     const unsigned max_groups = (entries + rows_per_group - 1) / rows_per_group + buckets;
     if (c.hopper)
         launch(K.selected_h[c.dt][hd], dim3(max_groups), dim3(384), Kernels::selected_h_smem(c.D), st,

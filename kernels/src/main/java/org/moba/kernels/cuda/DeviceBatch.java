@@ -276,7 +276,7 @@ public final class DeviceBatch implements PreparedBatch {
         if (plan.numFullChunks > 0) { // else every selection entry is padding: nothing to route
             int entries = Math.toIntExact(path.scratch().entries());
             kernels.route(stream, context, sel.pointer(), cuSeqlens.pointer(), chunkBase.pointer(),
-                    batch.numSequences(), heads, w, plan.numFullChunks, entries, rowsPerGroup,
+                    batch.numSequences(), heads, w, plan.numFullChunks, entries, c, rowsPerGroup,
                     bucketCount.pointer(), bucketRow0.pointer(), bucketGroup0.pointer(), bucketCursor.pointer(),
                     routedRows.pointer());
             kernels.attentionSelected(stream, context, q.pointer(), k.pointer(), v.pointer(), cuSeqlens.pointer(),
