@@ -122,10 +122,11 @@ class CudaDenseComparisonTest {
             }
         }
         assertTrue(dropped, "MoBA should drop some softmax mass on 3000 tokens with topk 2 of chunk 128");
-        // One chunk: MoBA is dense attention.
+        // One chunk: MoBA is dense attention, up to rounding: on an H100 the dense kernel runs on wgmma while MoBA's
+        // own-chunk pass at C = 128 stays on mma.sync, and the two accumulate in different orders (bf16: ~3e-4).
         for (int h = 0; h < layout.heads(); h++) {
             assertEquals(1.0, c.metrics().get(1).recall()[h], 1e-6);
-            assertEquals(0.0, c.metrics().get(1).relError()[h], 1e-6);
+            assertEquals(0.0, c.metrics().get(1).relError()[h], 2e-3);
         }
     }
 
