@@ -69,8 +69,9 @@ extern "C" __global__ void __launch_bounds__(moba::SortConfig::kThreads) moba_se
 
 extern "C" __global__ void __launch_bounds__(moba::RouteConfig::kThreads)
     moba_route_count(const int* sel, const int* cu_seqlens, const int* chunk_base, int num_sequences, int heads,
-                     int width, int num_full_chunks, int entries, int* bucket_count) {
-    moba::route_count(sel, cu_seqlens, chunk_base, num_sequences, heads, width, num_full_chunks, entries, bucket_count);
+                     int width, int num_full_chunks, int entries, int chunk_size, int* bucket_count) {
+    moba::route_count(sel, cu_seqlens, chunk_base, num_sequences, heads, width, num_full_chunks, entries, chunk_size,
+                      bucket_count);
 }
 extern "C" __global__ void __launch_bounds__(moba::RouteConfig::kScanThreads)
     moba_route_scan(const int* bucket_count, int num_buckets, int rows_per_group, int* bucket_row0, int* bucket_group0,
@@ -79,9 +80,9 @@ extern "C" __global__ void __launch_bounds__(moba::RouteConfig::kScanThreads)
 }
 extern "C" __global__ void __launch_bounds__(moba::RouteConfig::kThreads)
     moba_route_fill(const int* sel, const int* cu_seqlens, const int* chunk_base, int num_sequences, int heads,
-                    int width, int num_full_chunks, int entries, int* bucket_cursor, int* rows) {
-    moba::route_fill(sel, cu_seqlens, chunk_base, num_sequences, heads, width, num_full_chunks, entries, bucket_cursor,
-                     rows);
+                    int width, int num_full_chunks, int entries, int chunk_size, int* bucket_cursor, int* rows) {
+    moba::route_fill(sel, cu_seqlens, chunk_base, num_sequences, heads, width, num_full_chunks, entries, chunk_size,
+                     bucket_cursor, rows);
 }
 
 MOBA_ATTN_FWD(moba_attn_fwd_fp16_d64, moba::Fp16, 64)

@@ -11,6 +11,7 @@
 #pragma once
 
 #include "moba_flash.cuh"
+#include "moba_route.cuh"
 
 namespace moba {
 
@@ -119,8 +120,12 @@ __device__ __forceinline__ void attn_fwd(const uint16_t* __restrict__ q, const u
         load_tile_async<Cfg::kBlockN, HD, Cfg::kThreads>(kt + Cfg::kKVBytes, v_head + key0 * kv_stride, kv_stride, valid);
     };
 
+    // Combine mode: a tile whose rows selected every past chunk was not routed; it walks its causal
+    // prefix like dense attention and has no partials to merge.
+    const bool walk_prefix = kCombine && all_past_selected(start, chunk_size, width);
     KeyBlockSchedule schedule;
-    schedule.init(sel, seq0 + start, heads, h, kCombine ? 0 : width, rows_valid, chunk_size, start, dense != 0);
+    schedule.init(sel, seq0 + start, heads, h, kCombine ? 0 : width, rows_valid, chunk_size, start,
+                  dense != 0 || walk_prefix);
     KeyBlock current;
     schedule.next(current);  // never empty: the diagonal block always exists
 
@@ -166,7 +171,8 @@ __device__ __forceinline__ void attn_fwd(const uint16_t* __restrict__ q, const u
     long row_token[2];
 #pragma unroll
     for (int i = 0; i < 2; ++i) row_token[i] = row_in_tile[i] < rows_valid ? seq0 + start + row_in_tile[i] : -1;
-    write_rows<DT, HD, kCombine>(rows, row_token, h, heads, width, sel, partial_o, partial_lse, out, lse);
+    write_rows<DT, HD, kCombine>(rows, row_token, h, heads, walk_prefix ? 0 : width, sel, partial_o, partial_lse, out,
+                                 lse);
 }
 
 }  // namespace moba

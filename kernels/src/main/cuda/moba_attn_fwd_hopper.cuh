@@ -105,8 +105,12 @@ __device__ __forceinline__ void attn_fwd_hopper(const uint16_t* __restrict__ q, 
     const int seq0 = cu_seqlens[tile.x], seq_len = cu_seqlens[tile.x + 1] - seq0, start = tile.y;
     const int rows_valid = min(Cfg::kBlockM, seq_len - start);
     const int last_row = start + rows_valid - 1;
+    // Combine mode: rows that selected every past chunk were not routed; they walk their causal prefix
+    // like dense attention and have no partials to merge. Decided per row: with C = 64 one 128-row
+    // tile spans two chunks, but each consumer's 64 rows lie in one.
+    auto walks_prefix = [&](int p) { return kCombine && all_past_selected(p, chunk_size, width); };
     // Keys of row p: [first_key(p), p]; the tile walks 128-key steps from its first row's first key.
-    auto first_key = [&](int p) { return dense ? 0 : (p / chunk_size) * chunk_size; };
+    auto first_key = [&](int p) { return dense || walks_prefix(p) ? 0 : (p / chunk_size) * chunk_size; };
     const int walk0 = first_key(start);
     const int steps = (last_row - walk0) / Cfg::kBlockN + 1;
 
@@ -188,7 +192,8 @@ __device__ __forceinline__ void attn_fwd_hopper(const uint16_t* __restrict__ q, 
         long row_token[2];
 #pragma unroll
         for (int i = 0; i < 2; ++i) row_token[i] = row_in_tile[i] < rows_valid ? seq0 + start + row_in_tile[i] : -1;
-        write_rows<DT, HD, kCombine>(rows, row_token, h, heads, width, sel, partial_o, partial_lse, out, lse);
+        const int merged_width = walks_prefix(start + consumer * 64) ? 0 : width;
+        write_rows<DT, HD, kCombine>(rows, row_token, h, heads, merged_width, sel, partial_o, partial_lse, out, lse);
     }
 #else
     __trap();  // launched only on sm_90a devices

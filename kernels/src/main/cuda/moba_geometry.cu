@@ -35,7 +35,7 @@ int main() {
 
     put("gate.threads", moba::GateConfig<64>::kThreads);
     put("gate.block_m", moba::GateConfig<64>::kBlockM);
-    put("gate.slots_per_pass", moba::GateConfig<64>::kSlotsPerPass);
+    put("gate.slots_per_pass", moba::GateConfig<64>::kMaxSlotsPerPass);
     per_head_dim<moba::GateConfig>("gate.smem", [](auto c) { return decltype(c)::kSmemBytes; });
     put("sel_sort.threads", moba::SortConfig::kThreads);
 

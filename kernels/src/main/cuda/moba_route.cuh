@@ -4,6 +4,8 @@
 //   bucket = h * NFC + g; entry e = (t * H + h) * W + slot.
 // Positions inside a bucket come from atomics and vary run to run, but each row's result depends
 // only on its own query and the chunk's keys, so outputs stay bit-identical.
+// The forward routes no entry of a row whose own chunk c <= W: such a row selected every past chunk,
+// and moba_attn_own_combine walks its whole causal prefix instead (all_past_selected).
 #pragma once
 
 #include "moba_device.cuh"
@@ -15,22 +17,33 @@ struct RouteConfig {
     static constexpr int kScanThreads = 1024;  // scan: one block
 };
 
-// The bucket of entry e, or -1 for a padding entry.
+// Whether the rows of a query tile starting at local row `start` selected every past chunk: their
+// own chunk c <= W, so S(p, h) = {0 .. c-1} (MOBA semantics: min(topk - 1, c) = c of the c candidates).
+__device__ __forceinline__ bool all_past_selected(int start, int chunk_size, int width) {
+    return start / chunk_size <= width;
+}
+
+// The bucket of entry e, or -1 for a padding entry. chunk_size > 0: also -1 for every entry of a row
+// that selected all its past chunks (the forward walks those rows densely); 0: route every entry.
 __device__ __forceinline__ int bucket_of(const int* sel, const int* cu_seqlens, const int* chunk_base, int num_sequences,
-                                         int heads, int width, int num_full_chunks, long e) {
+                                         int heads, int width, int num_full_chunks, long e, int chunk_size = 0) {
     const int c = sel[e];
     if (c < 0) return -1;
     const int t = static_cast<int>(e / (static_cast<long>(heads) * width));
     const int h = static_cast<int>((e / width) % heads);
-    return h * num_full_chunks + chunk_base[segment_of(cu_seqlens, num_sequences, t)] + c;
+    const int b = segment_of(cu_seqlens, num_sequences, t);
+    if (chunk_size > 0 && all_past_selected(t - cu_seqlens[b], chunk_size, width)) return -1;
+    return h * num_full_chunks + chunk_base[b] + c;
 }
 
 __device__ __forceinline__ void route_count(const int* __restrict__ sel, const int* __restrict__ cu_seqlens,
                                             const int* __restrict__ chunk_base, int num_sequences, int heads, int width,
-                                            int num_full_chunks, int entries, int* __restrict__ bucket_count) {
+                                            int num_full_chunks, int entries, int chunk_size,
+                                            int* __restrict__ bucket_count) {
     const long e = blockIdx.x * static_cast<long>(RouteConfig::kThreads) + threadIdx.x;
     if (e >= entries) return;
-    const int bucket = bucket_of(sel, cu_seqlens, chunk_base, num_sequences, heads, width, num_full_chunks, e);
+    const int bucket = bucket_of(sel, cu_seqlens, chunk_base, num_sequences, heads, width, num_full_chunks, e,
+                                 chunk_size);
     if (bucket >= 0) atomicAdd(&bucket_count[bucket], 1);
 }
 
@@ -74,11 +87,12 @@ __device__ __forceinline__ void route_scan(const int* __restrict__ bucket_count,
 
 __device__ __forceinline__ void route_fill(const int* __restrict__ sel, const int* __restrict__ cu_seqlens,
                                            const int* __restrict__ chunk_base, int num_sequences, int heads, int width,
-                                           int num_full_chunks, int entries, int* __restrict__ bucket_cursor,
-                                           int* __restrict__ rows) {
+                                           int num_full_chunks, int entries, int chunk_size,
+                                           int* __restrict__ bucket_cursor, int* __restrict__ rows) {
     const long e = blockIdx.x * static_cast<long>(RouteConfig::kThreads) + threadIdx.x;
     if (e >= entries) return;
-    const int bucket = bucket_of(sel, cu_seqlens, chunk_base, num_sequences, heads, width, num_full_chunks, e);
+    const int bucket = bucket_of(sel, cu_seqlens, chunk_base, num_sequences, heads, width, num_full_chunks, e,
+                                 chunk_size);
     if (bucket >= 0) rows[atomicAdd(&bucket_cursor[bucket], 1)] = static_cast<int>(e);
 }
 

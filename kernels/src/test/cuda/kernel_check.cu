@@ -177,7 +177,8 @@ struct Case {
 };
 
 struct Layout {  // host index arrays, built exactly as the ABI says
-    std::vector<int> cu, chunk_base, tiles, tiles128;  // tiles: pairs (b, start) of 64 rows; tiles128 of 128
+    // tiles: pairs (b, start) of 64 rows; tiles128 of 128; gate_tiles of 128, most candidate chunks first
+    std::vector<int> cu, chunk_base, tiles, tiles128, gate_tiles;
     int T = 0, B = 0, max_len = 0, nfc = 0, W = 0;
     explicit Layout(const Case& c) {
         B = static_cast<int>(c.lengths.size());
@@ -209,9 +210,16 @@ struct Layout {  // host index arrays, built exactly as the ABI says
                 t128.push_back({b, s, c.dense ? s + 128L : (s - (s / c.C) * c.C) + 128L});
         std::stable_sort(t128.begin(), t128.end(), [](const Tile& a, const Tile& b) { return a.work > b.work; });
         for (auto& x : t128) { tiles128.push_back(x.b); tiles128.push_back(x.start); }
+        std::vector<Tile> tg;
+        for (int b = 0; b < B; ++b)
+            for (int s = 0; s < c.lengths[b]; s += 128)
+                tg.push_back({b, s, (std::min(s + 128, c.lengths[b]) - 1L) / c.C});
+        std::stable_sort(tg.begin(), tg.end(), [](const Tile& a, const Tile& b) { return a.work > b.work; });
+        for (auto& x : tg) { gate_tiles.push_back(x.b); gate_tiles.push_back(x.start); }
     }
     int num_tiles() const { return static_cast<int>(tiles.size() / 2); }
     int num_tiles128() const { return static_cast<int>(tiles128.size() / 2); }
+    int num_gate_tiles() const { return static_cast<int>(gate_tiles.size() / 2); }
     int seq_of(int t) const { return static_cast<int>(std::upper_bound(cu.begin(), cu.end(), t) - cu.begin()) - 1; }
 };
 
@@ -228,12 +236,13 @@ struct DevBuf {
 struct DeviceRun {  // device state of one (case, input set)
     DevBuf<uint16_t> q, k, v, out, planes, partial_o;
     DevBuf<float> lse, mu, unscale, sel_score, partial_lse;
-    DevBuf<int> cu, chunk_base, tiles, tiles128, sel, bucket_count, bucket_row0, bucket_tile0, bucket_cursor, rows;
+    DevBuf<int> cu, chunk_base, tiles, tiles128, gate_tiles, sel, bucket_count, bucket_row0, bucket_tile0, bucket_cursor, rows;
     void setup(const Case& c, const Layout& L) {
         cu.upload(L.cu);
         chunk_base.upload(L.chunk_base);
         tiles.upload(L.tiles);
         tiles128.upload(L.tiles128);
+        gate_tiles.upload(L.gate_tiles);
         out.alloc(static_cast<size_t>(L.T) * c.H * c.D);
         lse.alloc(static_cast<size_t>(L.T) * c.H);
         if (L.W > 0) {
@@ -261,7 +270,7 @@ struct DeviceRun {  // device state of one (case, input set)
     }
     void free_all() {
         q.free_(); k.free_(); v.free_(); out.free_(); planes.free_(); lse.free_(); mu.free_(); unscale.free_();
-        sel_score.free_(); cu.free_(); chunk_base.free_(); tiles.free_(); tiles128.free_(); sel.free_();
+        sel_score.free_(); cu.free_(); chunk_base.free_(); tiles.free_(); tiles128.free_(); gate_tiles.free_(); sel.free_();
         bucket_count.free_(); bucket_row0.free_(); bucket_tile0.free_(); bucket_cursor.free_(); rows.free_();
         partial_o.free_(); partial_lse.free_();
     }
@@ -276,8 +285,8 @@ static void run_gate(const Kernels& K, const Case& c, const Layout& L, DeviceRun
     launch(K.chunk_mean[c.dt], dim3(nfc, Hkv), dim3(256), 0, st,
            {&r.k.p, &r.cu.p, &r.chunk_base.p, &B, &Hkv, &D, &C, &r.mu.p, &r.planes.p, &r.unscale.p});
     for (int slot = 0; slot < W; slot += 16) {
-        launch(K.gate[c.dt][Kernels::hd_index(D)], dim3(L.num_tiles(), H), dim3(128), Kernels::gate_smem(D), st,
-               {&r.q.p, &r.planes.p, &r.unscale.p, &r.cu.p, &r.chunk_base.p, &r.tiles.p, &r.sel.p, &r.sel_score.p, &W,
+        launch(K.gate[c.dt][Kernels::hd_index(D)], dim3(L.num_gate_tiles(), H), dim3(128), Kernels::gate_smem(D), st,
+               {&r.q.p, &r.planes.p, &r.unscale.p, &r.cu.p, &r.chunk_base.p, &r.gate_tiles.p, &r.sel.p, &r.sel_score.p, &W,
                 &slot, &H, &Hkv, &C, &nfc});
     }
     if (W > 16) launch(K.sel_sort, dim3(L.T * H), dim3(128), W * 4, st, {&r.sel.p, &W});
@@ -302,14 +311,14 @@ static void run_attn(const Kernels& K, const Case& c, const Layout& L, DeviceRun
     CHECK(cudaMemsetAsync(r.bucket_count.p, 0, buckets * 4, st));
     const unsigned entry_blocks = (entries + 255) / 256;
     launch(K.route_count, dim3(entry_blocks), dim3(256), 0, st,
-           {&r.sel.p, &r.cu.p, &r.chunk_base.p, &B, &H, &W, &nfc, &entries, &r.bucket_count.p});
+           {&r.sel.p, &r.cu.p, &r.chunk_base.p, &B, &H, &W, &nfc, &entries, &C, &r.bucket_count.p});
     // Groups of 8 tiles keep a C <= 128 chunk resident in shared memory; longer chunks stream. The sm_90a kernel
     // takes 128-row tiles: four of them against a resident C <= 256 chunk, else one.
     int rows_per_group = c.hopper ? (C <= 256 ? 4 * 128 : 128) : (C <= 128 ? 8 * 64 : 64);
     launch(K.route_scan, dim3(1), dim3(1024), 0, st,
            {&r.bucket_count.p, &buckets, &rows_per_group, &r.bucket_row0.p, &r.bucket_tile0.p, &r.bucket_cursor.p});
     launch(K.route_fill, dim3(entry_blocks), dim3(256), 0, st,
-           {&r.sel.p, &r.cu.p, &r.chunk_base.p, &B, &H, &W, &nfc, &entries, &r.bucket_cursor.p, &r.rows.p});
+           {&r.sel.p, &r.cu.p, &r.chunk_base.p, &B, &H, &W, &nfc, &entries, &C, &r.bucket_cursor.p, &r.rows.p});
     const unsigned max_groups = (entries + rows_per_group - 1) / rows_per_group + buckets;
     if (c.hopper)
         launch(K.selected_h[c.dt][hd], dim3(max_groups), dim3(384), Kernels::selected_h_smem(c.D), st,
@@ -978,6 +987,12 @@ int main(int argc, char** argv) {
         cases.push_back({"dense 2x8K H16 d128 fp16", FP16, 128, 16, 16, 64, 1, true, false, {8192, 8192}});
         cases.push_back({"own chunk 1x64K H32 d128 C4096 bf16", BF16, 128, 32, 32, 4096, 1, false, false, {65536}});
         cases.push_back({"union kernel: FlashMoBA 2x8K", FP16, 128, 16, 16, 128, 8, false, false, {8192, 8192}});
+        // Many short sequences (KernelBench's 4,096 x 256..2,048, scaled to 512 of them): lengths from a fixed LCG.
+        std::vector<int> many;
+        for (uint32_t x = 12345, i = 0; i < 512; ++i) { x = x * 1664525u + 1013904223u; many.push_back(256 + static_cast<int>((x >> 8) % 1793)); }
+        cases.push_back({"512 seqs 256..2048 H16 d128 C128 topk4 fp16", FP16, 128, 16, 16, 128, 4, false, true, many});
+        cases.push_back({"union kernel: 512 seqs 256..2048", FP16, 128, 16, 16, 128, 4, false, false, many});
+        cases.push_back({"dense 512 seqs 256..2048 H16 d128 fp16", FP16, 128, 16, 16, 128, 1, true, false, many});
         // filter: substrings separated by '|'; a case runs when its name contains any of them.
         auto selected = [&](const std::string& name) {
             if (filter.empty()) return true;

@@ -16,6 +16,8 @@ import org.moba.kernels.PackedBatch;
  *       estimated work so that the longest tiles start first and the short ones fill the gaps at the end.</li>
  *   <li>{@code wideTiles [numWideTiles, 2]}: the same for 128-row tiles, which the wgmma engine's dense and own-chunk
  *       kernels walk ({@link ForwardEngine#WGMMA}); their work is the keys of that walk. Built only for that engine.</li>
+ *   <li>{@code gateTiles [numGateTiles, 2]}: the 128-row tiles the gate scores, ordered by descending candidate
+ *       chunks (the gate's work: every past full chunk of the tile's last row). Built only when the gate runs.</li>
  * </ul>
  */
 final class BatchPlan {
@@ -23,6 +25,8 @@ final class BatchPlan {
     static final int TILE_ROWS = KernelGeometry.get("flash.block_m");
     /** Query rows per thread block of the wgmma engine's forward kernels (two consumer warpgroups of 64). */
     static final int WIDE_TILE_ROWS = KernelGeometry.get("hopper_fwd.block_m");
+    /** Query rows per thread block of the gate (GateConfig: four warps of 32). */
+    static final int GATE_TILE_ROWS = KernelGeometry.get("gate.block_m");
 
     final int selectionWidth;
     final boolean dense;
@@ -33,6 +37,8 @@ final class BatchPlan {
     final int numTiles;
     final int[] wideTiles;
     final int numWideTiles;
+    final int[] gateTiles;
+    final int numGateTiles;
 
     private BatchPlan(PackedBatch batch, MobaParams params, ForwardEngine engine) {
         this.dense = params.denseCausal();
@@ -50,9 +56,12 @@ final class BatchPlan {
         this.wideTiles = engine == ForwardEngine.WGMMA
                 ? orderedTiles(batch, WIDE_TILE_ROWS, (row, rows) -> walkedKeys(row, rows, chunk)) : new int[0];
         this.numWideTiles = wideTiles.length / 2;
+        this.gateTiles = runsGate()
+                ? orderedTiles(batch, GATE_TILE_ROWS, (row, rows) -> (row + rows - 1) / chunk) : new int[0];
+        this.numGateTiles = gateTiles.length / 2;
     }
 
-    /** The plan with the 64-row tiles only (what the gate, the mma.sync engine and the backward read). */
+    /** The plan with the 64-row tiles only (what the mma.sync engine and the backward read) and the gate's. */
     static BatchPlan of(PackedBatch batch, MobaParams params) {
         return new BatchPlan(batch, params, ForwardEngine.MMA_SYNC);
     }

@@ -71,6 +71,7 @@ public final class DeviceBatch implements PreparedBatch {
     private final DeviceBuffer tiles;
     /** The 128-row tiles of the wgmma engine's kernels (empty on the mma.sync engine). */
     private final DeviceBuffer wideTiles;
+    private final DeviceBuffer gateTiles;
     private final DeviceBuffer mu;
     private final DeviceBuffer muPlanes;
     private final DeviceBuffer muUnscale;
@@ -134,6 +135,7 @@ public final class DeviceBatch implements PreparedBatch {
             chunkBase = allocate(4L * plan.chunkBase.length, "chunk_base");
             tiles = allocate(4L * plan.tiles.length, "tiles");
             wideTiles = allocate(4L * plan.wideTiles.length, "wide tiles");
+            gateTiles = allocate(4L * plan.gateTiles.length, "gate tiles");
             long means = plan.runsGate() ? (long) plan.numFullChunks * batch.kvHeads() : 0;
             mu = allocate(4L * means * d, "chunk means");
             muPlanes = allocate(3L * 2L * means * d, "chunk mean planes");
@@ -181,6 +183,7 @@ public final class DeviceBatch implements PreparedBatch {
         transfers.upload(plan.chunkBase, chunkBase.pointer());
         transfers.upload(plan.tiles, tiles.pointer());
         transfers.upload(plan.wideTiles, wideTiles.pointer());
+        transfers.upload(plan.gateTiles, gateTiles.pointer());
         call.record(UPLOAD_END);
     }
 
@@ -247,7 +250,7 @@ public final class DeviceBatch implements PreparedBatch {
                     () -> "clearing the selection of " + context.get());
         } else if (plan.runsGate() && plan.numTiles > 0) {
             kernels.gateTopk(s, context, q.pointer(), muPlanes.pointer(), muUnscale.pointer(), cuSeqlens.pointer(),
-                    chunkBase.pointer(), tiles.pointer(), plan.numTiles, sel.pointer(), selScores.pointer(),
+                    chunkBase.pointer(), gateTiles.pointer(), plan.numGateTiles, sel.pointer(), selScores.pointer(),
                     plan.selectionWidth, batch.heads(), hkv, c, plan.numFullChunks, batch.totalTokens());
         }
         call.record(GATE_END);
@@ -273,7 +276,7 @@ public final class DeviceBatch implements PreparedBatch {
         if (plan.numFullChunks > 0) { // else every selection entry is padding: nothing to route
             int entries = Math.toIntExact(path.scratch().entries());
             kernels.route(stream, context, sel.pointer(), cuSeqlens.pointer(), chunkBase.pointer(),
-                    batch.numSequences(), heads, w, plan.numFullChunks, entries, rowsPerGroup,
+                    batch.numSequences(), heads, w, plan.numFullChunks, entries, c, rowsPerGroup,
                     bucketCount.pointer(), bucketRow0.pointer(), bucketGroup0.pointer(), bucketCursor.pointer(),
                     routedRows.pointer());
             kernels.attentionSelected(stream, context, q.pointer(), k.pointer(), v.pointer(), cuSeqlens.pointer(),

@@ -230,22 +230,25 @@ final class MobaKernels {
      * Gathered path, steps 1-4 of ABI.md section 4: buckets the {@code entries = T*H*W} selection entries by
      * (head, global chunk). Leaves {@code bucketRow0}/{@code bucketGroup0} {@code [H*NFC + 1]} (row and group
      * prefix sums) and {@code rows [entries]} (entry indices grouped by bucket; order inside a bucket varies).
+     * Rows whose own chunk is at most W selected every past chunk and are not routed: {@link #attentionOwnCombine}
+     * walks their whole causal prefix.
      */
     void route(CUstream stream, Supplier<String> context, CUdeviceptr sel, CUdeviceptr cuSeqlens,
                CUdeviceptr chunkBase, int numSequences, int heads, int selectionWidth, int numFullChunks,
-               int entries, int rowsPerGroup, CUdeviceptr bucketCount, CUdeviceptr bucketRow0,
+               int entries, int chunkSize, int rowsPerGroup, CUdeviceptr bucketCount, CUdeviceptr bucketRow0,
                CUdeviceptr bucketGroup0, CUdeviceptr bucketCursor, CUdeviceptr rows) {
         int buckets = Math.multiplyExact(heads, numFullChunks);
         check(JCudaDriver.cuMemsetD32Async(bucketCount, 0, buckets, stream),
                 () -> "zeroing the bucket counts (" + buckets + ") for " + context.get());
         int entryBlocks = blocks(entries, ROUTE_THREADS);
         launch(routeCount, stream, context, entryBlocks, 1, ROUTE_THREADS, 0,
-                sel, cuSeqlens, chunkBase, numSequences, heads, selectionWidth, numFullChunks, entries, bucketCount);
+                sel, cuSeqlens, chunkBase, numSequences, heads, selectionWidth, numFullChunks, entries, chunkSize,
+                bucketCount);
         launch(routeScan, stream, context, 1, 1, ROUTE_SCAN_THREADS, 0,
                 bucketCount, buckets, rowsPerGroup, bucketRow0, bucketGroup0, bucketCursor);
         launch(routeFill, stream, context, entryBlocks, 1, ROUTE_THREADS, 0,
-                sel, cuSeqlens, chunkBase, numSequences, heads, selectionWidth, numFullChunks, entries, bucketCursor,
-                rows);
+                sel, cuSeqlens, chunkBase, numSequences, heads, selectionWidth, numFullChunks, entries, chunkSize,
+                bucketCursor, rows);
     }
 
     /**

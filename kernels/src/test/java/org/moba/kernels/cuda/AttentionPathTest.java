@@ -148,8 +148,8 @@ class AttentionPathTest {
 
     @Test
     void sharedMemoryMatchesTheNumbersOfAbiMd() {
-        assertEquals(41984, MobaKernels.SharedMemory.gate(64));
-        assertEquals(66560, MobaKernels.SharedMemory.gate(128));
+        assertEquals(57728, MobaKernels.SharedMemory.gate(64));
+        assertEquals(94592, MobaKernels.SharedMemory.gate(128));
         assertEquals(40960, MobaKernels.SharedMemory.attention(64));
         assertEquals(81920, MobaKernels.SharedMemory.attention(128));
         assertEquals(49152, MobaKernels.SharedMemory.selected(64));

@@ -119,6 +119,41 @@ class BatchPlanTest {
         assertEquals(0, BatchPlan.of(batchOf(500), MobaParams.of(64, 3), ForwardEngine.MMA_SYNC).wideTiles.length);
     }
 
+    @ParameterizedTest(name = "{0}, lengths {1}")
+    @MethodSource("randomBatches")
+    void gateTilesCoverEveryQueryRowOnceMostCandidatesFirst(MobaParams params, int[] lengths, long seed) {
+        BatchPlan plan = BatchPlan.of(batchOf(lengths), params);
+        if (!plan.runsGate()) {
+            assertEquals(0, plan.numGateTiles, "no gate, no gate tiles");
+            return;
+        }
+        Set<Long> expected = new HashSet<>();
+        for (int b = 0; b < lengths.length; b++) {
+            for (int row = 0; row < lengths[b]; row += BatchPlan.GATE_TILE_ROWS) {
+                expected.add(((long) b << 32) | row);
+            }
+        }
+        Set<Long> seen = new HashSet<>();
+        int previousCandidates = Integer.MAX_VALUE;
+        for (int i = 0; i < plan.numGateTiles; i++) {
+            int b = plan.gateTiles[2 * i];
+            int row = plan.gateTiles[2 * i + 1];
+            assertTrue(seen.add(((long) b << 32) | row), "tile (" + b + ", " + row + ") twice, seed " + seed);
+            int lastRow = Math.min(row + BatchPlan.GATE_TILE_ROWS, lengths[b]) - 1;
+            int candidates = lastRow / params.chunkSize();
+            assertTrue(candidates <= previousCandidates, "tile " + i + " has more candidates than the one before");
+            previousCandidates = candidates;
+        }
+        assertEquals(expected, seen, "gate tiles must cover every 128-row block of every sequence, seed " + seed);
+    }
+
+    @Test
+    void gateTilesExistOnlyWhenTheGateRuns() {
+        assertEquals(0, BatchPlan.of(batchOf(500), MobaParams.denseCausal(64)).numGateTiles, "dense");
+        assertEquals(0, BatchPlan.of(batchOf(500), MobaParams.of(64, 1)).numGateTiles, "own chunk only");
+        assertEquals(4, BatchPlan.of(batchOf(500), MobaParams.of(64, 3)).numGateTiles, "ceil(500 / 128)");
+    }
+
     @Test
     void wideTileWalkStartsAtTheFirstRowsChunk() {
         BatchPlan plan = BatchPlan.of(batchOf(1000), MobaParams.of(192, 1), ForwardEngine.WGMMA);
