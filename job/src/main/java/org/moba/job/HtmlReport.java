@@ -9,12 +9,15 @@ import java.util.Base64;
 import java.util.List;
 import org.jfree.chart.ChartUtils;
 import org.jfree.chart.JFreeChart;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
  * A self-contained HTML report: headings, text, tables and charts, with the charts rendered to PNG and embedded
  * as data URIs, so the file opens anywhere with no network access.
  */
 public final class HtmlReport {
+    private static final Logger LOG = LoggerFactory.getLogger(HtmlReport.class);
     private static final int CHART_WIDTH = 900;
     private static final int CHART_HEIGHT = 420;
 
@@ -52,10 +55,22 @@ public final class HtmlReport {
         return this;
     }
 
+    /**
+     * Embeds the chart as a PNG. A host whose Java runtime cannot render text (no fonts, no fontconfig) gets a note
+     * in its place, and a warning in the log, instead of losing the job's results to a report.
+     */
     public HtmlReport chart(JFreeChart chart) throws IOException {
+        String name = chart.getTitle() == null ? "chart" : chart.getTitle().getText();
         ByteArrayOutputStream png = new ByteArrayOutputStream();
-        ChartUtils.writeChartAsPNG(png, chart, CHART_WIDTH, CHART_HEIGHT);
-        body.append("<figure><img class=\"chart\" alt=\"").append(escape(chart.getTitle().getText()))
+        try {
+            ChartUtils.writeChartAsPNG(png, chart, CHART_WIDTH, CHART_HEIGHT);
+        } catch (InternalError | java.awt.AWTError | RuntimeException e) {
+            LOG.warn("chart '{}' not rendered: this Java runtime cannot draw text ({}); the report keeps its tables",
+                    name, e);
+            return paragraph("Chart '" + name + "' not rendered: this Java runtime cannot draw text (" + e
+                    + "). Install fonts or fontconfig on this host for charts.");
+        }
+        body.append("<figure><img class=\"chart\" alt=\"").append(escape(name))
                 .append("\" src=\"data:image/png;base64,").append(Base64.getEncoder().encodeToString(png.toByteArray()))
                 .append("\"></figure>\n");
         return this;
