@@ -21,8 +21,6 @@ final class MobaBackwardKernels {
     private static final int DELTA_THREADS = KernelGeometry.get("bwd_delta.threads");
     /** moba_bwd_delta: rows of {@code [T*H]} per block, one warp each. */
     private static final int DELTA_ROWS_PER_BLOCK = KernelGeometry.get("bwd_delta.rows_per_block");
-    private static final int ROUTE_COUNT_THREADS = KernelGeometry.get("route.threads");
-    private static final int ROUTE_SCAN_THREADS = KernelGeometry.get("route.scan_threads");
     /** moba_bwd_route_totals / place / fill: one warp per bucket or token group. */
     private static final int ROUTE_WARP_THREADS = KernelGeometry.get("bwd_route.threads");
     private static final int ROUTE_WARPS_PER_BLOCK = KernelGeometry.get("bwd_route.warps");
@@ -80,13 +78,13 @@ final class MobaBackwardKernels {
         long cells = (long) buckets * groups;
         check(JCudaDriver.cuMemsetD32Async(groupCount, 0, cells, stream),
                 () -> "zeroing the backward's group counts (" + cells + ") for " + context.get());
-        launch(routeCount, stream, context, MobaKernels.blocks(entries, ROUTE_COUNT_THREADS), 1,
-                ROUTE_COUNT_THREADS, 0, sel, cuSeqlens, chunkBase, numSequences, heads, selectionWidth,
+        launch(routeCount, stream, context, MobaKernels.blocks(entries, MobaKernels.ROUTE_THREADS), 1,
+                MobaKernels.ROUTE_THREADS, 0, sel, cuSeqlens, chunkBase, numSequences, heads, selectionWidth,
                 numFullChunks, entries, groupTokens, groups, groupCount);
         int bucketBlocks = MobaKernels.blocks(buckets, ROUTE_WARPS_PER_BLOCK);
         launch(routeTotals, stream, context, bucketBlocks, 1, ROUTE_WARP_THREADS, 0,
                 groupCount, buckets, groups, bucketCount);
-        launch(routeScan, stream, context, 1, 1, ROUTE_SCAN_THREADS, 0,
+        launch(routeScan, stream, context, 1, 1, MobaKernels.ROUTE_SCAN_THREADS, 0,
                 bucketCount, buckets, rowsPerGroup, bucketRow0, bucketGroup0, bucketCursor);
         launch(routePlace, stream, context, bucketBlocks, 1, ROUTE_WARP_THREADS, 0,
                 groupCount, bucketRow0, buckets, groups);

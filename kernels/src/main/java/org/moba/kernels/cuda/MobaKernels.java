@@ -26,8 +26,10 @@ final class MobaKernels {
     private static final int ATTENTION_THREADS = KernelGeometry.get("flash.threads");
     /** The wgmma engine's blocks: a producer warpgroup and two consumer warpgroups. */
     private static final int WIDE_ATTENTION_THREADS = KernelGeometry.get("hopper_fwd.threads");
-    private static final int ROUTE_THREADS = KernelGeometry.get("route.threads");
-    private static final int ROUTE_SCAN_THREADS = KernelGeometry.get("route.scan_threads");
+    /** RouteConfig: moba_route_count / fill, and the backward's moba_bwd_route_count. */
+    static final int ROUTE_THREADS = KernelGeometry.get("route.threads");
+    /** moba_route_scan, shared by the forward's and the backward's routing. */
+    static final int ROUTE_SCAN_THREADS = KernelGeometry.get("route.scan_threads");
     private static final int SCORE_THREADS = KernelGeometry.get("score.threads");
 
     private final KernelModule module;

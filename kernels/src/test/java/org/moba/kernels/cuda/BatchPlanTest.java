@@ -10,6 +10,7 @@ import java.util.HashSet;
 import java.util.List;
 import java.util.Set;
 import java.util.SplittableRandom;
+import java.util.function.IntBinaryOperator;
 import java.util.stream.Stream;
 
 import org.junit.jupiter.api.Test;
@@ -61,28 +62,16 @@ class BatchPlanTest {
     @ParameterizedTest(name = "{0}, lengths {1}")
     @MethodSource("randomBatches")
     void tilesCoverEveryQueryRowOnceInsideOneChunkLongestFirst(MobaParams params, int[] lengths, long seed) {
-        PackedBatch batch = batchOf(lengths);
-        BatchPlan plan = BatchPlan.of(batch, params);
-        Set<Long> expected = new HashSet<>();
-        for (int b = 0; b < lengths.length; b++) {
-            for (int row = 0; row < lengths[b]; row += BatchPlan.TILE_ROWS) {
-                expected.add(((long) b << 32) | row);
-            }
-        }
-        Set<Long> seen = new HashSet<>();
-        int previousWork = Integer.MAX_VALUE;
+        BatchPlan plan = BatchPlan.of(batchOf(lengths), params);
+        assertCoverEveryBlockOnceMostWorkFirst("tiles", plan.tiles, plan.numTiles, BatchPlan.TILE_ROWS, lengths,
+                (row, rows) -> plan.estimatedKeys(row, rows, params.chunkSize()), seed);
         for (int i = 0; i < plan.numTiles; i++) {
             int b = plan.tiles[2 * i];
             int row = plan.tiles[2 * i + 1];
-            assertTrue(seen.add(((long) b << 32) | row), "tile (" + b + ", " + row + ") twice, seed " + seed);
             int rows = Math.min(BatchPlan.TILE_ROWS, lengths[b] - row);
             assertEquals(row / params.chunkSize(), (row + rows - 1) / params.chunkSize(),
                     "tile (" + b + ", " + row + ") straddles a chunk, seed " + seed);
-            int work = plan.estimatedKeys(row, rows, params.chunkSize());
-            assertTrue(work <= previousWork, "tile " + i + " has more work than the one before, seed " + seed);
-            previousWork = work;
         }
-        assertEquals(expected, seen, "tiles must cover every 64-row block of every sequence, seed " + seed);
         assertEquals(2 * plan.numTiles, plan.tiles.length);
     }
 
@@ -90,23 +79,8 @@ class BatchPlanTest {
     @MethodSource("randomBatches")
     void wideTilesCoverEveryQueryRowOnceLongestWalkFirst(MobaParams params, int[] lengths, long seed) {
         BatchPlan plan = BatchPlan.of(batchOf(lengths), params, ForwardEngine.WGMMA);
-        Set<Long> expected = new HashSet<>();
-        for (int b = 0; b < lengths.length; b++) {
-            for (int row = 0; row < lengths[b]; row += BatchPlan.WIDE_TILE_ROWS) {
-                expected.add(((long) b << 32) | row);
-            }
-        }
-        Set<Long> seen = new HashSet<>();
-        int previousWork = Integer.MAX_VALUE;
-        for (int i = 0; i < plan.numWideTiles; i++) {
-            int b = plan.wideTiles[2 * i];
-            int row = plan.wideTiles[2 * i + 1];
-            assertTrue(seen.add(((long) b << 32) | row), "tile (" + b + ", " + row + ") twice, seed " + seed);
-            int work = plan.walkedKeys(row, Math.min(BatchPlan.WIDE_TILE_ROWS, lengths[b] - row), params.chunkSize());
-            assertTrue(work <= previousWork, "tile " + i + " walks more keys than the one before, seed " + seed);
-            previousWork = work;
-        }
-        assertEquals(expected, seen, "wide tiles must cover every 128-row block of every sequence, seed " + seed);
+        assertCoverEveryBlockOnceMostWorkFirst("wide tiles", plan.wideTiles, plan.numWideTiles,
+                BatchPlan.WIDE_TILE_ROWS, lengths, (row, rows) -> plan.walkedKeys(row, rows, params.chunkSize()), seed);
         assertArrayEquals(plan.wideTiles, plan.tilesFor(ForwardEngine.WGMMA));
         assertEquals(plan.numWideTiles, plan.numTilesFor(ForwardEngine.WGMMA));
         assertArrayEquals(plan.tiles, plan.tilesFor(ForwardEngine.MMA_SYNC));
@@ -127,24 +101,36 @@ class BatchPlanTest {
             assertEquals(0, plan.numGateTiles, "no gate, no gate tiles");
             return;
         }
+        // The gate's work: every past full chunk of the tile's last row.
+        assertCoverEveryBlockOnceMostWorkFirst("gate tiles", plan.gateTiles, plan.numGateTiles,
+                BatchPlan.GATE_TILE_ROWS, lengths, (row, rows) -> (row + rows - 1) / params.chunkSize(), seed);
+    }
+
+    /**
+     * {@code tiles} ({@code (sequence, first row)} pairs) hold every {@code tileRows}-row block of every sequence
+     * exactly once, in non-increasing order of {@code work(firstRow, rows)}.
+     */
+    private static void assertCoverEveryBlockOnceMostWorkFirst(String what, int[] tiles, int numTiles, int tileRows,
+                                                               int[] lengths, IntBinaryOperator work, long seed) {
         Set<Long> expected = new HashSet<>();
         for (int b = 0; b < lengths.length; b++) {
-            for (int row = 0; row < lengths[b]; row += BatchPlan.GATE_TILE_ROWS) {
+            for (int row = 0; row < lengths[b]; row += tileRows) {
                 expected.add(((long) b << 32) | row);
             }
         }
         Set<Long> seen = new HashSet<>();
-        int previousCandidates = Integer.MAX_VALUE;
-        for (int i = 0; i < plan.numGateTiles; i++) {
-            int b = plan.gateTiles[2 * i];
-            int row = plan.gateTiles[2 * i + 1];
-            assertTrue(seen.add(((long) b << 32) | row), "tile (" + b + ", " + row + ") twice, seed " + seed);
-            int lastRow = Math.min(row + BatchPlan.GATE_TILE_ROWS, lengths[b]) - 1;
-            int candidates = lastRow / params.chunkSize();
-            assertTrue(candidates <= previousCandidates, "tile " + i + " has more candidates than the one before");
-            previousCandidates = candidates;
+        int previousWork = Integer.MAX_VALUE;
+        for (int i = 0; i < numTiles; i++) {
+            int b = tiles[2 * i];
+            int row = tiles[2 * i + 1];
+            assertTrue(seen.add(((long) b << 32) | row), what + ": (" + b + ", " + row + ") twice, seed " + seed);
+            int tileWork = work.applyAsInt(row, Math.min(tileRows, lengths[b] - row));
+            assertTrue(tileWork <= previousWork, what + ": tile " + i + " has more work than the one before, seed "
+                    + seed);
+            previousWork = tileWork;
         }
-        assertEquals(expected, seen, "gate tiles must cover every 128-row block of every sequence, seed " + seed);
+        assertEquals(expected, seen, what + " must cover every " + tileRows + "-row block of every sequence, seed "
+                + seed);
     }
 
     @Test
