@@ -9,8 +9,8 @@ import java.util.function.LongSupplier;
 public enum AttentionPath {
     /**
      * {@code moba_attn_fwd}: each 64-row query tile walks its own chunk plus the union of its rows' selected chunks.
-     * Used for dense attention, for own-chunk-only MoBA (W == 0), and as the fallback when the gathered scratch does
-     * not fit.
+     * Used for dense attention, for own-chunk-only MoBA (W == 0), where it is estimated to cost less than GATHERED
+     * (short sequences: few past chunks per row), and as the fallback when the gathered scratch does not fit.
      */
     UNION,
     /**
@@ -24,6 +24,17 @@ public enum AttentionPath {
     static final double GATHERED_BUDGET_FRACTION = 0.25;
     /** ABI.md: the routing (the gathered forward's and the backward's) indexes its {@code T*H*W} entries in 32 bits. */
     static final long MAX_GATHERED_ENTRIES = (1L << 31) - 1;
+    /**
+     * What one (query row, key) pair of the selected-chunk kernel costs, in pairs of the union kernel's walk, on the
+     * mma.sync engine. Measured on an H100 (docs/perf.md, "choosing the path by cost"): the gathered path pays the
+     * routing, a 16-bit partial written and read back per (row, chunk), and a latency-bound kernel; fitted on
+     * 512 sequences of 256..2048 tokens (chunk 128, topk 4: union 17.7 ms, gathered 20.1 ms) and FlashMoBA 2x8K
+     * (union 2.55 ms, gathered 1.46 ms).
+     */
+    static final double GATHERED_PAIR_COST = 3.0;
+    /** The same on the wgmma engine, which runs the gathered pair for chunks of {@link MobaKernels#MIN_WIDE_GATHERED_CHUNK}
+     * keys and more, 1.6x faster than mma.sync at chunk 4096 (the union kernel stays on mma.sync). */
+    static final double WIDE_GATHERED_PAIR_COST = GATHERED_PAIR_COST / 1.6;
 
     /** A call's path, the gathered scratch it would need (null without a selection) and why. */
     record Choice(AttentionPath path, GatheredScratch scratch, long budgetBytes, String reason) {
@@ -39,12 +50,14 @@ public enum AttentionPath {
     }
 
     /**
-     * The path of one call: dense or W == 0 -> UNION; W > 0 -> {@code forced} when not null, else GATHERED unless
-     * its scratch exceeds {@link #GATHERED_BUDGET_FRACTION} of {@code availableBytes} (queried only then) or the
-     * entries exceed the ABI's 32-bit limit, then UNION. A forced GATHERED past the 32-bit limit still gets UNION.
+     * The path of one call: dense or W == 0 -> UNION; W > 0 -> {@code forced} when not null, else UNION when its
+     * estimated cost is lower ({@link #unionCostsLess}), else GATHERED unless its scratch exceeds
+     * {@link #GATHERED_BUDGET_FRACTION} of {@code availableBytes} (queried only then) or the entries exceed the ABI's
+     * 32-bit limit, then UNION. A forced GATHERED past the 32-bit limit still gets UNION. {@code gatheredOnWgmma}:
+     * whether the gathered kernels of this call would run on the wgmma engine ({@link MobaKernels#gatheredOnWgmma}).
      */
     static Choice choose(BatchPlan plan, long tokens, int heads, int headDim, AttentionPath forced,
-                         LongSupplier availableBytes) {
+                         LongSupplier availableBytes, boolean gatheredOnWgmma) {
         if (plan.dense) {
             return new Choice(UNION, null, -1, "dense causal");
         }
@@ -60,6 +73,13 @@ public enum AttentionPath {
         if (forced != null) {
             return new Choice(forced, scratch, -1, "forced " + forced);
         }
+        double pairCost = gatheredOnWgmma ? WIDE_GATHERED_PAIR_COST : GATHERED_PAIR_COST;
+        double gatheredCost = plan.ownKeyRows + pairCost * plan.gatheredKeyRows;
+        if (unionCostsLess(plan, pairCost)) {
+            return new Choice(UNION, scratch, -1, String.format("union walk estimated cheaper: %d (row, key) pairs"
+                    + " against %.0f for gathered (%d own-chunk + %.1f x %d selected)", plan.unionKeyRows,
+                    gatheredCost, plan.ownKeyRows, pairCost, plan.gatheredKeyRows));
+        }
         long available = availableBytes.getAsLong();
         long budget = (long) (available * GATHERED_BUDGET_FRACTION);
         if (scratch.totalBytes() > budget) {
@@ -69,5 +89,15 @@ public enum AttentionPath {
         }
         return new Choice(GATHERED, scratch, budget, "gathered scratch " + scratch.totalBytes() + " bytes within "
                 + "the budget of " + budget + " bytes");
+    }
+
+    /**
+     * Whether the union walk is estimated to cost less than the gathered path: its (row, key) pairs against the
+     * gathered path's own-chunk pairs plus its selected-chunk pairs at {@code pairCost} each. The union estimate
+     * assumes unrelated selections across a tile's rows (the worst case for the union), so a coherent selection
+     * that makes the union cheaper can only be underrated, never overrated.
+     */
+    static boolean unionCostsLess(BatchPlan plan, double pairCost) {
+        return plan.unionKeyRows < plan.ownKeyRows + pairCost * plan.gatheredKeyRows;
     }
 }

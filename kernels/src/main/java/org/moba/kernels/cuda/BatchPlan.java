@@ -19,6 +19,8 @@ import org.moba.kernels.PackedBatch;
  *   <li>{@code gateTiles [numGateTiles, 2]}: the 128-row tiles the gate scores, ordered by descending candidate
  *       chunks (the gate's work: every past full chunk of the tile's last row). Built only when the gate runs.</li>
  * </ul>
+ * With a selection, the plan also estimates the attention work of the two MoBA paths ({@link #unionKeyRows},
+ * {@link #gatheredKeyRows}), from which {@link AttentionPath#choose} picks the cheaper one.
  */
 final class BatchPlan {
     /** Query rows per attention thread block (FlashConfig; the backward's BwdConfig tiles are the same). */
@@ -39,6 +41,18 @@ final class BatchPlan {
     final int numWideTiles;
     final int[] gateTiles;
     final int numGateTiles;
+    /**
+     * (query row, key) pairs the union kernel is expected to walk: every 64-row tile's {@link #estimatedKeys} times
+     * its rows. 0 without a selection.
+     */
+    final long unionKeyRows;
+    /**
+     * The gathered path's pairs, split by kernel: those of the selected-chunk kernel (every routed row times its
+     * {@code W} chunks) and those of the own-chunk kernel (each tile's own-chunk prefix; the whole causal prefix for
+     * tiles whose rows selected every past chunk, which are not routed). 0 without a selection.
+     */
+    final long gatheredKeyRows;
+    final long ownKeyRows;
 
     private BatchPlan(PackedBatch batch, MobaParams params, ForwardEngine engine) {
         this.dense = params.denseCausal();
@@ -59,6 +73,28 @@ final class BatchPlan {
         this.gateTiles = runsGate()
                 ? orderedTiles(batch, GATE_TILE_ROWS, (row, rows) -> (row + rows - 1) / chunk) : new int[0];
         this.numGateTiles = gateTiles.length / 2;
+        long union = 0;
+        long gathered = 0;
+        long own = 0;
+        if (runsGate()) {
+            for (int b = 0; b < sequences; b++) {
+                int length = batch.seqLength(b);
+                for (int row = 0; row < length; row += TILE_ROWS) {
+                    int rows = Math.min(TILE_ROWS, length - row);
+                    int ownChunk = row / chunk;
+                    union += (long) estimatedKeys(row, rows, chunk) * rows;
+                    if (ownChunk <= selectionWidth) { // every past chunk selected: walked as a causal prefix
+                        own += ((long) row + 1 + row + rows) * rows / 2;
+                    } else {
+                        gathered += (long) selectionWidth * chunk * rows;
+                        own += ((long) row % chunk + 1 + row % chunk + rows) * rows / 2;
+                    }
+                }
+            }
+        }
+        this.unionKeyRows = union;
+        this.gatheredKeyRows = gathered;
+        this.ownKeyRows = own;
     }
 
     /** The plan with the 64-row tiles only (what the mma.sync engine and the backward read) and the gate's. */

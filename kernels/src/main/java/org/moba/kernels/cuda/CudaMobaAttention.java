@@ -22,8 +22,9 @@ import org.slf4j.LoggerFactory;
  * <p>A call validates the batch, builds the index arrays on the host ({@link BatchPlan}), then on a stream of its
  * own: uploads through pinned slabs, runs chunk means, gate + top-k (when some query selects chunks) and attention,
  * downloads, and waits once. Attention takes one of two {@link AttentionPath}s, chosen per call by
- * {@link AttentionPath#choose}: MoBA with a selection runs GATHERED while its scratch fits a quarter of the
- * available device memory, everything else (and MoBA whose scratch does not fit) runs UNION. Device buffers, pinned slabs and streams are pooled, so a steady stream of similar
+ * {@link AttentionPath#choose}: MoBA with a selection runs GATHERED where its estimated cost is lower and its scratch
+ * fits a quarter of the available device memory, everything else runs UNION. Device buffers, pinned slabs and
+ * streams are pooled, so a steady stream of similar
  * batches allocates nothing. Thread-safe: several threads may call {@link #forward} at once; {@link #close()} only
  * after they are done.
  *
@@ -135,7 +136,8 @@ public final class CudaMobaAttention implements MobaTraining {
         device.makeCurrent();
         MobaKernels forwardKernels = kernelsFor(batch.dtype(), batch.headDim());
         BatchPlan plan = BatchPlan.of(batch, params, forwardKernels.engine());
-        AttentionPath.Choice path = choosePath(batch, params, plan, forced);
+        AttentionPath.Choice path = choosePath(batch, params, plan, forced,
+                forwardKernels.gatheredOnWgmma(params.chunkSize()));
         DeviceBatch resident = new DeviceBatch(device, pool, streams, forwardKernels, poisonOutputs, batch, params,
                 plan, path);
         peakExtraBytes.accumulateAndGet(resident.extraDeviceBytes(), Math::max);
@@ -216,10 +218,10 @@ public final class CudaMobaAttention implements MobaTraining {
     }
 
     private AttentionPath.Choice choosePath(PackedBatch batch, MobaParams params, BatchPlan plan,
-                                            AttentionPath forced) {
+                                            AttentionPath forced, boolean gatheredOnWgmma) {
         // Cached pool buffers are free for this call too: they are trimmed before an allocation fails.
         AttentionPath.Choice choice = AttentionPath.choose(plan, batch.totalTokens(), batch.heads(),
-                batch.headDim(), forced, () -> device.freeMemory() + pool.bytesCached());
+                batch.headDim(), forced, () -> device.freeMemory() + pool.bytesCached(), gatheredOnWgmma);
         if (choice.fellBack()) {
             if (loggedFallback.compareAndSet(false, true)) {
                 LOG.info("MoBA attention on {} runs the UNION path instead of GATHERED for {} with {}: {} "

@@ -225,7 +225,8 @@ public final class DeviceBatch implements PreparedBatch {
         device.makeCurrent();
         BatchPlan otherPlan = BatchPlan.of(batch, otherParams, kernels.engine());
         AttentionPath.Choice otherPath = AttentionPath.choose(otherPlan, batch.totalTokens(), batch.heads(),
-                batch.headDim(), null, () -> device.freeMemory() + pool.bytesCached());
+                batch.headDim(), null, () -> device.freeMemory() + pool.bytesCached(),
+                kernels.gatheredOnWgmma(otherParams.chunkSize()));
         return new DeviceBatch(device, pool, streams, kernels, poison, batch, otherParams, otherPlan, otherPath, this);
     }
 

@@ -33,7 +33,7 @@ class AttentionPathTest {
     private static AttentionPath.Choice choose(PackedBatch batch, MobaParams params, AttentionPath forced,
                                                LongSupplier available) {
         return AttentionPath.choose(BatchPlan.of(batch, params), batch.totalTokens(), batch.heads(),
-                batch.headDim(), forced, available);
+                batch.headDim(), forced, available, false);
     }
 
     @Test
@@ -56,7 +56,7 @@ class AttentionPathTest {
     void gatheredScratchFollowsTheAbiTable() {
         PackedBatch batch = batchOf(4, 64, 300, 300, 0, 129);
         MobaParams params = MobaParams.of(64, 3);
-        AttentionPath.Choice c = choose(batch, params, null, PLENTY);
+        AttentionPath.Choice c = choose(batch, params, AttentionPath.GATHERED, PLENTY);
         GatheredScratch s = c.scratch();
         int w = params.selectionWidth(300);
         assertEquals(2, w);
@@ -88,17 +88,52 @@ class AttentionPathTest {
 
     @Test
     void mobaWithASelectionRunsGatheredWhenTheScratchFitsTheBudget() {
-        PackedBatch batch = batchOf(2, 128, 3000, 3000, 77);
+        PackedBatch batch = batchOf(2, 128, 8192, 8192, 77);
         AttentionPath.Choice c = choose(batch, MobaParams.of(128, 8), null, PLENTY);
         assertEquals(AttentionPath.GATHERED, c.path(), c.reason());
         assertEquals(20 * GIB, c.budgetBytes(), "25% of the available memory");
         assertFalse(c.fellBack());
-        assertTrue(c.scratchBytes() > 2L * 3077 * 2 * 7 * 128, "partial_o alone");
+        assertTrue(c.scratchBytes() > 2L * 8269 * 2 * 7 * 128, "partial_o alone");
+    }
+
+    /** Lengths of kernel_check's many-short timing case: its generator, the first {@code n} of its 512. */
+    private static int[] manyShortLengths(int n) {
+        int[] lengths = new int[n];
+        int x = 12345;
+        for (int i = 0; i < n; i++) {
+            x = x * 1664525 + 1013904223;
+            lengths[i] = 256 + (int) (Integer.toUnsignedLong(x) >>> 8) % 1793;
+        }
+        return lengths;
+    }
+
+    @Test
+    void unionRunsWhereItIsEstimatedCheaperAndWithoutAskingForMemory() {
+        LongSupplier fail = () -> {
+            throw new AssertionError("free memory queried for a call that runs UNION by cost");
+        };
+        // Measured on an H100 (docs/perf.md): union 17.7 ms, gathered 20.1 ms on 512 sequences of 256..2048 tokens.
+        int[] lengths = manyShortLengths(128);
+        PackedBatch many = batchOf(1, 64, java.util.Arrays.stream(lengths).max().orElseThrow(), lengths);
+        AttentionPath.Choice c = choose(many, MobaParams.of(128, 4), null, fail);
+        assertEquals(AttentionPath.UNION, c.path(), c.reason());
+        assertFalse(c.fellBack(), "chosen by cost, not a fallback");
+        assertEquals(0, c.scratchBytes());
+        assertTrue(c.reason().contains("estimated cheaper"), c.reason());
+        // Gathered where rows have many more past chunks than they select: FlashMoBA 2x8K (union 2.55 ms, gathered
+        // 1.46 ms), chunk 4096 with the gathered pair on wgmma, and one head of 32K tokens at chunk 512.
+        assertEquals(AttentionPath.GATHERED, choose(batchOf(1, 64, 8192, 8192, 8192), MobaParams.of(128, 8), null,
+                PLENTY).path());
+        PackedBatch long64k = batchOf(1, 64, 65536, 65536);
+        assertEquals(AttentionPath.GATHERED, AttentionPath.choose(BatchPlan.of(long64k, MobaParams.of(4096, 3)),
+                long64k.totalTokens(), 1, 64, null, PLENTY, true).path());
+        assertEquals(AttentionPath.GATHERED, choose(batchOf(1, 64, 32768, 32768), MobaParams.of(512, 3), null,
+                PLENTY).path());
     }
 
     @Test
     void scratchBeyondTheBudgetFallsBackToUnion() {
-        PackedBatch batch = batchOf(2, 128, 3000, 3000, 77);
+        PackedBatch batch = batchOf(2, 128, 8192, 8192, 77);
         MobaParams params = MobaParams.of(128, 8);
         long scratch = choose(batch, params, null, PLENTY).scratch().totalBytes();
         // The budget is a quarter of what is available: exactly 4x the scratch fits, one byte less does not.
@@ -113,7 +148,7 @@ class AttentionPathTest {
 
     @Test
     void forcedPathOverridesTheBudgetAndSkipsTheMemoryQuery() {
-        PackedBatch batch = batchOf(2, 64, 1000, 1000);
+        PackedBatch batch = batchOf(2, 64, 4096, 4096);
         MobaParams params = MobaParams.of(64, 4);
         AtomicInteger queries = new AtomicInteger();
         LongSupplier none = () -> {
@@ -132,18 +167,18 @@ class AttentionPathTest {
 
     @Test
     void entriesBeyondThirtyTwoBitsRunUnionEvenWhenForced() {
-        PackedBatch small = batchOf(2, 64, 1000, 1000);
+        PackedBatch small = batchOf(2, 64, 4096, 4096);
         BatchPlan plan = BatchPlan.of(small, MobaParams.of(64, 4)); // W = 3
         long tokens = (1L << 30) + 1; // T*H*W = 6 * 2^30 + 6 entries
         for (AttentionPath forced : new AttentionPath[] {null, AttentionPath.GATHERED}) {
-            AttentionPath.Choice c = AttentionPath.choose(plan, tokens, 2, 64, forced, () -> Long.MAX_VALUE);
+            AttentionPath.Choice c = AttentionPath.choose(plan, tokens, 2, 64, forced, () -> Long.MAX_VALUE, false);
             assertEquals(AttentionPath.UNION, c.path());
             assertTrue(c.fellBack());
             assertTrue(c.reason().contains("32-bit"), c.reason());
         }
         long justFits = AttentionPath.MAX_GATHERED_ENTRIES / 6;
         assertEquals(AttentionPath.GATHERED,
-                AttentionPath.choose(plan, justFits, 2, 64, null, () -> Long.MAX_VALUE).path());
+                AttentionPath.choose(plan, justFits, 2, 64, null, () -> Long.MAX_VALUE, false).path());
     }
 
     @Test

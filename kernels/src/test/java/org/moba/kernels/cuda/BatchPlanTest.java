@@ -170,4 +170,19 @@ class BatchPlanTest {
         assertFalse(BatchPlan.of(batch, MobaParams.denseCausal(64)).runsGate(), "dense");
         assertFalse(BatchPlan.of(batchOf(10, 64), MobaParams.of(64, 3)).runsGate(), "no query has a candidate");
     }
+
+    @Test
+    void pathCostEstimatesCountTheRowKeyPairsOfEachKernel() {
+        // One sequence of 256 tokens, chunk 64, topk 2 (W = 1): 64-row tiles in chunks 0..3.
+        BatchPlan plan = BatchPlan.of(batchOf(256), MobaParams.of(64, 2));
+        // Chunks 0 and 1 select every past chunk: causal prefixes 1..64 and 65..128; chunks 2 and 3 walk their own
+        // chunk's prefix (1..64 per row) and gather W = 1 chunk of 64 keys per row.
+        assertEquals(64 * 65 / 2 + (65 + 128) * 64 / 2 + 2 * (64 * 65 / 2), plan.ownKeyRows);
+        assertEquals(2L * 64 * 64, plan.gatheredKeyRows);
+        // The union walk: own-chunk keys to the diagonal (64 per tile) plus the expected union of past chunks
+        // (0, 1, ~2 and ~3 chunks), times 64 rows.
+        assertEquals(64L * (64 + 128 + 192 + 256), plan.unionKeyRows);
+        BatchPlan dense = BatchPlan.of(batchOf(256), MobaParams.denseCausal(64));
+        assertEquals(0, dense.unionKeyRows + dense.gatheredKeyRows + dense.ownKeyRows, "no estimate without a gate");
+    }
 }
