@@ -25,6 +25,7 @@ import org.moba.kernels.cuda.AttentionPath;
 import org.moba.kernels.cuda.CudaMobaAttention;
 import org.moba.kernels.cuda.DeviceBackward;
 import org.moba.kernels.cuda.DeviceBatch;
+import org.moba.kernels.reference.OracleComparison;
 
 /**
  * Times the CUDA kernels on the shapes of docs/public-kernels.md with CUDA events, transfers excluded: each input set
@@ -48,7 +49,12 @@ import org.moba.kernels.cuda.DeviceBatch;
  * lengths and the ratios to it: {@code x cuDNN} is cuDNN's time over ours (above 1: we are faster), for MoBA and
  * for our dense kernel.
  *
- * <p>Usage: {@code KernelBench [--mode forward|training|both] [--device N] [--reps 20] [--warmup 3] [--seed S]
+ * <p>Long mode ({@code --mode long}): one sequence of 1,048,576 tokens ({@link #longShape}) through the forward,
+ * timed as above (our dense kernel once per input set: a run takes seconds), then a float64 oracle check of
+ * {@value #LONG_ORACLE_ROWS} sampled rows (chunk edges, the sequence's end, random tokens; every head): out and lse
+ * errors and selection mismatches. Exits with status 1 when the check fails.
+ *
+ * <p>Usage: {@code KernelBench [--mode forward|training|both|long] [--device N] [--reps 20] [--warmup 3] [--seed S]
  * [--only SUBSTRING] [--cudnn FILE]}. Small shapes rotate several input sets so that the GPU's L2 cache does not flatter them;
  * shapes with more tokens than one batch holds run batch by batch and add up the per-batch medians.
  */
@@ -57,6 +63,8 @@ public final class KernelBench {
     private static final long ROTATION_BYTES = 1L << 30;
     private static final int MAX_SETS = 4;
     private static final int TOKEN_BUDGET = 512 * 1024;
+    /** Rows (all heads) of the long shape that the float64 oracle checks. */
+    static final int LONG_ORACLE_ROWS = 48;
 
     record Shape(String name, DType dtype, int heads, int kvHeads, int headDim, int chunk, int topk, int[] lengths) {
         BatchLayout layout() {
@@ -134,6 +142,8 @@ public final class KernelBench {
         int batches;
         final Set<String> paths = new TreeSet<>();
         String unionReason;
+        /** The oracle's verdict on sampled rows of the first batch, when asked for. */
+        List<OracleComparison.SequenceErrors> oracle = List.of();
     }
 
     /** Training medians and counts accumulated over the batches of a shape. */
@@ -154,7 +164,7 @@ public final class KernelBench {
     }
 
     private static final List<String> BACKWARD_PHASES = List.of("delta", "route", "dq_selected", "dq", "dkdv");
-    private static final String USAGE = "usage: KernelBench [--mode forward|training|both] [--device N] [--reps 20] "
+    private static final String USAGE = "usage: KernelBench [--mode forward|training|both|long] [--device N] [--reps 20] "
             + "[--warmup 3] [--seed S] [--only SUBSTRING] [--cudnn cudnn_dense.csv]";
 
     private KernelBench() {
@@ -193,6 +203,11 @@ public final class KernelBench {
         return shapes;
     }
 
+    /** Issue 13's long sequence: 1 x 1,048,576 tokens, H=8, D=128, chunk 512, topk 3, bf16. */
+    static Shape longShape() {
+        return new Shape("1x1M H=8 chunk 512", DType.BF16, 8, 8, 128, 512, 3, new int[] {1 << 20});
+    }
+
     public static void main(String[] args) {
         int device = 0;
         int reps = 20;
@@ -213,8 +228,8 @@ public final class KernelBench {
                 default -> throw new IllegalArgumentException("unknown option " + args[i] + " (" + USAGE + ")");
             }
         }
-        if (!List.of("forward", "training", "both").contains(mode)) {
-            throw new IllegalArgumentException("--mode must be forward, training or both, got '" + mode + "' ("
+        if (!List.of("forward", "training", "both", "long").contains(mode)) {
+            throw new IllegalArgumentException("--mode must be forward, training, both or long, got '" + mode + "' ("
                     + USAGE + ")");
         }
         if (reps < 20) {
@@ -228,6 +243,12 @@ public final class KernelBench {
         try (CudaMobaAttention cuda = CudaMobaAttention.open(device)) {
             System.out.println("KernelBench on " + cuda.device() + ", forward engine " + cuda.forwardEngine().label()
                     + ", mode " + mode + ", reps " + reps + ", warm-up " + warmup + ", seed " + seed);
+            if (mode.equals("long")) {
+                if (!runLong(cuda, reps, warmup, seed)) {
+                    System.exit(1);
+                }
+                return;
+            }
             if (!mode.equals("training")) {
                 runForward(cuda, only, reps, warmup, seed, cudnn);
             }
@@ -237,18 +258,43 @@ public final class KernelBench {
         }
     }
 
-    private static void runForward(CudaMobaAttention cuda, String only, int reps, int warmup, long seed,
-                                   CudnnTimes cudnn) {
+    private static void printForwardHeader() {
         System.out.println(String.format(Locale.ROOT, "%-26s %9s %8s %8s %8s %8s %8s %7s %9s %8s %7s %9s %7s %7s "
                         + "%9s %s", "shape", "tokens", "gate ms", "attn ms", "fwd ms", "TFLOP/s", "attn TF", "%causal",
                 "dense ms", "dense TF", "speedup", "cuDNN ms", "x cuDNN", "dense x", "extra MiB", "path"));
+    }
+
+    private static void runForward(CudaMobaAttention cuda, String only, int reps, int warmup, long seed,
+                                   CudnnTimes cudnn) {
+        printForwardHeader();
         for (Shape shape : shapes(seed)) {
             if (shape.name().contains(only)) {
-                report(shape, measure(cuda, shape, reps, warmup, new SplittableRandom(seed)), cudnn.ms(shape, 0));
+                report(shape, measure(cuda, shape, reps, warmup, new SplittableRandom(seed), false),
+                        cudnn.ms(shape, 0));
             }
         }
         System.out.println(String.format(Locale.ROOT, "peak extra device memory of one call: %.1f MiB",
                 cuda.peakExtraDeviceBytes() / 1048576.0));
+    }
+
+    /** The long shape: times and the oracle's verdict on sampled rows; false when the check fails. */
+    private static boolean runLong(CudaMobaAttention cuda, int reps, int warmup, long seed) {
+        printForwardHeader();
+        Shape shape = longShape();
+        Totals t = measure(cuda, shape, reps, warmup, new SplittableRandom(seed), true);
+        report(shape, t, Double.NaN);
+        System.out.println(String.format(Locale.ROOT, "peak extra device memory of one call: %.1f MiB",
+                cuda.peakExtraDeviceBytes() / 1048576.0));
+        boolean passes = !t.oracle.isEmpty();
+        for (OracleComparison.SequenceErrors e : t.oracle) {
+            passes &= e.passes(shape.dtype());
+            System.out.println(String.format(Locale.ROOT, "oracle, %d sampled rows x %d heads: out rel L2 %.3e "
+                            + "(tolerance %.0e), lse rel L2 %.3e (tolerance %.0e), %d selection mismatches, %d near-ties"
+                            + " left out: %s", e.tokensCompared(), shape.heads(), e.outRelL2(),
+                    OracleComparison.outTolerance(shape.dtype()), e.lseRelL2(), OracleComparison.LSE_TOLERANCE,
+                    e.selectionMismatches(), e.nearTies(), e.passes(shape.dtype()) ? "PASS" : "FAIL"));
+        }
+        return passes;
     }
 
     private static void runTraining(CudaMobaAttention cuda, String only, int reps, int warmup, long seed,
@@ -277,14 +323,20 @@ public final class KernelBench {
         summary.forEach(System.out::println);
     }
 
-    private static Totals measure(CudaMobaAttention cuda, Shape shape, int reps, int warmup, SplittableRandom rng) {
+    /**
+     * Medians over the shape's batches. {@code longShape}: our dense kernel runs once per input set, without
+     * warm-up (one run takes seconds), and the oracle checks {@value #LONG_ORACLE_ROWS} sampled rows of the first
+     * batch.
+     */
+    private static Totals measure(CudaMobaAttention cuda, Shape shape, int reps, int warmup, SplittableRandom rng,
+                                  boolean longShape) {
+        int denseReps = longShape ? 1 : reps;
         BenchInputs inputs = new BenchInputs(rng, shape.dtype());
         Totals totals = new Totals();
         for (int[] lengths : BenchInputs.pack(shape.lengths(), TOKEN_BUDGET)) {
             long tokens = Arrays.stream(lengths).asLongStream().sum();
             long setBytes = tokens * 2L * (2L * shape.heads() + 2L * shape.kvHeads()) * shape.headDim();
-            int sets = shape.lengths().length == lengths.length
-                    ? (int) Math.max(2, Math.min(MAX_SETS, (ROTATION_BYTES + setBytes - 1) / setBytes)) : 1;
+            int sets = longShape ? 1 : inputSets(shape, lengths, setBytes);
             List<DeviceBatch> moba = new ArrayList<>();
             List<DeviceBatch> dense = new ArrayList<>();
             try {
@@ -301,18 +353,22 @@ public final class KernelBench {
                 for (int w = 0; w < warmup; w++) {
                     for (int s = 0; s < sets; s++) {
                         moba.get(s).run();
-                        dense.get(s).run();
+                        if (!longShape) {
+                            dense.get(s).run();
+                        }
                     }
                 }
                 double[] gate = new double[reps * sets];
                 double[] attention = new double[reps * sets];
-                double[] denseAttention = new double[reps * sets];
+                double[] denseAttention = new double[denseReps * sets];
                 for (int r = 0; r < reps; r++) {
                     for (int s = 0; s < sets; s++) {
                         PhaseTimings t = moba.get(s).run();
                         gate[r * sets + s] = t.get("chunk_means") + t.get("gate_topk");
                         attention[r * sets + s] = t.get("attention");
-                        denseAttention[r * sets + s] = dense.get(s).run().get("attention");
+                        if (r < denseReps) {
+                            denseAttention[r * sets + s] = dense.get(s).run().get("attention");
+                        }
                     }
                 }
                 totals.gateMs += Percentiles.of(gate, 0.5);
@@ -320,6 +376,11 @@ public final class KernelBench {
                 totals.denseMs += Percentiles.of(denseAttention, 0.5);
                 MobaOutput out = moba.get(0).download();
                 totals.mobaPairs += AttendedPairs.count(moba.get(0).batch(), shape.params(), out);
+                if (longShape && totals.batches == 0) {
+                    PackedBatch first = moba.get(0).batch();
+                    totals.oracle = OracleComparison.compare(first, shape.params(), out,
+                            OracleComparison.sampleRows(first, shape.params(), LONG_ORACLE_ROWS, rng));
+                }
                 totals.densePairs += causalPairs(lengths) * shape.heads();
                 totals.tokens += tokens;
                 totals.extraBytes = Math.max(totals.extraBytes, moba.get(0).extraDeviceBytes());
@@ -330,6 +391,15 @@ public final class KernelBench {
             }
         }
         return totals;
+    }
+
+    /**
+     * Input sets rotated for a batch of {@code setBytes}: enough to exceed {@link #ROTATION_BYTES} (at least 2, at
+     * most {@link #MAX_SETS}) when the whole shape is one batch, else 1.
+     */
+    private static int inputSets(Shape shape, int[] lengths, long setBytes) {
+        return shape.lengths().length == lengths.length
+                ? (int) Math.max(2, Math.min(MAX_SETS, (ROTATION_BYTES + setBytes - 1) / setBytes)) : 1;
     }
 
     private static void report(Shape shape, Totals t, double cudnnMs) {
@@ -358,8 +428,7 @@ public final class KernelBench {
             long tokens = Arrays.stream(lengths).asLongStream().sum();
             // q, out, dout, dq and k, v, dk, dv
             long setBytes = tokens * 2L * (4L * shape.heads() + 4L * shape.kvHeads()) * shape.headDim();
-            int sets = shape.lengths().length == lengths.length
-                    ? (int) Math.max(2, Math.min(MAX_SETS, (ROTATION_BYTES + setBytes - 1) / setBytes)) : 1;
+            int sets = inputSets(shape, lengths, setBytes);
             List<DeviceBatch> forwards = new ArrayList<>();
             List<DeviceBackward> backwards = new ArrayList<>();
             List<DeviceBatch> denseForwards = new ArrayList<>();
