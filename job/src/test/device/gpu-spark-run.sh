@@ -2,8 +2,8 @@
 # Runs the Spark jobs on a GPU host with the CUDA backend (Spark local[8], tasks spread over the visible GPUs),
 # from a host prepared with shared/device/pack.sh + stage.sh. Copies the summaries, reports and logs to $OUT.
 # gen writes safetensors; score runs three times on it: outputs in rows with --measure-bound (its throughput against
-# the physical bound, max(raw read of the input files, host<->device copies); docs/perf.md), outputs as files, and
-# metrics only.
+# the physical bound, max(raw read of the input files, loaded bytes at the timed pinned host-to-device rate per GPU);
+# docs/perf.md), outputs as files, and metrics only.
 # MOBA_BENCH=0 skips bench, MOBA_SWEEP=0 the sweep.
 # usage (from the project root on the GPU host):  bash job/src/test/device/gpu-spark-run.sh
 set -uo pipefail

@@ -133,7 +133,8 @@ final class MobaPartitions implements MapPartitionsFunction<Row, Row> {
             this.writerThread = options.outputFolder() == null ? null
                     : daemonThread("moba output writer, partition " + partition);
             this.loader = new BatchLoader(hadoop.value(), options.checkFinite(),
-                    options.badRecords() == MobaOptions.BadRecords.FAIL, HostBuffers.executor());
+                    options.badRecords() == MobaOptions.BadRecords.FAIL, HostBuffers.executor(),
+                    backend.hostMemory());
             this.loaderThread = daemonThread("moba loader, partition " + partition);
         }
 

@@ -43,6 +43,24 @@ public interface MobaAttention extends AutoCloseable {
         return new ForwardPerRun(this, batch, params);
     }
 
+    /**
+     * Where callers that pool direct host buffers for this backend's batches ({@link PackedBatch#ofBuffers}) get
+     * them page-locked, so that uploads run straight from them. By default nothing is locked
+     * ({@link HostMemory#PAGEABLE}): the backend reads host memory where it lies.
+     */
+    default HostMemory hostMemory() {
+        return HostMemory.PAGEABLE;
+    }
+
+    /**
+     * The host-to-device bandwidth this backend's device reaches, in GB/s (1e9 bytes per second): the median of a
+     * few large transfers from page-locked host memory, timed on the device. The physical floor under any upload of
+     * the same bytes. NaN where there is no host-to-device link (the CPU backend).
+     */
+    default double measureHostToDeviceGBps() {
+        return Double.NaN;
+    }
+
     @Override
     void close();
 }

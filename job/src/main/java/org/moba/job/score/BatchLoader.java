@@ -8,6 +8,8 @@ import java.util.List;
 import java.util.Map;
 import org.apache.hadoop.conf.Configuration;
 import org.moba.kernels.BatchLayout;
+import org.moba.kernels.HostMemory;
+import org.moba.kernels.MobaAttention;
 import org.moba.kernels.MobaInputException;
 import org.moba.kernels.PackedBatch;
 
@@ -23,6 +25,7 @@ public final class BatchLoader implements AutoCloseable {
     private final boolean checkFinite;
     private final boolean failOnBad;
     private final HostBuffers buffers;
+    private final HostMemory memory;
     private final Map<String, FileRanges> open = new HashMap<>();
 
     /** A record that did not make it into the batch, and why. */
@@ -52,11 +55,18 @@ public final class BatchLoader implements AutoCloseable {
                 + HostBuffers.MAX_BYTES + " bytes one host buffer holds";
     }
 
-    public BatchLoader(Configuration hadoop, boolean checkFinite, boolean failOnBad, HostBuffers buffers) {
+    /**
+     * @param buffers where the batches' host buffers come from
+     * @param memory  the backend's page locking ({@link MobaAttention#hostMemory()}): buffers are locked by it, so
+     *                that the backend uploads straight from them; {@link HostMemory#PAGEABLE} where nothing uploads
+     */
+    public BatchLoader(Configuration hadoop, boolean checkFinite, boolean failOnBad, HostBuffers buffers,
+                       HostMemory memory) {
         this.hadoop = hadoop;
         this.checkFinite = checkFinite;
         this.failOnBad = failOnBad;
         this.buffers = buffers;
+        this.memory = memory;
     }
 
     /**
@@ -127,7 +137,7 @@ public final class BatchLoader implements AutoCloseable {
 
     /** A host buffer of {@code bytes}, positioned at 0, remembered in {@code taken}. */
     private ByteBuffer take(List<ByteBuffer> taken, long bytes) {
-        ByteBuffer b = buffers.take(bytes);
+        ByteBuffer b = buffers.take(bytes, memory);
         taken.add(b);
         return region(b, 0, bytes);
     }

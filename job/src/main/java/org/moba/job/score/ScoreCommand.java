@@ -104,9 +104,12 @@ public final class ScoreCommand implements Callable<Integer> {
     }
 
     @Option(names = "--measure-bound", defaultValue = "false",
-            description = "first read every input file whole without decoding (the storage bound) and time a"
-                    + " decode-only pass, to report throughput as a fraction of the physical bound: max(raw read,"
-                    + " host<->device copies)")
+            description = "before scoring, time the physical bound and report score's wall time as a fraction of it:"
+                    + " every input file read whole without decoding (the storage side), one large pinned"
+                    + " host-to-device copy on a task's device (the link side: the loaded bytes at that rate, split"
+                    + " over the GPUs used; none on the CPU backend) and, for comparison, a load-only pass (the"
+                    + " tensors read into host buffers as scoring reads them, nothing computed);"
+                    + " bound = max(raw read, loaded bytes / link rate)")
     boolean measureBound;
 
     @Option(names = "--partitions", defaultValue = "0",
@@ -162,7 +165,8 @@ public final class ScoreCommand implements Callable<Integer> {
                 spark.createDataFrame(List.of(), ScoreSchema.RESULT).write().mode(SaveMode.Overwrite).parquet(table);
             }
             Map<String, Object> manifest = summarize(spark, output, table,
-                    throughput(result.timings(), scoreWallMs, inputWallMs, bound));
+                    throughput(result.timings(), scoreWallMs, inputWallMs, bound,
+                            measureBound ? devicesUsed(spark, table) : 0));
             int exit = run.commit(manifest, ExitCode.OK);
             System.out.println("results: " + output.finalPath("score.parquet") + " (outcome=scored |"
                     + " outcome=rejected); report: " + manifest.get("report"));
@@ -172,48 +176,84 @@ public final class ScoreCommand implements Callable<Integer> {
 
     /**
      * The passes {@code --measure-bound} times before scoring: every input file read whole without decoding
-     * ({@code rawRead*}: the bytes storage must deliver, the physical floor of the read side) and a decode-only pass
-     * over the records ({@code decodeOnly*}: reading and checking every record's tensors into host buffers exactly as
-     * scoring does, without computing; what our reader adds on top of the raw read).
+     * ({@code rawRead*}: the bytes storage must deliver, the physical floor of the read side), the host-to-device
+     * rate on the device a score task gets ({@code hostToDevice*}, {@link HostToDeviceLink}; absent, with a note, on
+     * the CPU backend) and a load-only pass ({@code loadOnly*}: every record's tensors read and checked into host
+     * buffers exactly as scoring does, without computing, {@link MobaDataset#loadOnly}; what our loader adds on top
+     * of the raw read, reported beside the bound, not in it).
      */
     private Map<String, Object> measureBound(SparkSession spark, Dataset<Row> records, MobaOptions options) {
         Map<String, Object> m = new LinkedHashMap<>();
         long start = System.nanoTime();
         long rawBytes = ScoreInput.readRaw(spark, ScoreInput.files(spark, input));
         double rawMs = (System.nanoTime() - start) / 1e6;
-        start = System.nanoTime();
-        long tensorBytes = records.javaRDD().map(r -> (long) (r.isNullAt(6) ? 0 : ((byte[]) r.get(6)).length
-                        + ((byte[]) r.get(7)).length + ((byte[]) r.get(8)).length))
-                .fold(0L, Long::sum);
-        double decodeMs = (System.nanoTime() - start) / 1e6;
-        LOG.info("score: raw read of {} MB in {} ms; decode-only pass, {} MB of tensors, in {} ms", rawBytes >> 20,
-                String.format("%.0f", rawMs), tensorBytes >> 20, String.format("%.0f", decodeMs));
         m.put("rawReadBytes", rawBytes);
         m.put("rawReadWallMs", rawMs);
         m.put("rawReadGBps", rawBytes / (rawMs * 1e6));
-        m.put("decodeOnlyWallMs", decodeMs);
+        HostToDeviceLink link = HostToDeviceLink.measure(spark, backend.name());
+        m.put("hostToDeviceGBps", link.measured() ? link.gbps() : null);
+        m.put("hostToDeviceDevice", link.device());
+        if (!link.measured()) {
+            m.put("hostToDeviceNote", "the " + backend.name() + " backend ran on " + link.device() + ", which has no"
+                    + " host-to-device link: the bound is the raw read alone");
+        }
+        start = System.nanoTime();
+        long loadedBytes = MobaDataset.loadOnly(records, options).loadedBytesTotal();
+        double loadMs = (System.nanoTime() - start) / 1e6;
+        m.put("loadOnlyBytes", loadedBytes);
+        m.put("loadOnlyWallMs", loadMs);
+        m.put("loadOnlyGBps", loadedBytes / (loadMs * 1e6));
+        LOG.info("score: raw read of {} MB in {} ms; host-to-device {} GB/s on {}; load-only pass, {} MB of tensors,"
+                + " in {} ms", rawBytes >> 20, String.format("%.0f", rawMs), String.format("%.1f", link.gbps()),
+                link.device(), loadedBytes >> 20, String.format("%.0f", loadMs));
         return m;
     }
 
     /**
-     * Time breakdown and, with {@code --measure-bound}, the bound: the input cannot arrive faster than the raw read,
-     * and copies of one device serialize on its link, so the job cannot finish before max(raw read wall, total copy
-     * time); the ratio of that to the score wall says how close it came. The decode-only wall is reported beside it
-     * (our reader's cost), not used as the bound. {@code scoreWallMs} includes {@code inputWallMs}, the listing and
-     * checking of the input before the scoring job (for safetensors, reading every file's header).
+     * Time breakdown and, with {@code --measure-bound}, the physical bound: the input cannot arrive faster than the
+     * raw read, nor reach the devices faster than the bytes score loaded at the measured host-to-device rate, each
+     * of the {@code devices} GPUs used taking its share ({@code hostToDeviceWallMs}; zero on the CPU backend). So
+     * {@code boundWallMs = max(rawReadWallMs, hostToDeviceWallMs)}, and {@code fractionOfBound} is that over the
+     * score wall. The tasks' own copy times, summed over tasks ({@code copyMsSummedOverTasks}), include waiting for
+     * one another on a shared device and are no wall time: reported, not part of the bound. {@code scoreWallMs}
+     * includes {@code inputWallMs}, the listing and checking of the input before the scoring job (for safetensors,
+     * reading every file's header).
      */
-    private static Map<String, Object> throughput(MobaTimings timings, double scoreWallMs, double inputWallMs,
-                                                  Map<String, Object> bound) {
-        Map<String, Object> m = timings.phasesMs();
+    static Map<String, Object> throughput(MobaTimings timings, double scoreWallMs, double inputWallMs,
+                                          Map<String, Object> bound, long devices) {
+        Map<String, Object> m = new LinkedHashMap<>();
+        // Every phase is a sum over tasks; for copies, the name says so: they queue on a shared device.
+        timings.phasesMs().forEach((k, v) -> m.put(k.equals("copyMs") ? "copyMsSummedOverTasks" : k, v));
+        m.put("loadedBytes", timings.loadedBytesTotal());
         m.put("scoreWallMs", scoreWallMs);
         m.put("inputWallMs", inputWallMs);
         if (!bound.isEmpty()) {
             m.putAll(bound);
-            double boundMs = Math.max((Double) bound.get("rawReadWallMs"), timings.copyMsTotal());
+            Double linkMs = hostToDeviceWallMs(timings.loadedBytesTotal(), (Double) bound.get("hostToDeviceGBps"),
+                    devices);
+            m.put("devicesUsed", devices);
+            m.put("hostToDeviceWallMs", linkMs);
+            double boundMs = Math.max((Double) bound.get("rawReadWallMs"), linkMs == null ? 0 : linkMs);
             m.put("boundWallMs", boundMs);
             m.put("fractionOfBound", boundMs / scoreWallMs);
         }
         return m;
+    }
+
+    /**
+     * The least time {@code bytes} take to reach {@code devices} GPUs at {@code gbps} each (each GPU its share, over
+     * its own link), in ms; null without a measured rate (the CPU backend).
+     */
+    static Double hostToDeviceWallMs(long bytes, Double gbps, long devices) {
+        return gbps == null ? null : bytes / (gbps * 1e6 * Math.max(devices, 1));
+    }
+
+    /** The GPUs that scored records: distinct (host, PCI bus id) of the scored rows bound to a CUDA device. */
+    private static long devicesUsed(SparkSession spark, String table) {
+        return spark.read().schema(ScoreSchema.RESULT).parquet(table)
+                .where(functions.col("outcome").equalTo(ScoreSchema.SCORED)
+                        .and(functions.col("device_ordinal").geq(0)))
+                .select("host", "pci_bus_id").distinct().count();
     }
 
     /** Writes the metrics, summary and report of the staged results; returns what the run manifest records. */

@@ -2,6 +2,7 @@ package org.moba.job.score;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.io.ByteArrayOutputStream;
@@ -247,6 +248,14 @@ class ScoreCommandTest {
         }
     }
 
+    @Test
+    void theLinkSideOfTheBoundSplitsTheLoadedBytesOverTheGpusUsed() {
+        assertEquals(400.0, ScoreCommand.hostToDeviceWallMs(10_000_000_000L, 25.0, 1), 1e-9);
+        assertEquals(200.0, ScoreCommand.hostToDeviceWallMs(10_000_000_000L, 25.0, 2), 1e-9);
+        assertEquals(400.0, ScoreCommand.hostToDeviceWallMs(10_000_000_000L, 25.0, 0), 1e-9, "no GPU counted: one");
+        assertNull(ScoreCommand.hostToDeviceWallMs(10_000_000_000L, null, 0), "no link on the CPU");
+    }
+
     /** Both formats gen writes: score tells them apart by the files' names (--format auto). */
     @ParameterizedTest
     @ValueSource(strings = {"safetensors", "parquet"})
@@ -259,7 +268,12 @@ class ScoreCommandTest {
         com.fasterxml.jackson.databind.JsonNode summary = new com.fasterxml.jackson.databind.ObjectMapper()
                 .readTree(dir.resolve("out/score-summary.json").toFile());
         assertEquals(10, summary.get("scored").asInt());
-        assertTrue(summary.get("kernelMs").asDouble() > 0 && summary.get("decodeOnlyWallMs").asDouble() > 0);
+        assertTrue(summary.get("kernelMs").asDouble() > 0 && summary.get("loadOnlyWallMs").asDouble() > 0);
+        // The load-only pass loads every record's q, k and v, from rows or straight from the files: their bytes.
+        long tensorBytes = results(dir.resolve("out")).values().stream()
+                .mapToLong(r -> 2L * r.getInt(r.fieldIndex("length")) * (4 + 2 * 2) * 32).sum();
+        assertEquals(tensorBytes, summary.get("loadOnlyBytes").asLong(), summary.toString());
+        assertEquals(tensorBytes, summary.get("loadedBytes").asLong(), "score loaded the same bytes");
         // The bound's read side is every visible input file read whole: exactly their bytes.
         Path in = dir.resolve("in");
         long inputBytes;
@@ -273,7 +287,13 @@ class ScoreCommandTest {
         assertEquals(inputBytes, summary.get("rawReadBytes").asLong(), summary.toString());
         double rawMs = summary.get("rawReadWallMs").asDouble();
         assertTrue(rawMs > 0, summary.toString());
-        assertEquals(Math.max(rawMs, summary.get("copyMs").asDouble()), summary.get("boundWallMs").asDouble(), 1e-9);
+        // The CPU backend has no host-to-device link: the bound is the raw read alone, and says why.
+        assertTrue(summary.get("hostToDeviceGBps").isNull(), summary.toString());
+        assertTrue(summary.get("hostToDeviceWallMs").isNull(), summary.toString());
+        assertTrue(summary.get("hostToDeviceNote").asText().contains("no host-to-device link"), summary.toString());
+        assertEquals(0, summary.get("devicesUsed").asLong());
+        assertEquals(rawMs, summary.get("boundWallMs").asDouble(), 1e-9);
+        assertTrue(summary.has("copyMsSummedOverTasks") && !summary.has("copyMs"), "copies by their honest name");
         assertEquals(summary.get("boundWallMs").asDouble() / summary.get("scoreWallMs").asDouble(),
                 summary.get("fractionOfBound").asDouble(), 1e-12);
         File csv = dir.resolve("out/score-metrics.csv").toFile();

@@ -58,7 +58,7 @@ public final class ScoreHostBench {
             sink = new SequencePacker(LAYOUT, Integer.MAX_VALUE).concat(group);
         });
         BatchLoader loader = new BatchLoader(new org.apache.hadoop.conf.Configuration(), true, true,
-                HostBuffers.executor());
+                HostBuffers.executor(), org.moba.kernels.HostMemory.PAGEABLE);
         bench("records -> batch, after: validate + load into a direct buffer (+ scan)", runs, () -> {
             for (TensorRecord r : records) {
                 r.validate(false);

@@ -15,6 +15,7 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.moba.kernels.BatchLayout;
 import org.moba.kernels.DType;
+import org.moba.kernels.HostMemory;
 import org.moba.kernels.PackedBatch;
 import org.moba.kernels.Sequence;
 import org.moba.kernels.SequencePacker;
@@ -58,7 +59,7 @@ class TensorRecordTest {
     }
 
     private static BatchLoader loader(boolean checkFinite) {
-        return new BatchLoader(new Configuration(), checkFinite, false, HostBuffers.executor());
+        return new BatchLoader(new Configuration(), checkFinite, false, HostBuffers.executor(), HostMemory.PAGEABLE);
     }
 
     /**
@@ -104,7 +105,7 @@ class TensorRecordTest {
         loaded.release();
 
         BadRecordException e = assertThrows(BadRecordException.class, () -> new BatchLoader(new Configuration(),
-                true, true, HostBuffers.executor()).load(records, LAYOUT));
+                true, true, HostBuffers.executor(), HostMemory.PAGEABLE).load(records, LAYOUT));
         assertEquals("bad record 'f#1': q holds NaN at token 2, head 3, dim 4", e.getMessage());
     }
 

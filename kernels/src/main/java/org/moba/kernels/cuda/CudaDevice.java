@@ -190,8 +190,9 @@ public final class CudaDevice implements AutoCloseable {
             if (--references > 0) {
                 return;
             }
+            makeCurrent();
+            PinnedHostRanges.PROCESS.forget(this); // the context's page locks end with it
             if (kernels != null) {
-                makeCurrent();
                 kernels.unload();
                 kernels = null;
             }

@@ -1,11 +1,13 @@
 package org.moba.kernels.cuda;
 
+import java.nio.ByteBuffer;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLong;
 import org.moba.kernels.DType;
 import org.moba.kernels.DenseComparison;
+import org.moba.kernels.HostMemory;
 import org.moba.kernels.MobaAttention;
 import org.moba.kernels.MobaGradients;
 import org.moba.kernels.MobaInputException;
@@ -46,6 +48,23 @@ public final class CudaMobaAttention implements MobaTraining {
     private final AtomicLong peakExtraBytes = new AtomicLong();
     private final AtomicLong peakExtraBackwardBytes = new AtomicLong();
     private final AtomicBoolean loggedFallback = new AtomicBoolean();
+    /** Locks buffers as this device's context, process-wide ({@link PinnedHostRanges#PROCESS}). */
+    private final HostMemory hostMemory = new HostMemory() {
+        @Override
+        public boolean pin(ByteBuffer buffer) {
+            return !closed && PinnedHostRanges.PROCESS.pin(buffer, device);
+        }
+
+        @Override
+        public void unpin(ByteBuffer buffer) {
+            PinnedHostRanges.PROCESS.unpin(buffer);
+        }
+
+        @Override
+        public long pinnedBytes() {
+            return PinnedHostRanges.PROCESS.lockedBytes();
+        }
+    };
     private volatile boolean poisonOutputs;
     private volatile AttentionPath forcedPath;
     private volatile boolean closed;
@@ -113,8 +132,27 @@ public final class CudaMobaAttention implements MobaTraining {
     }
 
     /**
+     * Page-locks direct host buffers with {@code cuMemHostRegister} (portable: every device of the process copies
+     * straight from them), up to a cap ({@link PinnedHostRanges}); a batch whose tensors lie in locked buffers is
+     * uploaded without staging through the pinned slabs. Locks end when the last backend on this device closes.
+     */
+    @Override
+    public HostMemory hostMemory() {
+        return hostMemory;
+    }
+
+    /** One 256 MiB copy from pinned host memory, timed on the device, median of five ({@link HostToDeviceRate}). */
+    @Override
+    public double measureHostToDeviceGBps() {
+        ensureOpen();
+        return HostToDeviceRate.measure(device, pool, streams);
+    }
+
+    /**
      * Validates the batch and queues its upload for {@code params}; the returned batch runs the kernels without
-     * further transfers (for benchmarks and callers that keep data on the device). Close it when done.
+     * further transfers (for benchmarks and callers that keep data on the device). Close it when done. A batch in
+     * direct buffers ({@link PackedBatch#ofBuffers}) may be read by the device until the returned batch has run or
+     * is closed: keep its buffers unchanged until then.
      */
     public DeviceBatch upload(PackedBatch batch, MobaParams params) {
         return upload(batch, params, forcedPath);

@@ -8,6 +8,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.function.Supplier;
 
+import jcuda.Pointer;
 import jcuda.driver.CUdeviceptr;
 import jcuda.driver.CUstream;
 import jcuda.driver.JCudaDriver;
@@ -16,8 +17,9 @@ import org.moba.kernels.PackedBatch;
 import org.moba.kernels.cuda.DeviceBufferPool.PinnedSlab;
 
 /**
- * Host-device transfers of Java arrays for one call, staged through two pinned slabs used in turn. Transfers are
- * packed one after another into the current slab; only when it is full does the host switch to the other slab,
+ * Host-device transfers of Java arrays and buffers for one call, staged through two pinned slabs used in turn (a
+ * direct buffer in page-locked memory goes straight, without a slab). Transfers are packed one after another into
+ * the current slab; only when it is full does the host switch to the other slab,
  * first waiting for that slab's earlier transfers (so for large batches the host fills one slab while the DMA
  * engine drains the other). Copies are queued on the call's stream in program order, so a small call's upload,
  * kernels and download need a single wait at the end ({@link #finish()}). Not thread-safe: one per call.
@@ -50,8 +52,19 @@ final class StagedCopies implements AutoCloseable {
         transfer(true, src.length, Short.BYTES, dst, (slab, from, n) -> slab.asShortBuffer().put(src, from, n));
     }
 
-    /** Uploads the bytes of {@code src} from its position to its limit (heap or direct; its position is kept). */
+    /**
+     * Uploads the bytes of {@code src} from its position to its limit (heap or direct; its position is kept). A
+     * direct buffer lying wholly in page-locked memory ({@link PinnedHostRanges}) is copied straight from where it
+     * is, with no memcpy into a slab: the copy is only queued, so the buffer must stay unchanged until the call has
+     * waited for its stream (every call does before it returns, {@link DeviceCall#close()}).
+     */
     void upload(ByteBuffer src, CUdeviceptr dst) {
+        if (src.hasRemaining() && PinnedHostRanges.PROCESS.covers(src)) {
+            // Pointer.to ignores the buffer's position: the copy starts at position bytes from element 0.
+            check(JCudaDriver.cuMemcpyHtoDAsync(dst, Pointer.to(src).withByteOffset(src.position()), src.remaining(),
+                    stream), () -> "cuMemcpyHtoDAsync from page-locked host memory for " + context.get());
+            return;
+        }
         ByteBuffer bytes = src.duplicate();
         int base = bytes.position();
         transfer(true, bytes.remaining(), Byte.BYTES, dst, (slab, from, n) -> slab.put(0, bytes, base + from, n));
