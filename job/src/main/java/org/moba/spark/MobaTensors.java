@@ -87,8 +87,7 @@ public final class MobaTensors {
      * file {@code name.safetensors} gets the id {@code name#b}. Only the headers are read here (in parallel tasks):
      * a row names the file and where its q, k and v lie ({@value MobaDataset#TENSOR_FILE},
      * {@value MobaDataset#TENSOR_POSITIONS}), and {@link MobaDataset#attention} reads those bytes straight into its
-     * batches. Rows come in slices of consecutive sequences of one file, about an even share of the tokens per
-     * default-parallelism slot. A file that cannot be read becomes one row with id {@code name} and the
+     * batches. Rows come in at most default-parallelism partitions of about equal tokens ({@link #balancedParts}). A file that cannot be read becomes one row with id {@code name} and the
      * {@value MobaDataset#PROBLEM}, so it is a bad record like any other.
      *
      * @throws IllegalArgumentException when {@code path} does not exist or cannot be listed
@@ -117,49 +116,77 @@ public final class MobaTensors {
                     }
                 }).collect();
         List<Row> broken = new ArrayList<>();
-        List<Slice> slices = new ArrayList<>();
-        long tokens = described.stream().filter(d -> d._2() instanceof Safetensors.Contents)
-                .mapToLong(d -> ((Safetensors.Contents) d._2()).qTokens()).sum();
-        long perSlice = Math.max(1, tokens / Math.max(1, jsc.defaultParallelism()));
+        List<Tuple2<String, Safetensors.Contents>> readable = new ArrayList<>();
         for (Tuple2<String, Object> d : described) {
             if (d._2() instanceof Safetensors.Contents c) {
-                slices.addAll(slices(d._1(), c, perSlice));
+                readable.add(new Tuple2<>(d._1(), c));
             } else {
                 broken.add(RowFactory.create(name(d._1()), null, null, null, null, null, null, null, null, d._2(),
                         null, null));
             }
         }
-        Dataset<Row> rows = spark.createDataFrame(jsc.parallelize(slices, Math.max(1, slices.size()))
+        List<List<Slice>> parts = new ArrayList<>();
+        for (List<int[]> part : balancedParts(readable.stream().map(f -> f._2().cuSeqlens()).toList(),
+                jsc.defaultParallelism())) {
+            parts.add(part.stream().map(r -> new Slice(readable.get(r[0])._1(), readable.get(r[0])._2(), r[1], r[2]))
+                    .toList());
+        }
+        Dataset<Row> rows = spark.createDataFrame(jsc.parallelize(parts, Math.max(1, parts.size()))
                 .flatMap(MobaTensors::rows), SAFETENSORS_INPUT);
         return broken.isEmpty() ? rows : rows.union(spark.createDataFrame(broken, SAFETENSORS_INPUT).coalesce(1));
     }
 
-    /** A file's sequences in consecutive slices of about {@code perSlice} tokens (a longer sequence alone). */
-    private static List<Slice> slices(String path, Safetensors.Contents c, long perSlice) {
-        List<Slice> out = new ArrayList<>();
-        int from = 0;
-        for (int b = 0; b < c.sequences(); b++) {
-            if (b > from && c.cuSeqlens()[b + 1] - c.cuSeqlens()[from] > perSlice) {
-                out.add(new Slice(path, c, from, b));
-                from = b;
+    /**
+     * The sequences of all files, in order, cut into at most {@code parts} parts of about equal tokens (a sequence
+     * goes to the part its middle token falls in), so that one wave of tasks on {@code parts} slots ends together:
+     * cutting each file on its own left small remainders that ran as a second wave. A part is a list of
+     * {@code {file index, first sequence, end sequence}} ranges, one per file it touches; empty parts are left out.
+     */
+    static List<List<int[]>> balancedParts(List<int[]> cuSeqlensPerFile, int parts) {
+        long total = cuSeqlensPerFile.stream().mapToLong(cu -> cu[cu.length - 1]).sum();
+        int slots = Math.max(1, parts);
+        List<List<int[]>> out = new ArrayList<>();
+        List<int[]> current = new ArrayList<>();
+        int currentPart = -1;
+        long before = 0;
+        for (int f = 0; f < cuSeqlensPerFile.size(); f++) {
+            int[] cu = cuSeqlensPerFile.get(f);
+            for (int b = 0; b < cu.length - 1; b++) {
+                long length = cu[b + 1] - cu[b];
+                int part = total == 0 ? 0 : (int) Math.min(slots - 1, (before + length / 2) * slots / total);
+                before += length;
+                if (part != currentPart && !current.isEmpty()) {
+                    out.add(current);
+                    current = new ArrayList<>();
+                }
+                currentPart = part;
+                int[] last = current.isEmpty() ? null : current.get(current.size() - 1);
+                if (last != null && last[0] == f && last[2] == b) {
+                    last[2] = b + 1;
+                } else {
+                    current.add(new int[] {f, b, b + 1});
+                }
             }
         }
-        if (c.sequences() > from || out.isEmpty()) {
-            out.add(new Slice(path, c, from, c.sequences()));
+        if (!current.isEmpty()) {
+            out.add(current);
         }
         return out;
     }
 
-    private static Iterator<Row> rows(Slice s) {
-        Safetensors.Contents c = s.contents();
-        BatchLayout l = c.layout();
-        String name = name(s.path());
+    /** The reference rows of a part's slices, in order. */
+    private static Iterator<Row> rows(List<Slice> part) {
         List<Row> rows = new ArrayList<>();
-        for (int b = s.from(); b < s.to(); b++) {
-            long[] at = c.positions(b);
-            rows.add(RowFactory.create(name + "#" + b, c.length(b), l.dtype().label(), l.heads(), l.kvHeads(),
-                    l.headDim(), null, null, null, null, s.path(),
-                    CollectionConverters.asScala(List.of(at[0], at[1], at[2])).toSeq()));
+        for (Slice s : part) {
+            Safetensors.Contents c = s.contents();
+            BatchLayout l = c.layout();
+            String name = name(s.path());
+            for (int b = s.from(); b < s.to(); b++) {
+                long[] at = c.positions(b);
+                rows.add(RowFactory.create(name + "#" + b, c.length(b), l.dtype().label(), l.heads(), l.kvHeads(),
+                        l.headDim(), null, null, null, null, s.path(),
+                        CollectionConverters.asScala(List.of(at[0], at[1], at[2])).toSeq()));
+            }
         }
         return rows.iterator();
     }

@@ -17,6 +17,7 @@ import org.moba.job.run.JobException;
 import org.moba.job.run.Preflight;
 import org.moba.job.run.RunOptions;
 import org.moba.job.run.RunOutput;
+import org.moba.job.spark.ExecutorBackends;
 import org.moba.job.spark.Progress;
 import org.moba.job.spark.SparkSessions;
 import org.moba.spark.MobaDataset;
@@ -129,6 +130,7 @@ public final class ScoreCommand implements Callable<Integer> {
         Preflight.cudaChunk(backend.backend(), options.params());
         try (SparkSession spark = SparkSessions.create("moba score"); RunOutput run = this.run.open(spark, out)) {
             Progress.register(spark.sparkContext(), "score", "partition");
+            ExecutorBackends.warmUpLocal(spark.sparkContext(), backend.name());
             long readStart = System.nanoTime();
             Dataset<Row> records = ScoreInput.read(spark, input, format, badRecords);
             // Listing and checking the input (safetensors: reading every header) is part of scoring it.

@@ -2,6 +2,7 @@ package org.moba.job.spark;
 
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
+import org.apache.spark.SparkContext;
 import org.moba.kernels.MobaAttention;
 import org.moba.kernels.MobaBackends;
 import org.moba.kernels.cuda.CudaDriver;
@@ -35,6 +36,32 @@ public final class ExecutorBackends {
             LOG.info("opened backend {} on {} (device chosen by: {})", backend.name(), backend.device(), a.source());
             return backend;
         });
+    }
+
+    /**
+     * In local mode the driver is the executor: opens the backends its tasks will take, on a daemon thread, so that
+     * creating a CUDA context and loading the kernels (about 2 s on an H100 host) overlaps listing the input instead
+     * of holding up the first tasks. Does nothing in cluster mode (executors are other processes), for the CPU
+     * backend, or when no GPU is visible. A failure here is left to the tasks, which open the backend again and
+     * report it.
+     */
+    public static void warmUpLocal(SparkContext sc, String backend) {
+        if (!sc.isLocal() || backend.trim().equalsIgnoreCase("cpu")) {
+            return;
+        }
+        Thread warmUp = new Thread(() -> {
+            int visible = DeviceSlots.visibleDevices(backend);
+            for (int device = 0; device < visible; device++) {
+                try {
+                    get(DeviceAssignment.decide(backend, null, device, visible));
+                } catch (RuntimeException e) {
+                    LOG.debug("warming up backend {} on device {} failed; the tasks will open it: {}", backend,
+                            device, e.toString());
+                }
+            }
+        }, "moba backend warm-up");
+        warmUp.setDaemon(true);
+        warmUp.start();
     }
 
     static void closeAll() {
