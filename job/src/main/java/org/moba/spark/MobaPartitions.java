@@ -82,12 +82,13 @@ final class MobaPartitions implements MapPartitionsFunction<Row, Row> {
 
     @Override
     public Iterator<Row> call(Iterator<Row> input) {
+        long start = System.nanoTime();
         TaskContext task = TaskContext.get();
         String requested = options.backend();
         DeviceAssignment a = DeviceAssignment.forTask(requested, task, DeviceSlots.visibleDevices(requested));
         MobaAttention backend = ExecutorBackends.get(a);
         Rows rows = new Rows(input, backend, TaskDevice.of(task, a, backend), task == null ? -1
-                : task.partitionId(), task == null ? "local" : Long.toString(task.taskAttemptId()));
+                : task.partitionId(), task == null ? "local" : Long.toString(task.taskAttemptId()), start);
         if (task != null) {
             task.addTaskCompletionListener((TaskCompletionListener) t -> rows.close());
         }
@@ -120,11 +121,15 @@ final class MobaPartitions implements MapPartitionsFunction<Row, Row> {
         private final ExecutorService writerThread;
         private final int partition;
         private final String attempt;
+        /** When the task called {@link #call}: the task's wall ends when its rows run out ({@link #close}). */
+        private final long startNanos;
         private int batchIndex;
         private Pending lookahead;
         private boolean closed;
 
-        Rows(Iterator<Row> input, MobaAttention backend, TaskDevice device, int partition, String attempt) {
+        Rows(Iterator<Row> input, MobaAttention backend, TaskDevice device, int partition, String attempt,
+             long startNanos) {
+            this.startNanos = startNanos;
             this.input = input;
             this.backend = backend;
             this.device = device;
@@ -330,6 +335,7 @@ final class MobaPartitions implements MapPartitionsFunction<Row, Row> {
                 return;
             }
             closed = true;
+            timings.taskMs.add((System.nanoTime() - startNanos) / 1e6);
             for (Planned p : planned) {
                 if (p.load() != null && !p.load().cancel(true)) {
                     try {
