@@ -70,7 +70,7 @@ public final class SparkSessions {
                         CollectionConverters.asScala(List.of(0L)).toSeq())), schema);
                 one.where(functions.col("length").gt(0)).select(functions.col("id"), functions.size(
                         functions.col("positions"))).queryExecution().toRdd();
-            } catch (RuntimeException e) {
+            } catch (RuntimeException | LinkageError e) { // e.g. the session stopped, its classes unloading
                 LOG.debug("Spark SQL warm-up stopped: {}", e.toString());
             }
         }, "moba spark sql warm-up");
