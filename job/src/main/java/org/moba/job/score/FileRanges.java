@@ -16,7 +16,8 @@ import org.apache.hadoop.fs.Path;
  * Positioned reads of one file straight into (direct) byte buffers: the way tensors get from storage to the host
  * buffers a batch is built in, with no array per record. A local file is read through a {@link FileChannel} (no
  * checksum layer, no copy through the heap); any other Hadoop filesystem through its positioned
- * {@code readFully}, in blocks of {@value #BLOCK} bytes through one reused heap array.
+ * {@code readFully}, in blocks of {@value #BLOCK} bytes through a heap array of each call. Positioned reads of one
+ * instance may run on several threads at once (the loader reads pieces of a batch in parallel).
  */
 public abstract class FileRanges implements Closeable {
     private static final int BLOCK = 4 << 20;
@@ -99,7 +100,6 @@ public abstract class FileRanges implements Closeable {
     private static final class Hadoop extends FileRanges {
         private final FSDataInputStream in;
         private final long length;
-        private byte[] block;
 
         Hadoop(FSDataInputStream in, long length) {
             this.in = in;
@@ -119,7 +119,7 @@ public abstract class FileRanges implements Closeable {
                 dst.position(dst.position() + n);
                 return;
             }
-            block = block == null ? new byte[BLOCK] : block;
+            byte[] block = new byte[Math.min(BLOCK, dst.remaining())]; // per call: loaders read pieces concurrently
             for (long at = position; dst.hasRemaining(); ) {
                 int n = Math.min(block.length, dst.remaining());
                 in.readFully(at, block, 0, n);

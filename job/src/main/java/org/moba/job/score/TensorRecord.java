@@ -100,10 +100,22 @@ public record TensorRecord(String id, int length, String dtype, int heads, int k
     private void checkFinite(DType dt, String field, ByteBuffer data, int fieldHeads) {
         int i = dt.firstNonFinite(data);
         if (i >= 0) {
-            short bits = data.duplicate().order(ByteOrder.LITTLE_ENDIAN).getShort(data.position() + 2 * i);
-            throw new BadRecordException(id, field + " holds " + dt.toFloat(bits) + " at token "
-                    + i / (fieldHeads * headDim) + ", head " + (i / headDim) % fieldHeads + ", dim " + i % headDim);
+            throw nonFinite(field, data, i);
         }
+    }
+
+    /**
+     * The bad-record error for the non-finite value at element {@code index} of {@code field} ({@code q}, {@code k}
+     * or {@code v}), whose little-endian values {@code data} holds from its position: names the value, token, head
+     * and dim.
+     */
+    public BadRecordException nonFinite(String field, ByteBuffer data, int index) {
+        DType dt = layout().dtype();
+        int fieldHeads = field.equals("q") ? heads : kvHeads;
+        short bits = data.duplicate().order(ByteOrder.LITTLE_ENDIAN).getShort(data.position() + 2 * index);
+        return new BadRecordException(id, field + " holds " + dt.toFloat(bits) + " at token "
+                + index / (fieldHeads * headDim) + ", head " + (index / headDim) % fieldHeads + ", dim "
+                + index % headDim);
     }
 
     public static short[] shorts(byte[] bytes) {

@@ -109,6 +109,63 @@ class TensorRecordTest {
         assertEquals("bad record 'f#1': q holds NaN at token 2, head 3, dim 4", e.getMessage());
     }
 
+    /**
+     * Records longer than one load piece ({@link BatchLoader#PIECE_BYTES}) load in parallel pieces: the batch is the
+     * packed good records, and a bad one is named by the error a one-record-at-a-time load reports first (q before k,
+     * the first token in q), even when a later piece of its q or an earlier token of its k fails too.
+     */
+    @Test
+    void recordsSpanningSeveralPiecesLoadAndTheFirstBadValueIsNamed(@TempDir Path dir) throws Exception {
+        BatchLayout layout = new BatchLayout(DType.FP16, 8, 8, 64); // 1 KiB of q, k and v per token
+        int tokensPerPiece = BatchLoader.PIECE_BYTES / (2 * layout.qElementsPerToken());
+        int length = 2 * tokensPerPiece + 1234; // three pieces per field
+        SyntheticSequences synth = new SyntheticSequences(11, layout);
+        List<Sequence> sequences = new ArrayList<>();
+        for (int i = 0; i < 3; i++) {
+            sequences.add(synth.generate(i, length - 7 * i));
+        }
+        Sequence b = sequences.get(1);
+        short[] q = b.q().clone();
+        short[] k = b.k().clone();
+        int perToken = layout.qElementsPerToken();
+        q[(tokensPerPiece + 5) * perToken + 2 * 64 + 7] = (short) 0x7C00; // +inf at token tokensPerPiece + 5, head 2
+        q[(2 * tokensPerPiece + 9) * perToken] = (short) 0x7E00; // a later NaN in the third piece
+        k[3 * perToken] = (short) 0x7E00; // an earlier token, but in k
+        sequences.set(1, new Sequence("bad", b.length(), q, k, b.v()));
+        String reason = "q holds Infinity at token " + (tokensPerPiece + 5) + ", head 2, dim 7";
+        PackedBatch good = new SequencePacker(layout, Integer.MAX_VALUE)
+                .concat(List.of(sequences.get(0), sequences.get(2))).batch();
+
+        List<TensorRecord> inRows = new ArrayList<>();
+        for (Sequence s : sequences) {
+            inRows.add(TensorRecord.of(s.id(), s.length(), "fp16", 8, 8, 64, TensorRecord.bytes(s.q()),
+                    TensorRecord.bytes(s.k()), TensorRecord.bytes(s.v())));
+        }
+        PackedBatch file = new SequencePacker(layout, Integer.MAX_VALUE).concat(sequences).batch();
+        Path path = dir.resolve("long.safetensors");
+        Files.write(path, Safetensors.write(file));
+        Safetensors.Contents c;
+        try (FileRanges in = FileRanges.open(path.toString(), new Configuration())) {
+            c = Safetensors.describe(in);
+        }
+        List<TensorRecord> inFile = new ArrayList<>();
+        for (int i = 0; i < c.sequences(); i++) {
+            long[] at = c.positions(i);
+            inFile.add(TensorRecord.inFile("long#" + i, c.length(i), "fp16", 8, 8, 64,
+                    new TensorRecord.FileTensors(path.toString(), at[0], at[1], at[2])));
+        }
+        for (List<TensorRecord> records : List.of(inRows, inFile)) {
+            BatchLoader.Loaded loaded = loader(true).load(records, layout);
+            assertEquals(List.of(new BatchLoader.Rejected(1, reason)), loaded.rejected());
+            assertEquals(List.of(0, 2), loaded.kept());
+            assertArrayEquals(good.cuSeqlens(), loaded.batch().cuSeqlens());
+            assertArrayEquals(good.q(), loaded.batch().q());
+            assertArrayEquals(good.k(), loaded.batch().k());
+            assertArrayEquals(good.v(), loaded.batch().v());
+            loaded.release();
+        }
+    }
+
     @Test
     void aRecordWhoseQDoesNotFitOneHostBufferIsNamedWithItsSize() {
         BatchLayout wide = new BatchLayout(DType.BF16, 16, 4, 128); // 4 KiB of q per token
