@@ -58,6 +58,30 @@ class TensorRecordTest {
         loaded.release();
     }
 
+    /**
+     * Writes {@code sequences} as one safetensors file at {@code path} and returns a record per sequence that points
+     * into it ({@code name#b}), as the safetensors reader gives them.
+     */
+    private static List<TensorRecord> inFile(Path path, BatchLayout layout, List<Sequence> sequences)
+            throws java.io.IOException {
+        PackedBatch file = new SequencePacker(layout, Integer.MAX_VALUE).concat(sequences).batch();
+        Files.write(path, Safetensors.write(file));
+        Safetensors.Contents c;
+        try (FileRanges in = FileRanges.open(path.toString(), new Configuration())) {
+            c = Safetensors.describe(in);
+        }
+        assertArrayEquals(file.cuSeqlens(), c.cuSeqlens());
+        String name = path.getFileName().toString().replace(".safetensors", "");
+        List<TensorRecord> records = new ArrayList<>();
+        for (int b = 0; b < c.sequences(); b++) {
+            long[] at = c.positions(b);
+            records.add(TensorRecord.inFile(name + "#" + b, c.length(b), layout.dtype().label(), layout.heads(),
+                    layout.kvHeads(), layout.headDim(),
+                    new TensorRecord.FileTensors(path.toString(), at[0], at[1], at[2])));
+        }
+        return records;
+    }
+
     private static BatchLoader loader(boolean checkFinite) {
         return new BatchLoader(new Configuration(), checkFinite, false, HostBuffers.executor(), HostMemory.PAGEABLE);
     }
@@ -76,20 +100,7 @@ class TensorRecordTest {
         short[] q1 = sequences.get(1).q().clone();
         q1[2 * LAYOUT.qElementsPerToken() + 3 * 32 + 4] = (short) 0x7E00; // NaN at token 2, head 3, dim 4
         sequences.set(1, new Sequence("bad", 64, q1, sequences.get(1).k(), sequences.get(1).v()));
-        PackedBatch file = new SequencePacker(LAYOUT, Integer.MAX_VALUE).concat(sequences).batch();
-        Path path = dir.resolve("f.safetensors");
-        Files.write(path, Safetensors.write(file));
-        Safetensors.Contents c;
-        try (FileRanges in = FileRanges.open(path.toString(), new Configuration())) {
-            c = Safetensors.describe(in);
-        }
-        assertArrayEquals(file.cuSeqlens(), c.cuSeqlens());
-        List<TensorRecord> records = new ArrayList<>();
-        for (int b = 0; b < c.sequences(); b++) {
-            long[] at = c.positions(b);
-            records.add(TensorRecord.inFile("f#" + b, c.length(b), "fp16", 4, 2, 32,
-                    new TensorRecord.FileTensors(path.toString(), at[0], at[1], at[2])));
-        }
+        List<TensorRecord> records = inFile(dir.resolve("f.safetensors"), LAYOUT, sequences);
         BatchLoader.Loaded loaded = loader(true).load(records, LAYOUT);
         assertEquals(List.of(new BatchLoader.Rejected(1, "q holds NaN at token 2, head 3, dim 4")),
                 loaded.rejected());
@@ -141,19 +152,7 @@ class TensorRecordTest {
             inRows.add(TensorRecord.of(s.id(), s.length(), "fp16", 8, 8, 64, TensorRecord.bytes(s.q()),
                     TensorRecord.bytes(s.k()), TensorRecord.bytes(s.v())));
         }
-        PackedBatch file = new SequencePacker(layout, Integer.MAX_VALUE).concat(sequences).batch();
-        Path path = dir.resolve("long.safetensors");
-        Files.write(path, Safetensors.write(file));
-        Safetensors.Contents c;
-        try (FileRanges in = FileRanges.open(path.toString(), new Configuration())) {
-            c = Safetensors.describe(in);
-        }
-        List<TensorRecord> inFile = new ArrayList<>();
-        for (int i = 0; i < c.sequences(); i++) {
-            long[] at = c.positions(i);
-            inFile.add(TensorRecord.inFile("long#" + i, c.length(i), "fp16", 8, 8, 64,
-                    new TensorRecord.FileTensors(path.toString(), at[0], at[1], at[2])));
-        }
+        List<TensorRecord> inFile = inFile(dir.resolve("long.safetensors"), layout, sequences);
         for (List<TensorRecord> records : List.of(inRows, inFile)) {
             BatchLoader.Loaded loaded = loader(true).load(records, layout);
             assertEquals(List.of(new BatchLoader.Rejected(1, reason)), loaded.rejected());
