@@ -337,7 +337,9 @@ final class MobaPartitions implements MapPartitionsFunction<Row, Row> {
             closed = true;
             timings.taskMs.add((System.nanoTime() - startNanos) / 1e6);
             for (Planned p : planned) {
-                if (p.load() != null && !p.load().cancel(true)) {
+                // A load not started yet is dropped (it took no buffers); one running or done is waited for, so that
+                // its buffers go back to the pool (interrupting it could lose them, and page-locked ones with them).
+                if (p.load() != null && !p.load().cancel(false)) {
                     try {
                         p.load().get().loaded().release();
                     } catch (InterruptedException e) {
