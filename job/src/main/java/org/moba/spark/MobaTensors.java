@@ -87,8 +87,9 @@ public final class MobaTensors {
      * file {@code name.safetensors} gets the id {@code name#b}. Only the headers are read here (on the driver):
      * a row names the file and where its q, k and v lie ({@value MobaDataset#TENSOR_FILE},
      * {@value MobaDataset#TENSOR_POSITIONS}), and {@link MobaDataset#attention} reads those bytes straight into its
-     * batches. Rows come in at most default-parallelism partitions of about equal tokens ({@link #balancedParts}). A file that cannot be read becomes one row with id {@code name} and the
-     * {@value MobaDataset#PROBLEM}, so it is a bad record like any other.
+     * batches. Rows come in at most default-parallelism partitions of about equal tokens ({@link #balancedParts}).
+     * A file that cannot be read becomes one row with id {@code name} and the {@value MobaDataset#PROBLEM}, so it is
+     * a bad record like any other.
      *
      * @throws IllegalArgumentException when {@code path} does not exist or cannot be listed
      */

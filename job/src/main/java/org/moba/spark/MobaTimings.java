@@ -91,10 +91,6 @@ public final class MobaTimings implements Serializable {
         return m;
     }
 
-    public double copyMsTotal() {
-        return copyMs.sum();
-    }
-
     public long loadedBytesTotal() {
         return loadedBytes.sum();
     }

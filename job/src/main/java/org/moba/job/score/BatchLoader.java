@@ -9,6 +9,7 @@ import java.util.Map;
 import java.util.concurrent.ForkJoinPool;
 import org.apache.hadoop.conf.Configuration;
 import org.moba.kernels.BatchLayout;
+import org.moba.kernels.DType;
 import org.moba.kernels.HostMemory;
 import org.moba.kernels.MobaAttention;
 import org.moba.kernels.MobaInputException;
@@ -127,7 +128,7 @@ public final class BatchLoader implements AutoCloseable {
                             r.length() * rowBytes[field]);
                     for (int at = 0; at < region.capacity(); at += PIECE_BYTES) {
                         pieces.add(piece(r, i, field, in, region, at,
-                                Math.min(PIECE_BYTES, region.capacity() - at), failures));
+                                Math.min(PIECE_BYTES, region.capacity() - at), layout.dtype(), failures));
                     }
                 }
             }
@@ -181,10 +182,11 @@ public final class BatchLoader implements AutoCloseable {
 
     /**
      * One piece of a record's field: {@code bytes} from {@code offset} of its {@code region}, read from the file (or
-     * copied from the record's array), then checked for NaN/infinity when asked. Failures go to {@code failures}.
+     * copied from the record's array), then checked for NaN/infinity of {@code dtype} when asked. Failures go to
+     * {@code failures}.
      */
     private Runnable piece(TensorRecord r, int index, int field, FileRanges in, ByteBuffer region, int offset,
-                           int bytes, RecordFailures failures) {
+                           int bytes, DType dtype, RecordFailures failures) {
         return () -> {
             ByteBuffer dst = region.slice(offset, bytes);
             try {
@@ -201,7 +203,7 @@ public final class BatchLoader implements AutoCloseable {
                 return;
             }
             if (checkFinite) {
-                int i = r.layout().dtype().firstNonFinite(dst);
+                int i = dtype.firstNonFinite(dst);
                 if (i >= 0) {
                     int element = offset / 2 + i;
                     failures.nonFinite(index, field, element, r.nonFinite(FIELDS[field], region, element));

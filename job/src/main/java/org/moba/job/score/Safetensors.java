@@ -46,11 +46,6 @@ public final class Safetensors {
             return cuSeqlens.length - 1;
         }
 
-        /** Tokens of the packed tensors (the last cu_seqlens entry). */
-        public long qTokens() {
-            return cuSeqlens[cuSeqlens.length - 1];
-        }
-
         public int length(int b) {
             return cuSeqlens[b + 1] - cuSeqlens[b];
         }

@@ -51,7 +51,7 @@ public enum AttentionPath {
 
     /**
      * The path of one call: dense or W == 0 -> UNION; W > 0 -> {@code forced} when not null, else UNION when its
-     * estimated cost is lower ({@link #unionCostsLess}), else GATHERED unless its scratch exceeds
+     * estimated cost is lower ({@link #gatheredCost}), else GATHERED unless its scratch exceeds
      * {@link #GATHERED_BUDGET_FRACTION} of {@code availableBytes} (queried only then) or the entries exceed the ABI's
      * 32-bit limit, then UNION. A forced GATHERED past the 32-bit limit still gets UNION. {@code gatheredOnWgmma}:
      * whether the gathered kernels of this call would run on the wgmma engine ({@link MobaKernels#gatheredOnWgmma}).
@@ -74,8 +74,8 @@ public enum AttentionPath {
             return new Choice(forced, scratch, -1, "forced " + forced);
         }
         double pairCost = gatheredOnWgmma ? WIDE_GATHERED_PAIR_COST : GATHERED_PAIR_COST;
-        double gatheredCost = plan.ownKeyRows + pairCost * plan.gatheredKeyRows;
-        if (unionCostsLess(plan, pairCost)) {
+        double gatheredCost = gatheredCost(plan, pairCost);
+        if (plan.unionKeyRows < gatheredCost) {
             return new Choice(UNION, scratch, -1, String.format("union walk estimated cheaper: %d (row, key) pairs"
                     + " against %.0f for gathered (%d own-chunk + %.1f x %d selected)", plan.unionKeyRows,
                     gatheredCost, plan.ownKeyRows, pairCost, plan.gatheredKeyRows));
@@ -92,12 +92,12 @@ public enum AttentionPath {
     }
 
     /**
-     * Whether the union walk is estimated to cost less than the gathered path: its (row, key) pairs against the
-     * gathered path's own-chunk pairs plus its selected-chunk pairs at {@code pairCost} each. The union estimate
-     * assumes unrelated selections across a tile's rows (the worst case for the union), so a coherent selection
-     * that makes the union cheaper can only be underrated, never overrated.
+     * The gathered path's estimated cost in union-walk (row, key) pairs, against which the union walk's pairs
+     * ({@link BatchPlan#unionKeyRows}) are set: its own-chunk pairs plus its selected-chunk pairs at
+     * {@code pairCost} each. The union estimate assumes unrelated selections across a tile's rows (the worst case
+     * for the union), so a coherent selection that makes the union cheaper can only be underrated, never overrated.
      */
-    static boolean unionCostsLess(BatchPlan plan, double pairCost) {
-        return plan.unionKeyRows < plan.ownKeyRows + pairCost * plan.gatheredKeyRows;
+    private static double gatheredCost(BatchPlan plan, double pairCost) {
+        return plan.ownKeyRows + pairCost * plan.gatheredKeyRows;
     }
 }
