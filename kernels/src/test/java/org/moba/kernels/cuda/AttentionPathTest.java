@@ -134,6 +134,24 @@ class AttentionPathTest {
     }
 
     @Test
+    void onTheWgmmaEngineTheCheaperUnionWalkWinsMoreShapesButNotLongOnes() {
+        PairCostsCheck wgmma = new PairCostsCheck(new AttentionPath.PairCosts(AttentionPath.WIDE_UNION_PAIR_COST, 1.0,
+                AttentionPath.GATHERED_PAIR_COST));
+        int[] lengths = manyShortLengths(128);
+        assertEquals(AttentionPath.UNION, wgmma.choose(batchOf(1, 64, 2048, lengths), MobaParams.of(128, 4)));
+        assertEquals(AttentionPath.GATHERED, wgmma.choose(batchOf(1, 64, 8192, 8192, 8192), MobaParams.of(128, 8)),
+                "FlashMoBA 2x8K: rows select 7 of ~32 past chunks");
+    }
+
+    /** The choice under given pair costs, with plenty of memory. */
+    private record PairCostsCheck(AttentionPath.PairCosts costs) {
+        AttentionPath choose(PackedBatch batch, MobaParams params) {
+            return AttentionPath.choose(BatchPlan.of(batch, params), batch.totalTokens(), batch.heads(),
+                    batch.headDim(), null, PLENTY, costs).path();
+        }
+    }
+
+    @Test
     void scratchBeyondTheBudgetFallsBackToUnion() {
         PackedBatch batch = batchOf(2, 128, 8192, 8192, 77);
         MobaParams params = MobaParams.of(128, 8);
