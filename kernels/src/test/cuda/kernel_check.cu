@@ -321,6 +321,9 @@ static void run_attn(const Kernels& K, const Case& c, const Layout& L, DeviceRun
     // Groups of 8 tiles keep a C <= 128 chunk resident in shared memory; longer chunks stream. The sm_90a kernel
     // takes 128-row tiles: four of them against a resident C <= 256 chunk, else one.
     int rows_per_group = c.hopper ? (C <= 256 ? 4 * 128 : 128) : (C <= 128 ? 8 * 64 : 64);
+    // MOBA_KC_ROWS_PER_GROUP overrides the sm90a gathered kernel's group size (timing experiments only).
+    if (const char* rows = std::getenv("MOBA_KC_ROWS_PER_GROUP"); rows != nullptr && c.hopper && C <= 256)
+        rows_per_group = std::atoi(rows);
     launch(K.route_scan, dim3(1), dim3(1024), 0, st,
            {&r.bucket_count.p, &buckets, &rows_per_group, &r.bucket_row0.p, &r.bucket_tile0.p, &r.bucket_cursor.p});
     launch(K.route_fill, dim3(entry_blocks), dim3(256), 0, st,
