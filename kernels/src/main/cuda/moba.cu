@@ -111,6 +111,17 @@ MOBA_ATTN_OWN_COMBINE(moba_attn_own_combine_bf16_d128, moba::Bf16, 128)
                                              chunk_size, scale, dense, nullptr, nullptr);                \
     }
 
+// MoBA without routing: each 128-row tile walks the union of its rows' selected chunks, then its own chunk
+// (chunk_size % 128 == 0).
+#define MOBA_ATTN_UNION_HOPPER(NAME, DT, HD)                                                             \
+    extern "C" __global__ void __launch_bounds__(moba::HopperFwdConfig<HD>::kThreads, 1)                 \
+        NAME(const uint16_t* q, const uint16_t* k, const uint16_t* v, uint16_t* out, float* lse,         \
+             const int* cu_seqlens, const int* sel, int width, const int2* tiles, int heads, int kv_heads, \
+             int chunk_size, float scale) {                                                              \
+        moba::attn_fwd_hopper<DT, HD, false, true>(q, k, v, out, lse, cu_seqlens, sel, width, tiles, heads, \
+                                                   kv_heads, chunk_size, scale, 0, nullptr, nullptr);    \
+    }
+
 #define MOBA_ATTN_OWN_COMBINE_HOPPER(NAME, DT, HD)                                                       \
     extern "C" __global__ void __launch_bounds__(moba::HopperFwdConfig<HD>::kThreads, 1)                 \
         NAME(const uint16_t* q, const uint16_t* k, const uint16_t* v, uint16_t* out, float* lse,         \
@@ -135,6 +146,11 @@ MOBA_ATTN_SELECTED_HOPPER(moba_attn_selected_h_fp16_d64, moba::Fp16, 64)
 MOBA_ATTN_SELECTED_HOPPER(moba_attn_selected_h_fp16_d128, moba::Fp16, 128)
 MOBA_ATTN_SELECTED_HOPPER(moba_attn_selected_h_bf16_d64, moba::Bf16, 64)
 MOBA_ATTN_SELECTED_HOPPER(moba_attn_selected_h_bf16_d128, moba::Bf16, 128)
+
+MOBA_ATTN_UNION_HOPPER(moba_attn_union_h_fp16_d64, moba::Fp16, 64)
+MOBA_ATTN_UNION_HOPPER(moba_attn_union_h_fp16_d128, moba::Fp16, 128)
+MOBA_ATTN_UNION_HOPPER(moba_attn_union_h_bf16_d64, moba::Bf16, 64)
+MOBA_ATTN_UNION_HOPPER(moba_attn_union_h_bf16_d128, moba::Bf16, 128)
 
 MOBA_ATTN_FWD_HOPPER(moba_attn_fwd_h_fp16_d64, moba::Fp16, 64)
 MOBA_ATTN_FWD_HOPPER(moba_attn_fwd_h_fp16_d128, moba::Fp16, 128)

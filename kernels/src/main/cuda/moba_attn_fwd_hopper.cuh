@@ -9,6 +9,13 @@
 //   registers (the S accumulators rounded to the input type) and V read transposed;
 // - each key step is 128 keys; the stages are released to the producer through `empty` mbarriers.
 //
+// kUnion (MoBA with a selection, no routing): the tile walks the union of its rows' selected chunks, ascending,
+// then its own chunk's causal prefix, each row masked to what it selected. The producer warpgroup merges the
+// rows' sorted selection lists (thread r follows row r; a named barrier combines the four warps' minima) and
+// publishes each step's key0 and 128-bit row mask in a small per-stage slot next to its K/V stage; a consumer
+// warpgroup none of whose 64 rows selected a step's chunk skips its GEMMs. Needs chunk % 128 == 0, so that a
+// chunk is whole steps and a 128-row tile lies in one chunk.
+//
 // The producer waits for its own cp.async groups, fences the generic proxy against the async proxy
 // (wgmma reads shared memory through the latter) and only then arrives on a stage's `full` barrier
 // (AsyncProducer).
@@ -38,8 +45,10 @@ struct HopperFwdConfig {
     static constexpr int kKVBytes = kBlockN * HD * 2;
     static constexpr int kStageBytes = 2 * kKVBytes;       // K then V
     static constexpr int kBarrierBytes = 8 * (1 + 2 * kStages);
+    // kUnion: per stage a StepSlot, then two rounds of the producer warps' minima (double-buffered).
+    static constexpr int kScheduleBytes = kStages * 24 + 2 * 4 * 4;
     // 1024 bytes of slack: dynamic shared memory is only 16-byte aligned, swizzled tiles need 1024.
-    static constexpr int kSmemBytes = 1024 + kQBytes + kStages * kStageBytes + kBarrierBytes;
+    static constexpr int kSmemBytes = 1024 + kQBytes + kStages * kStageBytes + kBarrierBytes + kScheduleBytes;
     static constexpr int kProducerRegisters = 56;
     static constexpr int kConsumerRegisters = 224;
     static_assert(HD % 64 == 0, "the head dim is a whole number of 128-byte swizzle atoms");
@@ -47,6 +56,16 @@ struct HopperFwdConfig {
     static_assert(kSmemBytes <= 227 * 1024, "fits an H100 block's shared memory");
     static_assert(128 * kProducerRegisters + 128 * kConsumers * kConsumerRegisters <= 65536, "register file");
 };
+
+// What the union walk's producer publishes with each stage (kUnion): the step's kind, first key (local to the
+// sequence) and which of the tile's 128 rows see it (bit r of rows[r / 32]).
+struct StepSlot {
+    static constexpr int kSelected = 0, kOwn = 1, kEnd = 2;
+    int kind;
+    int key0;
+    uint32_t rows[4];
+};
+static_assert(sizeof(StepSlot) == 24, "HopperFwdConfig::kScheduleBytes counts 24 bytes per slot");
 
 #ifdef MOBA_SM90A
 // S (64 x BN) = Q K^T for one consumer warpgroup: Q rows at q_rows (an sw128 tile of Q_TILE_ROWS rows, this
@@ -87,7 +106,7 @@ __device__ __forceinline__ void wgmma_pv(float (&o)[HD / 8][4], const float (&s)
 }
 #endif  // MOBA_SM90A
 
-template <class DT, int HD, bool kCombine>
+template <class DT, int HD, bool kCombine, bool kUnion = false>
 __device__ __forceinline__ void attn_fwd_hopper(const uint16_t* __restrict__ q, const uint16_t* __restrict__ k,
                                                 const uint16_t* __restrict__ v, uint16_t* __restrict__ out,
                                                 float* __restrict__ lse, const int* __restrict__ cu_seqlens,
@@ -120,6 +139,10 @@ __device__ __forceinline__ void attn_fwd_hopper(const uint16_t* __restrict__ q, 
     const uint32_t q_full = stages + Cfg::kStages * Cfg::kStageBytes;  // then full[s], then empty[s]
     auto full = [&](int s) { return q_full + 8 * (1 + s); };
     auto empty = [&](int s) { return q_full + 8 * (1 + Cfg::kStages + s); };
+    // kUnion: the step slots and the producer warps' minima, after the barriers (generic-proxy addresses).
+    unsigned char* schedule = smem + (q_full + Cfg::kBarrierBytes - smem_address(smem));
+    StepSlot* slots = reinterpret_cast<StepSlot*>(schedule);
+    unsigned* minima = reinterpret_cast<unsigned*>(schedule + Cfg::kStages * sizeof(StepSlot));  // [2][4]
 
     const int group = threadIdx.x / 128, thread_in_group = threadIdx.x % 128;
     if (threadIdx.x == 0) {
@@ -141,10 +164,14 @@ __device__ __forceinline__ void attn_fwd_hopper(const uint16_t* __restrict__ q, 
         load_sw128_tile_async<Cfg::kBlockM, HD, 128>(q_tile, q + (static_cast<long>(seq0 + start) * heads + h) * HD,
                                                      static_cast<long>(heads) * HD, rows_valid, thread_in_group);
         producer.commit(q_full);
-        for (int j = 0; j < steps; ++j) {
+        // Step j: waits for its stage, publishes its slot (kUnion) and queues its K/V.
+        auto load_step = [&](int j, int kind, int key0, uint32_t rows) {
             const int s = j % Cfg::kStages;
             if (j >= Cfg::kStages) producer.acquire(empty(s), ((j / Cfg::kStages) & 1) ^ 1);
-            const int key0 = walk0 + j * Cfg::kBlockN;
+            if constexpr (kUnion) {
+                if (thread_in_group % 32 == 0) slots[s].rows[thread_in_group / 32] = rows;
+                if (thread_in_group == 0) { slots[s].kind = kind; slots[s].key0 = key0; }
+            }
             const int valid = seq_len - key0;  // only the last step can run past the sequence end
             const uint32_t k_tile = stages + s * Cfg::kStageBytes;
             load_sw128_tile_async<Cfg::kBlockN, HD, 128>(k_tile, k_head + key0 * kv_stride, kv_stride, valid,
@@ -152,6 +179,43 @@ __device__ __forceinline__ void attn_fwd_hopper(const uint16_t* __restrict__ q, 
             load_sw128_tile_async<Cfg::kBlockN, HD, 128>(k_tile + Cfg::kKVBytes, v_head + key0 * kv_stride,
                                                          kv_stride, valid, thread_in_group);
             producer.commit(full(s));
+        };
+        int j = 0;
+        if constexpr (kUnion) {
+            // Thread r follows row r's selection (ascending, -1 padded); each round takes the smallest chunk any
+            // row still has, with the rows that selected it.
+            constexpr int kDone = 0x7fffffff;
+            const int* row_sel = thread_in_group < rows_valid
+                    ? sel + (static_cast<long>(seq0 + start + thread_in_group) * heads + h) * width : nullptr;
+            int cursor = 0;
+            auto head_of = [&]() {
+                if (row_sel == nullptr || cursor >= width) return kDone;
+                const int c = row_sel[cursor];
+                return c < 0 ? kDone : c;
+            };
+            int head = head_of();
+            const int warp = thread_in_group / 32;
+            for (int round = 0;; ++round) {
+                const unsigned warp_min = __reduce_min_sync(0xffffffffu, static_cast<unsigned>(head));
+                unsigned* m = minima + 4 * (round & 1);  // two buffers: a fast warp never overwrites unread minima
+                if (thread_in_group % 32 == 0) m[warp] = warp_min;
+                named_barrier_sync(1, 128);
+                const unsigned chunk = min(min(m[0], m[1]), min(m[2], m[3]));
+                if (chunk == static_cast<unsigned>(kDone)) break;
+                const uint32_t rows = __ballot_sync(0xffffffffu, head == static_cast<int>(chunk));
+                if (head == static_cast<int>(chunk)) { ++cursor; head = head_of(); }
+                const int chunk0 = static_cast<int>(chunk) * chunk_size;
+                for (int key0 = chunk0; key0 < chunk0 + chunk_size; key0 += Cfg::kBlockN)
+                    load_step(j++, StepSlot::kSelected, key0, rows);
+            }
+        }
+        for (int key0 = walk0; key0 <= last_row; key0 += Cfg::kBlockN) load_step(j++, StepSlot::kOwn, key0, ~0u);
+        if constexpr (kUnion) {  // an empty slot that tells the consumers the walk is over
+            const int s = j % Cfg::kStages;
+            if (j >= Cfg::kStages) producer.acquire(empty(s), ((j / Cfg::kStages) & 1) ^ 1);
+            if (thread_in_group == 0) slots[s].kind = StepSlot::kEnd;
+            producer.flush();
+            mbarrier_arrive(full(s));
         }
         producer.flush();
     } else {
@@ -170,16 +234,40 @@ __device__ __forceinline__ void attn_fwd_hopper(const uint16_t* __restrict__ q, 
         Rows rows;
         const uint32_t q_rows = q_tile + consumer * 64 * 128;
         mbarrier_wait(q_full, 0);
-        for (int j = 0; j < steps; ++j) {
+        for (int j = 0; kUnion || j < steps; ++j) {
             const int s = j % Cfg::kStages;
             const uint32_t k_tile = stages + s * Cfg::kStageBytes, v_tile = k_tile + Cfg::kKVBytes;
-            const int key0 = walk0 + j * Cfg::kBlockN;
             mbarrier_wait(full(s), (j / Cfg::kStages) & 1);
-
+            int key0 = walk0 + j * Cfg::kBlockN;
+            bool selected_step = false;
+            uint64_t seen = ~0ull;  // this warpgroup's 64 rows that see the step (bit = row - consumer * 64)
+            if constexpr (kUnion) {
+                const int kind = slots[s].kind;
+                if (kind == StepSlot::kEnd) break;
+                key0 = slots[s].key0;
+                selected_step = kind == StepSlot::kSelected;
+                seen = static_cast<uint64_t>(slots[s].rows[2 * consumer + 1]) << 32 | slots[s].rows[2 * consumer];
+                if (seen == 0) {  // none of this warpgroup's rows selected the chunk
+                    mbarrier_arrive(empty(s));
+                    continue;
+                }
+            }
             float sacc[Cfg::kBlockN / 8][4];
             wgmma_scores<DT, HD, Cfg::kBlockN, Cfg::kBlockM>(sacc, q_rows, k_tile);
-            // Masking only where some row's range starts or ends inside this step.
-            if (key0 + Cfg::kBlockN - 1 > start || key0 < first_key_of_last_row) {
+            if (selected_step) {
+                // A selected chunk lies wholly in the past: a row sees all of this step or none of it.
+                if (seen != ~0ull) {
+                    int key_first[2], key_last[2];
+#pragma unroll
+                    for (int i = 0; i < 2; ++i) {
+                        const bool sees = (seen >> (row_in_tile[i] - consumer * 64)) & 1;
+                        key_first[i] = sees ? 0 : Cfg::kBlockN;
+                        key_last[i] = sees ? Cfg::kBlockN - 1 : -1;
+                    }
+                    Rows::mask(sacc, key_first, key_last);
+                }
+            } else if (key0 + Cfg::kBlockN - 1 > start || key0 < first_key_of_last_row) {
+                // Masking only where some row's range starts or ends inside this step.
                 const int key_first[2] = {row_first[0] - key0, row_first[1] - key0};
                 const int key_last[2] = {row_last[0] - key0, row_last[1] - key0};
                 Rows::mask(sacc, key_first, key_last);

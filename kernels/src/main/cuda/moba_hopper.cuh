@@ -97,6 +97,12 @@ struct AsyncProducer {
     }
 };
 
+// Named barrier `id` (1..15; 0 is __syncthreads) over `threads` threads, a multiple of 32: one warpgroup syncing
+// without stopping the others.
+__device__ __forceinline__ void named_barrier_sync(int id, int threads) {
+    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
 // Pins accumulator registers at this point of the program: reads after a wgmma_wait stay after it.
 template <int R>
 __device__ __forceinline__ void fence_registers(float (&d)[R][4]) {

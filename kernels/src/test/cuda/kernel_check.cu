@@ -87,7 +87,7 @@ static void fill_normal(std::vector<uint16_t>& x, uint64_t seed, int dt) {
 struct Kernels {
     cudaLibrary_t lib;
     cudaKernel_t chunk_mean[2], gate[2][2], attn[2][2], selected[2][2], combine[2][2], sel_sort;
-    cudaKernel_t attn_h[2][2], combine_h[2][2], selected_h[2][2];  // sm_90a engine (compute capability 9.0 only)
+    cudaKernel_t attn_h[2][2], combine_h[2][2], selected_h[2][2], union_h[2][2];  // sm_90a engine (9.0 only)
     bool hopper = false;
     cudaKernel_t route_count, route_scan, route_fill;
     cudaKernel_t bwd_delta[2], bwd_dq_selected[2][2], bwd_dq[2][2], bwd_dkdv[2][2];
@@ -123,9 +123,10 @@ struct Kernels {
                     get(attn_h[dt][hd_index(d)], "moba_attn_fwd_h_" + suffix);
                     get(combine_h[dt][hd_index(d)], "moba_attn_own_combine_h_" + suffix);
                     get(selected_h[dt][hd_index(d)], "moba_attn_selected_h_" + suffix);
+                    get(union_h[dt][hd_index(d)], "moba_attn_union_h_" + suffix);
                     CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(selected_h[dt][hd_index(d)]),
                                                cudaFuncAttributeMaxDynamicSharedMemorySize, selected_h_smem(d)));
-                    for (cudaKernel_t kh : {attn_h[dt][hd_index(d)], combine_h[dt][hd_index(d)]})
+                    for (cudaKernel_t kh : {attn_h[dt][hd_index(d)], combine_h[dt][hd_index(d)], union_h[dt][hd_index(d)]})
                         CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(kh),
                                                    cudaFuncAttributeMaxDynamicSharedMemorySize, attn_h_smem(d)));
                 }
@@ -302,6 +303,11 @@ static void run_attn(const Kernels& K, const Case& c, const Layout& L, DeviceRun
                {&r.q.p, &r.k.p, &r.v.p, &r.out.p, &r.lse.p, &r.cu.p, &r.tiles128.p, &H, &Hkv, &C, &scale, &dense});
         return;
     }
+    if (c.hopper && !c.gathered) {  // the union walk on sm_90a (chunk % 128 == 0)
+        launch(K.union_h[c.dt][hd], dim3(nt128, H), dim3(384), Kernels::attn_h_smem(c.D), st,
+               {&r.q.p, &r.k.p, &r.v.p, &r.out.p, &r.lse.p, &r.cu.p, &r.sel.p, &W, &r.tiles128.p, &H, &Hkv, &C, &scale});
+        return;
+    }
     if (!c.gathered || c.dense || W == 0) {
         launch(K.attn[c.dt][hd], dim3(nt, H), dim3(128), smem, st,
                {&r.q.p, &r.k.p, &r.v.p, &r.out.p, &r.lse.p, &r.cu.p, &r.sel.p, &W, &r.tiles.p, &nt, &H, &Hkv, &C, &scale, &dense});
@@ -315,6 +321,9 @@ static void run_attn(const Kernels& K, const Case& c, const Layout& L, DeviceRun
     // Groups of 8 tiles keep a C <= 128 chunk resident in shared memory; longer chunks stream. The sm_90a kernel
     // takes 128-row tiles: four of them against a resident C <= 256 chunk, else one.
     int rows_per_group = c.hopper ? (C <= 256 ? 4 * 128 : 128) : (C <= 128 ? 8 * 64 : 64);
+    // MOBA_KC_ROWS_PER_GROUP overrides the sm90a gathered kernel's group size (timing experiments only).
+    if (const char* rows = std::getenv("MOBA_KC_ROWS_PER_GROUP"); rows != nullptr && c.hopper && C <= 256)
+        rows_per_group = std::atoi(rows);
     launch(K.route_scan, dim3(1), dim3(1024), 0, st,
            {&r.bucket_count.p, &buckets, &rows_per_group, &r.bucket_row0.p, &r.bucket_tile0.p, &r.bucket_cursor.p});
     launch(K.route_fill, dim3(entry_blocks), dim3(256), 0, st,
@@ -959,6 +968,12 @@ int main(int argc, char** argv) {
         };
         for (Case c : cases) {
             check_case(K, c, seed);
+            if (K.hopper && !c.dense && c.topk > 1 && c.C % 128 == 0) {
+                Case u = c;
+                u.hopper = true;
+                u.name = u.name + " [sm90a union]";
+                check_case(K, u, seed);
+            }
             if (!c.dense && c.topk > 1) {
                 c.gathered = true;
                 c.name = c.name + " [gathered]";
@@ -1006,7 +1021,7 @@ int main(int argc, char** argv) {
         for (Case c : cases) {
             if (!selected(c.name)) continue;
             time_case(K, c);
-            if (K.hopper && (c.dense || c.gathered || c.topk == 1)) {
+            if (K.hopper && (c.dense || c.gathered || c.topk == 1 || c.C % 128 == 0)) {
                 c.hopper = true;
                 c.name = "[sm90a] " + c.name;
                 time_case(K, c);

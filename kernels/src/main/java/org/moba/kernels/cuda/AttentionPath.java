@@ -25,16 +25,37 @@ public enum AttentionPath {
     /** ABI.md: the routing (the gathered forward's and the backward's) indexes its {@code T*H*W} entries in 32 bits. */
     static final long MAX_GATHERED_ENTRIES = (1L << 31) - 1;
     /**
-     * What one (query row, key) pair of the selected-chunk kernel costs, in pairs of the union kernel's walk, on the
-     * mma.sync engine. Measured on an H100 (docs/perf.md, "choosing the path by cost"): the gathered path pays the
+     * What one (query row, key) pair of the selected-chunk kernel costs, in pairs of the mma.sync union kernel's
+     * walk, on the mma.sync engine. Measured on an H100 (docs/perf.md, "Path by cost"): the gathered path pays the
      * routing, a 16-bit partial written and read back per (row, chunk), and a latency-bound kernel; fitted on
      * 512 sequences of 256..2048 tokens (chunk 128, topk 4: union 17.7 ms, gathered 20.1 ms) and FlashMoBA 2x8K
      * (union 2.55 ms, gathered 1.46 ms).
      */
     static final double GATHERED_PAIR_COST = 3.0;
     /** The same on the wgmma engine, which runs the gathered pair for chunks of {@link MobaKernels#MIN_WIDE_GATHERED_CHUNK}
-     * keys and more, 1.6x faster than mma.sync at chunk 4096 (the union kernel stays on mma.sync). */
+     * keys and more, 1.6x faster than mma.sync at chunk 4096. */
     static final double WIDE_GATHERED_PAIR_COST = GATHERED_PAIR_COST / 1.6;
+    /**
+     * A pair of the wgmma union walk ({@code moba_attn_union_h}), in the same units. Predicted, not yet measured:
+     * the dense wgmma kernel took 0.70x the mma.sync one's time on the many-short shape (13.8 against 19.7 ms).
+     */
+    static final double WIDE_UNION_PAIR_COST = 0.70;
+
+    /**
+     * The cost of one (row, key) pair of each MoBA kernel on a call's engine, in mma.sync union pairs: the union
+     * walk, the gathered path's own-chunk walk and its selected-chunk kernel.
+     */
+    record PairCosts(double union, double own, double gathered) {
+        static final PairCosts MMA_SYNC = new PairCosts(1.0, 1.0, GATHERED_PAIR_COST);
+
+        /** The costs of the kernels {@code kernels} runs for chunks of {@code chunkSize} keys. */
+        static PairCosts of(MobaKernels kernels, int chunkSize) {
+            boolean wideGathered = kernels.gatheredOnWgmma(chunkSize);
+            return new PairCosts(kernels.attentionOnWgmma(false, 1, chunkSize) ? WIDE_UNION_PAIR_COST : 1.0,
+                    wideGathered ? WIDE_UNION_PAIR_COST : 1.0,
+                    wideGathered ? WIDE_GATHERED_PAIR_COST : GATHERED_PAIR_COST);
+        }
+    }
 
     /** A call's path, the gathered scratch it would need (null without a selection) and why. */
     record Choice(AttentionPath path, GatheredScratch scratch, long budgetBytes, String reason) {
@@ -51,13 +72,13 @@ public enum AttentionPath {
 
     /**
      * The path of one call: dense or W == 0 -> UNION; W > 0 -> {@code forced} when not null, else UNION when its
-     * estimated cost is lower ({@link #gatheredCost}), else GATHERED unless its scratch exceeds
+     * estimated cost is lower ({@link #unionCostsLess}), else GATHERED unless its scratch exceeds
      * {@link #GATHERED_BUDGET_FRACTION} of {@code availableBytes} (queried only then) or the entries exceed the ABI's
-     * 32-bit limit, then UNION. A forced GATHERED past the 32-bit limit still gets UNION. {@code gatheredOnWgmma}:
-     * whether the gathered kernels of this call would run on the wgmma engine ({@link MobaKernels#gatheredOnWgmma}).
+     * 32-bit limit, then UNION. A forced GATHERED past the 32-bit limit still gets UNION. {@code costs}: what a pair
+     * of each path costs on the engine this call runs ({@link PairCosts#of}).
      */
     static Choice choose(BatchPlan plan, long tokens, int heads, int headDim, AttentionPath forced,
-                         LongSupplier availableBytes, boolean gatheredOnWgmma) {
+                         LongSupplier availableBytes, PairCosts costs) {
         if (plan.dense) {
             return new Choice(UNION, null, -1, "dense causal");
         }
@@ -73,12 +94,11 @@ public enum AttentionPath {
         if (forced != null) {
             return new Choice(forced, scratch, -1, "forced " + forced);
         }
-        double pairCost = gatheredOnWgmma ? WIDE_GATHERED_PAIR_COST : GATHERED_PAIR_COST;
-        double gatheredCost = gatheredCost(plan, pairCost);
-        if (plan.unionKeyRows < gatheredCost) {
-            return new Choice(UNION, scratch, -1, String.format("union walk estimated cheaper: %d (row, key) pairs"
-                    + " against %.0f for gathered (%d own-chunk + %.1f x %d selected)", plan.unionKeyRows,
-                    gatheredCost, plan.ownKeyRows, pairCost, plan.gatheredKeyRows));
+        if (unionCostsLess(plan, costs)) {
+            return new Choice(UNION, scratch, -1, String.format("union walk estimated cheaper: %.2f x %d (row, key)"
+                    + " pairs against %.0f for gathered (%.2f x %d own-chunk + %.1f x %d selected)", costs.union(),
+                    plan.unionKeyRows, gatheredCost(plan, costs), costs.own(), plan.ownKeyRows, costs.gathered(),
+                    plan.gatheredKeyRows));
         }
         long available = availableBytes.getAsLong();
         long budget = (long) (available * GATHERED_BUDGET_FRACTION);
@@ -92,12 +112,15 @@ public enum AttentionPath {
     }
 
     /**
-     * The gathered path's estimated cost in union-walk (row, key) pairs, against which the union walk's pairs
-     * ({@link BatchPlan#unionKeyRows}) are set: its own-chunk pairs plus its selected-chunk pairs at
-     * {@code pairCost} each. The union estimate assumes unrelated selections across a tile's rows (the worst case
-     * for the union), so a coherent selection that makes the union cheaper can only be underrated, never overrated.
+     * Whether the union walk is estimated to cost less than the gathered path: its (row, key) pairs against the
+     * gathered path's own-chunk pairs plus its selected-chunk pairs, each at its kernel's cost. The union estimate assumes unrelated selections across a tile's rows (the
+     * worst case for the union), so a coherent selection that makes the union cheaper can only be underrated.
      */
-    private static double gatheredCost(BatchPlan plan, double pairCost) {
-        return plan.ownKeyRows + pairCost * plan.gatheredKeyRows;
+    static boolean unionCostsLess(BatchPlan plan, PairCosts costs) {
+        return costs.union() * plan.unionKeyRows < gatheredCost(plan, costs);
+    }
+
+    private static double gatheredCost(BatchPlan plan, PairCosts costs) {
+        return costs.own() * plan.ownKeyRows + costs.gathered() * plan.gatheredKeyRows;
     }
 }

@@ -175,7 +175,7 @@ public final class CudaMobaAttention implements MobaTraining {
         MobaKernels forwardKernels = kernelsFor(batch.dtype(), batch.headDim());
         BatchPlan plan = BatchPlan.of(batch, params, forwardKernels.engine());
         AttentionPath.Choice path = choosePath(batch, params, plan, forced,
-                forwardKernels.gatheredOnWgmma(params.chunkSize()));
+                AttentionPath.PairCosts.of(forwardKernels, params.chunkSize()));
         DeviceBatch resident = new DeviceBatch(device, pool, streams, forwardKernels, poisonOutputs, batch, params,
                 plan, path);
         peakExtraBytes.accumulateAndGet(resident.extraDeviceBytes(), Math::max);
@@ -256,10 +256,10 @@ public final class CudaMobaAttention implements MobaTraining {
     }
 
     private AttentionPath.Choice choosePath(PackedBatch batch, MobaParams params, BatchPlan plan,
-                                            AttentionPath forced, boolean gatheredOnWgmma) {
+                                            AttentionPath forced, AttentionPath.PairCosts costs) {
         // Cached pool buffers are free for this call too: they are trimmed before an allocation fails.
         AttentionPath.Choice choice = AttentionPath.choose(plan, batch.totalTokens(), batch.heads(),
-                batch.headDim(), forced, () -> device.freeMemory() + pool.bytesCached(), gatheredOnWgmma);
+                batch.headDim(), forced, () -> device.freeMemory() + pool.bytesCached(), costs);
         if (choice.fellBack()) {
             if (loggedFallback.compareAndSet(false, true)) {
                 LOG.info("MoBA attention on {} runs the UNION path instead of GATHERED for {} with {}: {} "

@@ -226,7 +226,7 @@ public final class DeviceBatch implements PreparedBatch {
         BatchPlan otherPlan = BatchPlan.of(batch, otherParams, kernels.engine());
         AttentionPath.Choice otherPath = AttentionPath.choose(otherPlan, batch.totalTokens(), batch.heads(),
                 batch.headDim(), null, () -> device.freeMemory() + pool.bytesCached(),
-                kernels.gatheredOnWgmma(otherParams.chunkSize()));
+                AttentionPath.PairCosts.of(kernels, otherParams.chunkSize()));
         return new DeviceBatch(device, pool, streams, kernels, poison, batch, otherParams, otherPlan, otherPath, this);
     }
 
@@ -258,7 +258,7 @@ public final class DeviceBatch implements PreparedBatch {
         if (plan.numTiles > 0 && path.path() == AttentionPath.GATHERED) {
             enqueueGatheredAttention();
         } else if (plan.numTiles > 0) {
-            ForwardEngine engine = kernels.attentionOnWgmma(plan.dense, plan.selectionWidth)
+            ForwardEngine engine = kernels.attentionOnWgmma(plan.dense, plan.selectionWidth, c)
                     ? ForwardEngine.WGMMA : ForwardEngine.MMA_SYNC;
             kernels.attention(s, context, q.pointer(), k.pointer(), v.pointer(), out.pointer(), lse.pointer(),
                     cuSeqlens.pointer(), sel.pointer(), plan.selectionWidth, tilesFor(engine),

@@ -47,6 +47,7 @@ final class MobaKernels {
     private final Kernel wideAttention;
     private final Kernel wideOwnCombine;
     private final Kernel wideSelected;
+    private final Kernel wideUnion;
     private final Kernel score;
 
     MobaKernels(KernelModule module, DType dtype, int headDim) {
@@ -67,6 +68,7 @@ final class MobaKernels {
         this.wideAttention = wide ? module.function("moba_attn_fwd_h_" + suffix) : null;
         this.wideOwnCombine = wide ? module.function("moba_attn_own_combine_h_" + suffix) : null;
         this.wideSelected = wide ? module.function("moba_attn_selected_h_" + suffix) : null;
+        this.wideUnion = wide ? module.function("moba_attn_union_h_" + suffix) : null;
         this.score = module.function("moba_score_" + suffix);
     }
 
@@ -103,7 +105,7 @@ final class MobaKernels {
             return attention(headDim);
         }
 
-        /** moba_attn_fwd_h / moba_attn_own_combine_h (HopperFwdConfig). */
+        /** moba_attn_fwd_h / moba_attn_own_combine_h / moba_attn_union_h (HopperFwdConfig). */
         static int wideAttention(int headDim) {
             return KernelGeometry.sharedMemory("hopper_fwd", headDim);
         }
@@ -203,10 +205,12 @@ final class MobaKernels {
 
     /**
      * Whether {@link #attention} runs on the wgmma engine for this call, and so reads the 128-row tiles: dense and
-     * own-chunk-only calls do; a union walk over selected chunks (W > 0) has only the mma.sync kernel.
+     * own-chunk-only calls do, and the union walk over selected chunks ({@code moba_attn_union_h}) where a chunk is
+     * whole 128-key steps; other chunk sizes walk the union on the mma.sync kernel.
      */
-    boolean attentionOnWgmma(boolean dense, int selectionWidth) {
-        return engine == ForwardEngine.WGMMA && (dense || selectionWidth == 0);
+    boolean attentionOnWgmma(boolean dense, int selectionWidth, int chunkSize) {
+        return engine == ForwardEngine.WGMMA
+                && (dense || selectionWidth == 0 || chunkSize % BatchPlan.WIDE_TILE_ROWS == 0);
     }
 
     /**
@@ -217,10 +221,14 @@ final class MobaKernels {
                    CUdeviceptr out, CUdeviceptr lse, CUdeviceptr cuSeqlens, CUdeviceptr sel, int selectionWidth,
                    CUdeviceptr tiles, int numTiles, int heads, int kvHeads, int chunkSize, float scale,
                    boolean dense) {
-        if (attentionOnWgmma(dense, selectionWidth)) {
+        if (attentionOnWgmma(dense, selectionWidth, chunkSize) && (dense || selectionWidth == 0)) {
             launch(wideAttention, stream, context, numTiles, heads, WIDE_ATTENTION_THREADS,
                     SharedMemory.wideAttention(headDim), q, k, v, out, lse, cuSeqlens, tiles, heads, kvHeads,
                     chunkSize, scale, dense ? 1 : 0);
+        } else if (attentionOnWgmma(dense, selectionWidth, chunkSize)) {
+            launch(wideUnion, stream, context, numTiles, heads, WIDE_ATTENTION_THREADS,
+                    SharedMemory.wideAttention(headDim), q, k, v, out, lse, cuSeqlens, sel, selectionWidth, tiles,
+                    heads, kvHeads, chunkSize, scale);
         } else {
             launch(attention, stream, context, numTiles, heads, ATTENTION_THREADS, SharedMemory.attention(headDim),
                     q, k, v, out, lse, cuSeqlens, sel, selectionWidth, tiles, numTiles, heads, kvHeads, chunkSize,

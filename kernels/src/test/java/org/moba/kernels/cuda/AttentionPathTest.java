@@ -33,7 +33,7 @@ class AttentionPathTest {
     private static AttentionPath.Choice choose(PackedBatch batch, MobaParams params, AttentionPath forced,
                                                LongSupplier available) {
         return AttentionPath.choose(BatchPlan.of(batch, params), batch.totalTokens(), batch.heads(),
-                batch.headDim(), forced, available, false);
+                batch.headDim(), forced, available, AttentionPath.PairCosts.MMA_SYNC);
     }
 
     @Test
@@ -126,9 +126,29 @@ class AttentionPathTest {
                 PLENTY).path());
         PackedBatch long64k = batchOf(1, 64, 65536, 65536);
         assertEquals(AttentionPath.GATHERED, AttentionPath.choose(BatchPlan.of(long64k, MobaParams.of(4096, 3)),
-                long64k.totalTokens(), 1, 64, null, PLENTY, true).path());
+                long64k.totalTokens(), 1, 64, null, PLENTY,
+                new AttentionPath.PairCosts(1.0, AttentionPath.WIDE_UNION_PAIR_COST,
+                        AttentionPath.WIDE_GATHERED_PAIR_COST)).path());
         assertEquals(AttentionPath.GATHERED, choose(batchOf(1, 64, 32768, 32768), MobaParams.of(512, 3), null,
                 PLENTY).path());
+    }
+
+    @Test
+    void onTheWgmmaEngineTheCheaperUnionWalkWinsMoreShapesButNotLongOnes() {
+        PairCostsCheck wgmma = new PairCostsCheck(new AttentionPath.PairCosts(AttentionPath.WIDE_UNION_PAIR_COST, 1.0,
+                AttentionPath.GATHERED_PAIR_COST));
+        int[] lengths = manyShortLengths(128);
+        assertEquals(AttentionPath.UNION, wgmma.choose(batchOf(1, 64, 2048, lengths), MobaParams.of(128, 4)));
+        assertEquals(AttentionPath.GATHERED, wgmma.choose(batchOf(1, 64, 8192, 8192, 8192), MobaParams.of(128, 8)),
+                "FlashMoBA 2x8K: rows select 7 of ~32 past chunks");
+    }
+
+    /** The choice under given pair costs, with plenty of memory. */
+    private record PairCostsCheck(AttentionPath.PairCosts costs) {
+        AttentionPath choose(PackedBatch batch, MobaParams params) {
+            return AttentionPath.choose(BatchPlan.of(batch, params), batch.totalTokens(), batch.heads(),
+                    batch.headDim(), null, PLENTY, costs).path();
+        }
     }
 
     @Test
@@ -171,14 +191,14 @@ class AttentionPathTest {
         BatchPlan plan = BatchPlan.of(small, MobaParams.of(64, 4)); // W = 3
         long tokens = (1L << 30) + 1; // T*H*W = 6 * 2^30 + 6 entries
         for (AttentionPath forced : new AttentionPath[] {null, AttentionPath.GATHERED}) {
-            AttentionPath.Choice c = AttentionPath.choose(plan, tokens, 2, 64, forced, () -> Long.MAX_VALUE, false);
+            AttentionPath.Choice c = AttentionPath.choose(plan, tokens, 2, 64, forced, () -> Long.MAX_VALUE, AttentionPath.PairCosts.MMA_SYNC);
             assertEquals(AttentionPath.UNION, c.path());
             assertTrue(c.fellBack());
             assertTrue(c.reason().contains("32-bit"), c.reason());
         }
         long justFits = AttentionPath.MAX_GATHERED_ENTRIES / 6;
         assertEquals(AttentionPath.GATHERED,
-                AttentionPath.choose(plan, justFits, 2, 64, null, () -> Long.MAX_VALUE, false).path());
+                AttentionPath.choose(plan, justFits, 2, 64, null, () -> Long.MAX_VALUE, AttentionPath.PairCosts.MMA_SYNC).path());
     }
 
     @Test
@@ -190,6 +210,8 @@ class AttentionPathTest {
         assertEquals(49152, MobaKernels.SharedMemory.selected(64));
         assertEquals(98304, MobaKernels.SharedMemory.selected(128));
         assertEquals(MobaKernels.SharedMemory.attention(128), MobaKernels.SharedMemory.ownCombine(128));
+        assertEquals(115872, MobaKernels.SharedMemory.wideAttention(64), "sm_90a forward, union step slots included");
+        assertEquals(230560, MobaKernels.SharedMemory.wideAttention(128));
         assertEquals(24 * 4, MobaKernels.SharedMemory.selectionSort(24));
     }
 
