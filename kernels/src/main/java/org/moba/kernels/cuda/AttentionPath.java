@@ -36,8 +36,9 @@ public enum AttentionPath {
      * keys and more, 1.6x faster than mma.sync at chunk 4096. */
     static final double WIDE_GATHERED_PAIR_COST = GATHERED_PAIR_COST / 1.6;
     /**
-     * A pair of the wgmma union walk ({@code moba_attn_union_h}), in the same units. Predicted, not yet measured:
-     * the dense wgmma kernel took 0.70x the mma.sync one's time on the many-short shape (13.8 against 19.7 ms).
+     * A pair of the wgmma union walk ({@code moba_attn_union_h}), in the same units. Predicted from the dense kernels'
+     * ratio on the many-short shape (13.8 against 19.7 ms), then measured on an H100: the union walk of 512 short
+     * sequences took 12.13 ms on wgmma against 17.67 ms on mma.sync (0.69; docs/perf.md, "wgmma union walk").
      */
     static final double WIDE_UNION_PAIR_COST = 0.70;
 
