@@ -10,6 +10,7 @@ import org.apache.spark.sql.Dataset;
 import org.apache.spark.sql.Row;
 import org.apache.spark.sql.SparkSession;
 import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
@@ -22,6 +23,7 @@ import org.moba.kernels.cuda.CudaDriver;
  * The Dataset API on the CUDA backend gives {@code score --backend cuda}'s bits and records the CUDA device each
  * task was bound to. Skipped, with the reason, where no usable CUDA device exists (run it on a GPU host).
  */
+@Tag("gpu")
 @Timeout(300)
 class MobaDatasetCudaTest {
     private static final BatchLayout LAYOUT = new BatchLayout(DType.FP16, 4, 2, 64);

@@ -20,6 +20,7 @@ import java.util.concurrent.Future;
 import java.util.stream.Stream;
 
 import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -47,6 +48,7 @@ import org.moba.kernels.reference.OracleComparison;
  * Also: bit-identical gradients run to run, alone vs packed, standalone vs on the forward's device state, and from
  * concurrent callers. Skipped, with the reason, where no usable GPU exists.
  */
+@Tag("gpu")
 class CudaBackwardTest {
     private static final List<String> PHASES = List.of("h2d", "delta", "route", "dq_selected", "dq", "dkdv", "d2h");
 

@@ -16,6 +16,7 @@ import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import java.util.stream.Stream;
 
+import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -39,6 +40,7 @@ import org.moba.kernels.SyntheticSequences;
  * poisoned before every kernel run. Fresh random inputs every run (the seed is printed; rerun one with
  * -Dmoba.test.seed=N). Skipped, with the reason, where no usable GPU exists.
  */
+@Tag("gpu")
 class CudaDenseComparisonTest {
     private static final double RELATIVE = 1e-6;
 

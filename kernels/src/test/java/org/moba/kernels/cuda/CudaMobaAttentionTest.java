@@ -19,6 +19,7 @@ import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import java.util.stream.Stream;
 
+import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -141,6 +142,7 @@ class CudaMobaAttentionTest {
         }
     }
 
+    @Tag("gpu")
     @ParameterizedTest(name = "{0}")
     @MethodSource("oracleCases")
     void matchesFloat64Oracle(Case c) {
@@ -154,6 +156,7 @@ class CudaMobaAttentionTest {
         }
     }
 
+    @Tag("gpu")
     @ParameterizedTest
     @EnumSource(AttentionPath.class)
     void sequenceGivesBitIdenticalResultsAlonePackedAndRepeated(AttentionPath path) {
@@ -193,6 +196,7 @@ class CudaMobaAttentionTest {
      * A batch whose tensors live in direct byte buffers (as score reads them from files) uploads straight from them
      * and gives bit for bit the outputs of the same batch in arrays, forward and against dense attention.
      */
+    @Tag("gpu")
     @Test
     void batchInDirectBuffersGivesTheArrayBatchResultsBitForBit() {
         gpu.requireDevice();
@@ -227,6 +231,7 @@ class CudaMobaAttentionTest {
      * Crowded buckets (2 x 8K tokens, 16 heads, topk 8: ~900 rows per (head, chunk) bucket) on one resident batch
      * run five times (each run re-zeroes the bucket counts) and in a fresh call; the selection equals UNION's.
      */
+    @Tag("gpu")
     @Test
     void gatheredPathIsBitIdenticalRunToRunDespiteAtomicRouting() {
         gpu.requireDevice();
@@ -260,6 +265,7 @@ class CudaMobaAttentionTest {
      * {@link MobaAttention#prepare} uploads once: its runs report the kernel phases only, and its download is what
      * {@link CudaMobaAttention#forward} returns for the batch, with the copy times of the upload and the download.
      */
+    @Tag("gpu")
     @Test
     void preparedBatchRunsOnlyTheKernelsAndDownloadsWhatForwardReturns() {
         gpu.requireDevice();
@@ -287,6 +293,7 @@ class CudaMobaAttentionTest {
      * A max_seqlen above every length gives W > 0 although no sequence has a full chunk (NFC = 0): the selection is
      * all padding and attention is the own chunk, on both paths.
      */
+    @Tag("gpu")
     @ParameterizedTest
     @EnumSource(AttentionPath.class)
     void selectionWidthWithoutAnyFullChunk(AttentionPath path) {
@@ -300,6 +307,7 @@ class CudaMobaAttentionTest {
         OracleCheck.assertMatchesOracle(batch, params, out, "NFC = 0, " + path + " (seed " + SEED + ")", rng);
     }
 
+    @Tag("gpu")
     @Test
     void concurrentCallersGetTheSameResultsAsOneCaller() throws Exception {
         gpu.requireDevice();
@@ -329,6 +337,7 @@ class CudaMobaAttentionTest {
         }
     }
 
+    @Tag("gpu")
     @Test
     void tenThousandSmallBatchesLeakNoDeviceMemory() {
         gpu.requireDevice();
@@ -353,6 +362,7 @@ class CudaMobaAttentionTest {
         assertEquals(freeBefore, freeAfter, "device free memory before vs after 10,000 batches (bytes)");
     }
 
+    @Tag("gpu")
     @Test
     void batchWithoutTokensGivesEmptyOutputs() {
         gpu.requireDevice();
@@ -364,6 +374,7 @@ class CudaMobaAttentionTest {
         assertEquals(0, out.selected().length);
     }
 
+    @Tag("gpu")
     @Test
     void unsupportedShapesAreRejectedWithWhatIsSupported() {
         gpu.requireDevice();
@@ -378,6 +389,7 @@ class CudaMobaAttentionTest {
                 && e.getMessage().contains("multiple of 64 up to 65536"), e.getMessage());
     }
 
+    @Tag("gpu")
     @Test
     void deviceDescriptionNamesGpuOrdinalArchitectureAndBus() {
         gpu.requireDevice();

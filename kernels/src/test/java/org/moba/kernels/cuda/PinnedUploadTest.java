@@ -9,6 +9,7 @@ import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.util.List;
 
+import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.RegisterExtension;
 import org.moba.kernels.BatchLayout;
@@ -24,6 +25,7 @@ import org.moba.kernels.PackedBatch;
  * against the pinned-slab path, the lock accounting, and the host-to-device timing. Needs a GPU; skipped, with the
  * reason, without one.
  */
+@Tag("gpu")
 class PinnedUploadTest {
     private static CudaMobaAttention cuda;
     @RegisterExtension
