@@ -1,32 +1,21 @@
 package org.moba.job;
 
-import java.util.Locale;
+import org.moba.kernels.BackendName;
 import picocli.CommandLine.Option;
 
-/** The {@code --backend} option every job shares. */
+/** The {@code --backend} option every job shares; picocli lists the {@link BackendName}s and refuses others. */
 public final class BackendOption {
-    /** The backends a job can ask for; picocli lists them and refuses anything else (e.g. "gpu"). */
-    public enum Backend {
-        AUTO, CPU, CUDA;
-
-        /** The name {@code MobaBackends.open} and the help use. */
-        @Override
-        public String toString() {
-            return name().toLowerCase(Locale.ROOT);
-        }
-    }
-
     @Option(names = "--backend", defaultValue = "auto",
             description = "${COMPLETION-CANDIDATES}: auto = cuda where a usable GPU is assigned or visible, else cpu"
                     + " (default: ${DEFAULT-VALUE})")
-    Backend backend;
+    BackendName backend;
 
     /** The backend's name, as executors open it. */
     public String name() {
-        return backend.toString();
+        return backend.label();
     }
 
-    public Backend backend() {
+    public BackendName backend() {
         return backend;
     }
 }

@@ -2,7 +2,7 @@ package org.moba.job;
 
 import java.util.Arrays;
 import java.util.stream.Collectors;
-import org.moba.job.BackendOption.Backend;
+import org.moba.kernels.BackendName;
 import org.moba.job.bench.BenchCommand;
 import org.moba.job.run.ErrorHandler;
 import org.moba.job.run.ExitCode;
@@ -39,7 +39,7 @@ public final class MobaCli implements Runnable {
     public static CommandLine commandLine() {
         ErrorHandler errors = new ErrorHandler();
         CommandLine cli = new CommandLine(new MobaCli())
-                .registerConverter(Backend.class, choice(Backend.class))
+                .registerConverter(BackendName.class, choice(BackendName.class))
                 .registerConverter(InputFormat.class, choice(InputFormat.class))
                 .registerConverter(MobaOptions.BadRecords.class, choice(MobaOptions.BadRecords.class))
                 .setExecutionExceptionHandler(errors)

@@ -16,6 +16,7 @@ import org.apache.spark.sql.Dataset;
 import org.apache.spark.sql.Row;
 import org.apache.spark.sql.types.StructField;
 import org.apache.spark.sql.types.StructType;
+import org.moba.kernels.BackendName;
 
 /**
  * MoBA attention as a Spark ML {@link Transformer}: {@link MobaDataset#attention} with typed params, so it drops into
@@ -57,8 +58,8 @@ public final class MobaAttentionTransformer extends Transformer implements Defau
                 ParamValidators.gt(0));
         topk = new IntParam(this, "topk", "chunks each query attends (its own included), >= 1",
                 ParamValidators.gtEq(1));
-        backend = new Param<>(this, "backend", "auto, cuda or cpu",
-                ParamValidators.inArray(new String[] {"auto", "cuda", "cpu"}));
+        backend = new Param<>(this, "backend", BackendName.NAMES,
+                ParamValidators.inArray(BackendName.labels()));
         tokensPerBatch = new IntParam(this, "tokensPerBatch",
                 "token budget of one packed batch, > 0", ParamValidators.gt(0));
         badRecords = new Param<>(this, "badRecords",

@@ -2,6 +2,7 @@ package org.moba.spark;
 
 import java.io.Serializable;
 import java.util.Locale;
+import org.moba.kernels.BackendName;
 import org.moba.kernels.MobaParams;
 
 /**
@@ -55,10 +56,7 @@ public record MobaOptions(int chunk, int topk, String backend, int tokensPerBatc
         if (tokensPerBatch <= 0) {
             throw new IllegalArgumentException("tokensPerBatch must be > 0, got " + tokensPerBatch);
         }
-        backend = backend.trim().toLowerCase(Locale.ROOT);
-        if (!backend.equals("auto") && !backend.equals("cuda") && !backend.equals("cpu")) {
-            throw new IllegalArgumentException("backend must be auto, cuda or cpu, got '" + backend + "'");
-        }
+        backend = BackendName.of(backend).label();
     }
 
     /** Backend {@code auto}, 16,384 tokens per batch, bad records fail the job, finite check on, {@code out},

@@ -1,6 +1,5 @@
 package org.moba.kernels;
 
-import java.util.Locale;
 import org.moba.kernels.cpu.CpuMobaAttention;
 import org.moba.kernels.cuda.CudaMobaAttention;
 import org.slf4j.Logger;
@@ -14,40 +13,34 @@ import org.slf4j.LoggerFactory;
 public final class MobaBackends {
     private static final Logger LOG = LoggerFactory.getLogger(MobaBackends.class);
 
-    /** The accepted backend names, for help texts and errors. */
-    public static final String NAMES = "cpu, cuda, auto";
-
     private MobaBackends() {
     }
 
     /**
-     * @param name          {@code cpu}, {@code cuda} or {@code auto}
+     * @param name          a {@link BackendName}: {@code cpu}, {@code cuda} or {@code auto}
      * @param deviceOrdinal the CUDA device to bind (ignored by {@code cpu})
      * @param cpuThreads    worker threads of the CPU backend
      */
     public static MobaTraining open(String name, int deviceOrdinal, int cpuThreads) {
-        switch (name.trim().toLowerCase(Locale.ROOT)) {
-            case "cpu":
-                return new CpuMobaAttention(cpuThreads);
-            case "cuda": {
+        return switch (BackendName.of(name)) {
+            case CPU -> new CpuMobaAttention(cpuThreads);
+            case CUDA -> {
                 String reason = CudaMobaAttention.unavailableReason(deviceOrdinal);
                 if (reason != null) {
                     throw new IllegalStateException("backend 'cuda' requested but CUDA device " + deviceOrdinal
                             + " is not usable: " + reason);
                 }
-                return CudaMobaAttention.open(deviceOrdinal);
+                yield CudaMobaAttention.open(deviceOrdinal);
             }
-            case "auto": {
+            case AUTO -> {
                 String reason = CudaMobaAttention.unavailableReason(deviceOrdinal);
                 if (reason == null) {
-                    return CudaMobaAttention.open(deviceOrdinal);
+                    yield CudaMobaAttention.open(deviceOrdinal);
                 }
                 LOG.info("backend auto: using the CPU backend ({} threads) because CUDA device {} is not usable: {}",
                         cpuThreads, deviceOrdinal, reason);
-                return new CpuMobaAttention(cpuThreads);
+                yield new CpuMobaAttention(cpuThreads);
             }
-            default:
-                throw new MobaInputException("unknown backend '" + name + "' (choose one of: " + NAMES + ")");
-        }
+        };
     }
 }

@@ -59,6 +59,6 @@ class MobaBackendsTest {
     @Test
     void unknownNameListsTheChoices() {
         MobaInputException e = assertThrows(MobaInputException.class, () -> MobaBackends.open("tpu", 0, 1));
-        assertEquals("unknown backend 'tpu' (choose one of: cpu, cuda, auto)", e.getMessage());
+        assertEquals("unknown backend 'tpu' (choose one of: auto, cpu, cuda)", e.getMessage());
     }
 }

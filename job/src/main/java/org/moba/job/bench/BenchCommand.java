@@ -28,7 +28,7 @@ import org.moba.job.spark.DeviceSlots;
 import org.moba.job.spark.ExecutorBackends;
 import org.moba.job.spark.SparkSessions;
 import org.moba.job.spark.TaskDevice;
-import org.moba.job.BackendOption.Backend;
+import org.moba.kernels.BackendName;
 import org.moba.job.run.ExitCode;
 import org.moba.job.run.JobException;
 import org.moba.job.run.Preflight;
@@ -208,7 +208,7 @@ public final class BenchCommand implements Callable<Integer> {
      * before --out is touched. Returns the run options, to open the run with.
      */
     private RunOptions refuseSlowCpuRun(SparkSession spark, List<BenchShape> shapes) {
-        boolean cpu = backend.backend() == Backend.CPU || backend.backend() == Backend.AUTO
+        boolean cpu = backend.backend() == BackendName.CPU || backend.backend() == BackendName.AUTO
                 && spark.sparkContext().isLocal() && DeviceSlots.visibleDevices(backend.name()) == 0;
         if (!cpu) {
             return run;

@@ -1,7 +1,7 @@
 package org.moba.job.run;
 
 import java.util.Collection;
-import org.moba.job.BackendOption.Backend;
+import org.moba.kernels.BackendName;
 import org.moba.job.Shape;
 import org.moba.kernels.MobaInputException;
 import org.moba.kernels.MobaParams;
@@ -25,8 +25,8 @@ public final class Preflight {
     }
 
     /** Every shape is one the CUDA kernels run (head dim, chunk multiple), when CUDA is the requested backend. */
-    public static void cudaShapes(Backend backend, Collection<Shape> shapes) {
-        if (backend != Backend.CUDA) {
+    public static void cudaShapes(BackendName backend, Collection<Shape> shapes) {
+        if (backend != BackendName.CUDA) {
             return;
         }
         for (Shape s : shapes) {
@@ -35,15 +35,15 @@ public final class Preflight {
     }
 
     /** The chunk size is one the CUDA kernels run, when CUDA is the requested backend (score: D is in the data). */
-    public static void cudaChunk(Backend backend, MobaParams params) {
-        if (backend == Backend.CUDA) {
+    public static void cudaChunk(BackendName backend, MobaParams params) {
+        if (backend == BackendName.CUDA) {
             cuda(() -> CudaInputRules.checkChunk(params), "--chunk", Integer.toString(params.chunkSize()));
         }
     }
 
     /** The largest batch of a shape keeps its selection within the kernels' 32-bit bound, when CUDA is requested. */
-    public static void cudaSelection(Backend backend, Shape shape, long batchTokens, int maxLength, String label) {
-        if (backend == Backend.CUDA) {
+    public static void cudaSelection(BackendName backend, Shape shape, long batchTokens, int maxLength, String label) {
+        if (backend == BackendName.CUDA) {
             cuda(() -> CudaInputRules.checkSelection(batchTokens, shape.heads(), maxLength, shape.params(), label),
                     "--tokens-per-batch", Long.toString(batchTokens));
         }

@@ -1,8 +1,8 @@
 package org.moba.job.spark;
 
 import java.io.Serializable;
-import java.util.Locale;
 import org.apache.spark.TaskContext;
+import org.moba.kernels.BackendName;
 
 /**
  * Which backend and device a task runs on, and why. Decided in one place:
@@ -27,9 +27,10 @@ public record DeviceAssignment(String backend, int ordinal, String source) imple
 
     static DeviceAssignment decide(String requestedBackend, String[] sparkAddresses, int partition,
                                    int visibleDevices) {
-        String backend = requestedBackend.trim().toLowerCase(Locale.ROOT);
-        if (backend.equals("cpu")) {
-            return new DeviceAssignment("cpu", -1, "cpu");
+        BackendName requested = BackendName.of(requestedBackend);
+        String backend = requested.label();
+        if (requested == BackendName.CPU) {
+            return new DeviceAssignment(backend, -1, "cpu");
         }
         if (sparkAddresses != null && sparkAddresses.length > 0) {
             String address = sparkAddresses[0].trim();
@@ -43,10 +44,10 @@ public record DeviceAssignment(String backend, int ordinal, String source) imple
         if (visibleDevices > 0) {
             return new DeviceAssignment(backend, Math.floorMod(partition, visibleDevices), "visible");
         }
-        if (backend.equals("cuda")) {
+        if (requested == BackendName.CUDA) {
             throw new IllegalStateException("backend 'cuda' requested but Spark assigned this task no GPU and no"
                     + " CUDA device is visible to the executor");
         }
-        return new DeviceAssignment("cpu", -1, "fallback");
+        return new DeviceAssignment(BackendName.CPU.label(), -1, "fallback");
     }
 }

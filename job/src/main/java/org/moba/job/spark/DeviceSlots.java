@@ -1,8 +1,8 @@
 package org.moba.job.spark;
 
-import java.util.Locale;
 import org.apache.spark.SparkConf;
 import org.apache.spark.api.java.JavaSparkContext;
+import org.moba.kernels.BackendName;
 import org.moba.kernels.cuda.CudaDriver;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -22,7 +22,7 @@ public final class DeviceSlots {
      */
     public static int count(JavaSparkContext jsc, String backend) {
         SparkConf conf = jsc.getConf();
-        if (!backend.trim().toLowerCase(Locale.ROOT).equals("cpu")
+        if (BackendName.of(backend) != BackendName.CPU
                 && conf.contains("spark.executor.resource.gpu.amount")) {
             double perExecutor = Double.parseDouble(conf.get("spark.executor.resource.gpu.amount"));
             double perTask = Double.parseDouble(conf.get(SparkSessions.TASK_GPU_AMOUNT, "1"));
@@ -84,7 +84,7 @@ public final class DeviceSlots {
 
     /** CUDA devices visible to this process; 0 for the CPU backend or without a driver. */
     public static int visibleDevices(String backend) {
-        if (backend.trim().toLowerCase(Locale.ROOT).equals("cpu")) {
+        if (BackendName.of(backend) == BackendName.CPU) {
             return 0;
         }
         return CudaDriver.deviceCount();

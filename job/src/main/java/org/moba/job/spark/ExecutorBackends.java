@@ -3,6 +3,7 @@ package org.moba.job.spark;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 import org.apache.spark.SparkContext;
+import org.moba.kernels.BackendName;
 import org.moba.kernels.MobaAttention;
 import org.moba.kernels.MobaBackends;
 import org.moba.kernels.cuda.CudaDriver;
@@ -46,7 +47,7 @@ public final class ExecutorBackends {
      * report it.
      */
     public static void warmUpLocal(SparkContext sc, String backend) {
-        if (!sc.isLocal() || backend.trim().equalsIgnoreCase("cpu")) {
+        if (!sc.isLocal() || BackendName.of(backend) == BackendName.CPU) {
             return;
         }
         Thread warmUp = new Thread(() -> {
