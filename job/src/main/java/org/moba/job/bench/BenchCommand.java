@@ -18,6 +18,7 @@ import org.apache.spark.api.java.JavaSparkContext;
 import org.apache.spark.sql.Dataset;
 import org.apache.spark.sql.Row;
 import org.apache.spark.sql.SparkSession;
+import org.moba.job.MobaOptionHelp;
 import org.moba.kernels.bench.Percentiles;
 import org.moba.job.JobOutput;
 import org.moba.job.BackendOption;
@@ -68,10 +69,12 @@ public final class BenchCommand implements Callable<Integer> {
     @Option(names = "--head-dim", split = ",", defaultValue = "64", description = "D (default: ${DEFAULT-VALUE})")
     List<Integer> headDims;
 
-    @Option(names = "--chunk", split = ",", defaultValue = "128", description = "C (default: ${DEFAULT-VALUE})")
+    @Option(names = "--chunk", split = ",", defaultValue = "128",
+            description = MobaOptionHelp.CHUNK + MobaOptionHelp.LIST + " (default: ${DEFAULT-VALUE})")
     List<Integer> chunks;
 
-    @Option(names = "--topk", split = ",", defaultValue = "3", description = "topk (default: ${DEFAULT-VALUE})")
+    @Option(names = "--topk", split = ",", defaultValue = "3",
+            description = MobaOptionHelp.TOPK + MobaOptionHelp.LIST + " (default: ${DEFAULT-VALUE})")
     List<Integer> topks;
 
     @Option(names = "--lengths", split = ",", defaultValue = "4x2048",

@@ -12,6 +12,7 @@ import org.apache.spark.sql.SparkSession;
 import org.apache.spark.sql.functions;
 import org.moba.job.BackendOption;
 import org.moba.job.JobOutput;
+import org.moba.job.MobaOptionHelp;
 import org.moba.job.run.ExitCode;
 import org.moba.job.run.JobException;
 import org.moba.job.run.Preflight;
@@ -61,10 +62,10 @@ public final class ScoreCommand implements Callable<Integer> {
     @Mixin
     BackendOption backend;
 
-    @Option(names = "--chunk", defaultValue = "128", description = "(default: ${DEFAULT-VALUE})")
+    @Option(names = "--chunk", defaultValue = "128", description = MobaOptionHelp.CHUNK + " (default: ${DEFAULT-VALUE})")
     int chunk;
 
-    @Option(names = "--topk", defaultValue = "3", description = "(default: ${DEFAULT-VALUE})")
+    @Option(names = "--topk", defaultValue = "3", description = MobaOptionHelp.TOPK + " (default: ${DEFAULT-VALUE})")
     int topk;
 
     @Option(names = "--tokens-per-batch", defaultValue = "16384",

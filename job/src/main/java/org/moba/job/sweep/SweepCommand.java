@@ -14,6 +14,7 @@ import org.apache.spark.sql.SparkSession;
 import org.moba.job.JobOutput;
 import org.moba.job.BackendOption;
 import org.moba.job.LengthMix;
+import org.moba.job.MobaOptionHelp;
 import org.moba.job.Shape;
 import org.moba.job.run.ExitCode;
 import org.moba.job.run.Preflight;
@@ -63,10 +64,12 @@ public final class SweepCommand implements Callable<Integer> {
     @Option(names = "--head-dim", split = ",", defaultValue = "64", description = "(default: ${DEFAULT-VALUE})")
     List<Integer> headDims;
 
-    @Option(names = "--chunk", split = ",", defaultValue = "64", description = "(default: ${DEFAULT-VALUE})")
+    @Option(names = "--chunk", split = ",", defaultValue = "64",
+            description = MobaOptionHelp.CHUNK + MobaOptionHelp.LIST + " (default: ${DEFAULT-VALUE})")
     List<Integer> chunks;
 
-    @Option(names = "--topk", split = ",", defaultValue = "1,3", description = "(default: ${DEFAULT-VALUE})")
+    @Option(names = "--topk", split = ",", defaultValue = "1,3",
+            description = MobaOptionHelp.TOPK + MobaOptionHelp.LIST + " (default: ${DEFAULT-VALUE})")
     List<Integer> topks;
 
     @Option(names = "--seeds", split = ",", defaultValue = "1", description = "(default: ${DEFAULT-VALUE})")

@@ -30,6 +30,7 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
 import org.moba.job.MobaCli;
+import org.moba.job.MobaOptionHelp;
 import picocli.CommandLine;
 
 /**
@@ -251,6 +252,15 @@ class TrustworthyRunsTest {
                 assertTrue(help.matches("(?s).*\n  " + c.code() + " +" + java.util.regex.Pattern.quote(
                         c.meaning().substring(0, 20)) + ".*"), job + ": " + c + "\n" + help);
             }
+        }
+    }
+
+    @Test
+    void everyJobWithMobaParametersExplainsChunkAndTopk() {
+        for (String job : List.of("bench", "sweep", "score")) {
+            String help = MobaCli.commandLine().getSubcommands().get(job).getUsageMessage().replaceAll("\\s+", " ");
+            assertTrue(help.contains("keys per MoBA chunk") && help.contains("multiples of 64"), job + ":\n" + help);
+            assertTrue(help.contains("chunks each query attends, its own included"), job + ":\n" + help);
         }
     }
 
