@@ -25,6 +25,8 @@ import org.apache.hadoop.fs.FileStatus;
 import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
 import org.apache.hadoop.util.ShutdownHookManager;
+import org.apache.spark.SparkContext;
+import org.apache.spark.SparkExecutorInfo;
 import org.apache.spark.sql.SparkSession;
 import org.moba.job.MobaCli;
 import org.slf4j.Logger;
@@ -52,8 +54,11 @@ public final class RunOutput implements AutoCloseable {
     private static final ObjectMapper JSON = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
     /** The run that failed last on this thread, for {@link #recordFailure}. */
     private static final ThreadLocal<RunOutput> LAST_FAILED = new ThreadLocal<>();
+    /** How long a failed run waits for its job's last tasks to end before deleting its staging folder. */
+    private static final Duration TASKS_END_WAIT = Duration.ofSeconds(30);
 
     private final FileSystem fs;
+    private final SparkContext spark;
     private final Path out;
     private final Path staging;
     private final Map<String, Object> manifest = new LinkedHashMap<>();
@@ -65,6 +70,7 @@ public final class RunOutput implements AutoCloseable {
 
     private RunOutput(FileSystem fs, Path out, String job, List<String> arguments, SparkSession spark) {
         this.fs = fs;
+        this.spark = spark.sparkContext();
         this.out = out;
         String runId = DateTimeFormatter.ofPattern("yyyyMMdd'T'HHmmss'Z'").withZone(ZoneOffset.UTC).format(start)
                 + "-" + Integer.toHexString(ThreadLocalRandom.current().nextInt(0x100000, 0xFFFFFF));
@@ -246,12 +252,46 @@ public final class RunOutput implements AutoCloseable {
         }
         closed = true;
         try {
+            awaitTasksEnded();
             fs.delete(staging, true);
             finish("failed", null);
         } catch (IOException | RuntimeException e) {
             LOG.warn("{}: could not mark the failed run in {}: {}", out(), MANIFEST, e.toString());
         }
         LAST_FAILED.set(this);
+    }
+
+    /**
+     * When a job fails, Spark stops its other tasks asynchronously: a task still writing into the staging folder
+     * after it is deleted would leave part of it behind. Waits until no executor runs a task, or at most
+     * {@link #TASKS_END_WAIT} (then deletes anyway and says so).
+     */
+    private void awaitTasksEnded() {
+        long deadline = System.nanoTime() + TASKS_END_WAIT.toNanos();
+        int running;
+        while ((running = runningTasks()) > 0 && System.nanoTime() < deadline) {
+            try {
+                Thread.sleep(50);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                return;
+            }
+        }
+        if (running > 0) {
+            LOG.warn("{}: {} task(s) still running {} s after the job failed; deleting the staging folder anyway",
+                    out(), running, TASKS_END_WAIT.toSeconds());
+        }
+    }
+
+    private int runningTasks() {
+        if (spark.isStopped()) {
+            return 0;
+        }
+        int running = 0;
+        for (SparkExecutorInfo executor : spark.statusTracker().getExecutorInfos()) {
+            running += executor.numRunningTasks();
+        }
+        return running;
     }
 
     /**
