@@ -2,7 +2,6 @@ package org.moba.kernels;
 
 import java.util.Arrays;
 import java.util.Locale;
-import java.util.stream.Collectors;
 
 /**
  * The backends {@link MobaBackends#open} can open, by the names the jobs, the Dataset API and the ML stage accept:
@@ -12,8 +11,7 @@ public enum BackendName {
     AUTO, CPU, CUDA;
 
     /** Every name, as help texts and errors list them. */
-    public static final String NAMES = Arrays.stream(values()).map(BackendName::label)
-            .collect(Collectors.joining(", "));
+    public static final String NAMES = String.join(", ", labels());
 
     /** The lower-case name users write. */
     public String label() {

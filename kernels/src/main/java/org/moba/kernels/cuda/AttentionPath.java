@@ -52,7 +52,7 @@ public enum AttentionPath {
         /** The costs of the kernels {@code kernels} runs for chunks of {@code chunkSize} keys. */
         static PairCosts of(MobaKernels kernels, int chunkSize) {
             boolean wideGathered = kernels.gatheredOnWgmma(chunkSize);
-            return new PairCosts(kernels.attentionOnWgmma(false, 1, chunkSize) ? WIDE_UNION_PAIR_COST : 1.0,
+            return new PairCosts(kernels.unionOnWgmma(chunkSize) ? WIDE_UNION_PAIR_COST : 1.0,
                     wideGathered ? WIDE_UNION_PAIR_COST : 1.0,
                     wideGathered ? WIDE_GATHERED_PAIR_COST : GATHERED_PAIR_COST);
         }
@@ -114,8 +114,9 @@ public enum AttentionPath {
 
     /**
      * Whether the union walk is estimated to cost less than the gathered path: its (row, key) pairs against the
-     * gathered path's own-chunk pairs plus its selected-chunk pairs, each at its kernel's cost. The union estimate assumes unrelated selections across a tile's rows (the
-     * worst case for the union), so a coherent selection that makes the union cheaper can only be underrated.
+     * gathered path's own-chunk pairs plus its selected-chunk pairs, each at its kernel's cost. The union estimate
+     * assumes unrelated selections across a tile's rows (the worst case for the union), so a coherent selection that
+     * makes the union cheaper can only be underrated.
      */
     static boolean unionCostsLess(BatchPlan plan, PairCosts costs) {
         return costs.union() * plan.unionKeyRows < gatheredCost(plan, costs);

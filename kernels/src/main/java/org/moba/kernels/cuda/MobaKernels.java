@@ -209,8 +209,12 @@ final class MobaKernels {
      * whole 128-key steps; other chunk sizes walk the union on the mma.sync kernel.
      */
     boolean attentionOnWgmma(boolean dense, int selectionWidth, int chunkSize) {
-        return engine == ForwardEngine.WGMMA
-                && (dense || selectionWidth == 0 || chunkSize % BatchPlan.WIDE_TILE_ROWS == 0);
+        return engine == ForwardEngine.WGMMA && (dense || selectionWidth == 0) || unionOnWgmma(chunkSize);
+    }
+
+    /** Whether the union walk over selected chunks runs on the wgmma engine: its chunks are whole 128-key steps. */
+    boolean unionOnWgmma(int chunkSize) {
+        return engine == ForwardEngine.WGMMA && chunkSize % BatchPlan.WIDE_TILE_ROWS == 0;
     }
 
     /**
@@ -221,18 +225,18 @@ final class MobaKernels {
                    CUdeviceptr out, CUdeviceptr lse, CUdeviceptr cuSeqlens, CUdeviceptr sel, int selectionWidth,
                    CUdeviceptr tiles, int numTiles, int heads, int kvHeads, int chunkSize, float scale,
                    boolean dense) {
-        if (attentionOnWgmma(dense, selectionWidth, chunkSize) && (dense || selectionWidth == 0)) {
-            launch(wideAttention, stream, context, numTiles, heads, WIDE_ATTENTION_THREADS,
-                    SharedMemory.wideAttention(headDim), q, k, v, out, lse, cuSeqlens, tiles, heads, kvHeads,
-                    chunkSize, scale, dense ? 1 : 0);
-        } else if (attentionOnWgmma(dense, selectionWidth, chunkSize)) {
-            launch(wideUnion, stream, context, numTiles, heads, WIDE_ATTENTION_THREADS,
-                    SharedMemory.wideAttention(headDim), q, k, v, out, lse, cuSeqlens, sel, selectionWidth, tiles,
-                    heads, kvHeads, chunkSize, scale);
-        } else {
+        if (!attentionOnWgmma(dense, selectionWidth, chunkSize)) {
             launch(attention, stream, context, numTiles, heads, ATTENTION_THREADS, SharedMemory.attention(headDim),
                     q, k, v, out, lse, cuSeqlens, sel, selectionWidth, tiles, numTiles, heads, kvHeads, chunkSize,
                     scale, dense ? 1 : 0);
+        } else if (dense || selectionWidth == 0) {
+            launch(wideAttention, stream, context, numTiles, heads, WIDE_ATTENTION_THREADS,
+                    SharedMemory.wideAttention(headDim), q, k, v, out, lse, cuSeqlens, tiles, heads, kvHeads,
+                    chunkSize, scale, dense ? 1 : 0);
+        } else {
+            launch(wideUnion, stream, context, numTiles, heads, WIDE_ATTENTION_THREADS,
+                    SharedMemory.wideAttention(headDim), q, k, v, out, lse, cuSeqlens, sel, selectionWidth, tiles,
+                    heads, kvHeads, chunkSize, scale);
         }
     }
 
