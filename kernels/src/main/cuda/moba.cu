@@ -63,6 +63,15 @@ MOBA_GATE(moba_gate_topk_fp16_d128, moba::Fp16, 128)
 MOBA_GATE(moba_gate_topk_bf16_d64, moba::Bf16, 64)
 MOBA_GATE(moba_gate_topk_bf16_d128, moba::Bf16, 128)
 
+// The gate's geometry (tile rows, threads) does not depend on the head dim: one kernel for both.
+static_assert(moba::GateConfig<64>::kBlockM == moba::GateConfig<128>::kBlockM &&
+                  moba::GateConfig<64>::kThreads == moba::GateConfig<128>::kThreads,
+              "moba_sel_all_past walks the gate's tiles for every head dim");
+extern "C" __global__ void __launch_bounds__(moba::GateConfig<128>::kThreads)
+    moba_sel_all_past(const int* cu_seqlens, const int2* tiles, int* sel, int width, int heads, int chunk_size) {
+    moba::select_all_past<128>(cu_seqlens, tiles, sel, width, heads, chunk_size);
+}
+
 extern "C" __global__ void __launch_bounds__(moba::SortConfig::kThreads) moba_sel_sort(int* sel, int width) {
     moba::sort_selection(sel, width);
 }

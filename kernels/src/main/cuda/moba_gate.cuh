@@ -289,6 +289,26 @@ __device__ __forceinline__ void gate_topk(const uint16_t* __restrict__ q, const 
                               slot_begin, slots, heads, kv_heads, chunk_size, num_full_chunks);
 }
 
+// The selection of a 128-row gate tile whose rows all select every past chunk (the tile's last row has own chunk
+// c <= W, so every row ranks all of its c candidates: MOBA semantics' min(topk - 1, c) = c): row r writes
+// 0 .. c_r - 1 ascending, then -1, the list the gate would rank, without loading or scoring anything. These are
+// the first chunks of every sequence, and most of the tiles of short sequences. The host cuts them from the end
+// of the gate's tile list (ordered by descending candidates), so the gate kernel itself has no such branch: a
+// branch there measured 8% slower on long sequences (docs/perf.md, "wgmma union walk").
+template <int HD>
+__device__ __forceinline__ void select_all_past(const int* __restrict__ cu_seqlens, const int2* __restrict__ tiles,
+                                                int* __restrict__ sel, int width, int heads, int chunk_size) {
+    using Cfg = GateConfig<HD>;
+    const int2 tile = tiles[blockIdx.x];
+    const int h = blockIdx.y, seq0 = cu_seqlens[tile.x];
+    const int rows_valid = min(Cfg::kBlockM, cu_seqlens[tile.x + 1] - seq0 - tile.y);
+    for (int r = threadIdx.x; r < rows_valid; r += Cfg::kThreads) {
+        const int own = (tile.y + r) / chunk_size;
+        int* out = sel + (static_cast<long>(seq0 + tile.y + r) * heads + h) * width;
+        for (int n = 0; n < width; ++n) out[n] = n < own ? n : -1;
+    }
+}
+
 struct SortConfig {
     static constexpr int kThreads = 128;
 };

@@ -87,6 +87,7 @@ static void fill_normal(std::vector<uint16_t>& x, uint64_t seed, int dt) {
 struct Kernels {
     cudaLibrary_t lib;
     cudaKernel_t chunk_mean[2], gate[2][2], attn[2][2], selected[2][2], combine[2][2], sel_sort;
+    cudaKernel_t sel_all_past = nullptr;  // absent from fatbins before it (A/B timing): the gate then scores every tile
     cudaKernel_t attn_h[2][2], combine_h[2][2], selected_h[2][2], union_h[2][2];  // sm_90a engine (9.0 only)
     bool hopper = false;
     cudaKernel_t route_count, route_scan, route_fill;
@@ -111,6 +112,10 @@ struct Kernels {
         hopper = prop.major == 9 && prop.minor == 0;
         CHECK(cudaLibraryLoadFromFile(&lib, path, nullptr, nullptr, 0, nullptr, nullptr, 0));
         auto get = [&](cudaKernel_t& k, const std::string& name) { CHECK(cudaLibraryGetKernel(&k, lib, name.c_str())); };
+        if (cudaLibraryGetKernel(&sel_all_past, lib, "moba_sel_all_past") != cudaSuccess) {
+            sel_all_past = nullptr;
+            (void)cudaGetLastError();
+        }
         for (int dt = 0; dt < 2; ++dt) {
             get(chunk_mean[dt], std::string("moba_chunk_mean_") + dtype_name(dt));
             for (int d : {64, 128}) {
@@ -217,7 +222,10 @@ struct Layout {  // host index arrays, built exactly as the ABI says
                 tg.push_back({b, s, (std::min(s + 128, c.lengths[b]) - 1L) / c.C});
         std::stable_sort(tg.begin(), tg.end(), [](const Tile& a, const Tile& b) { return a.work > b.work; });
         for (auto& x : tg) { gate_tiles.push_back(x.b); gate_tiles.push_back(x.start); }
+        // The scored prefix: tiles whose last row's own chunk c > W (the rest select every past chunk).
+        while (scored_gate_tiles < static_cast<int>(tg.size()) && tg[scored_gate_tiles].work > W) ++scored_gate_tiles;
     }
+    int scored_gate_tiles = 0;
     int num_tiles() const { return static_cast<int>(tiles.size() / 2); }
     int num_tiles128() const { return static_cast<int>(tiles128.size() / 2); }
     int num_gate_tiles() const { return static_cast<int>(gate_tiles.size() / 2); }
@@ -285,10 +293,16 @@ static void run_gate(const Kernels& K, const Case& c, const Layout& L, DeviceRun
     int B = L.B, Hkv = c.Hkv, D = c.D, C = c.C, W = L.W, H = c.H, nfc = L.nfc;
     launch(K.chunk_mean[c.dt], dim3(nfc, Hkv), dim3(256), 0, st,
            {&r.k.p, &r.cu.p, &r.chunk_base.p, &B, &Hkv, &D, &C, &r.mu.p, &r.planes.p, &r.unscale.p});
-    for (int slot = 0; slot < W; slot += 16) {
-        launch(K.gate[c.dt][Kernels::hd_index(D)], dim3(L.num_gate_tiles(), H), dim3(128), Kernels::gate_smem(D), st,
+    const int scored = K.sel_all_past != nullptr ? L.scored_gate_tiles : L.num_gate_tiles();
+    for (int slot = 0; scored > 0 && slot < W; slot += 16) {
+        launch(K.gate[c.dt][Kernels::hd_index(D)], dim3(scored, H), dim3(128), Kernels::gate_smem(D), st,
                {&r.q.p, &r.planes.p, &r.unscale.p, &r.cu.p, &r.chunk_base.p, &r.gate_tiles.p, &r.sel.p, &r.sel_score.p, &W,
                 &slot, &H, &Hkv, &C, &nfc});
+    }
+    if (scored < L.num_gate_tiles()) {
+        int* rest = r.gate_tiles.p + 2 * scored;
+        launch(K.sel_all_past, dim3(L.num_gate_tiles() - scored, H), dim3(128), 0, st,
+               {&r.cu.p, &rest, &r.sel.p, &W, &H, &C});
     }
     if (W > 16) launch(K.sel_sort, dim3(L.T * H), dim3(128), W * 4, st, {&r.sel.p, &W});
 }

@@ -16,8 +16,10 @@ import org.moba.kernels.PackedBatch;
  *       estimated work so that the longest tiles start first and the short ones fill the gaps at the end.</li>
  *   <li>{@code wideTiles [numWideTiles, 2]}: the same for 128-row tiles, which the wgmma engine's dense and own-chunk
  *       kernels walk ({@link ForwardEngine#WGMMA}); their work is the keys of that walk. Built only for that engine.</li>
- *   <li>{@code gateTiles [numGateTiles, 2]}: the 128-row tiles the gate scores, ordered by descending candidate
- *       chunks (the gate's work: every past full chunk of the tile's last row). Built only when the gate runs.</li>
+ *   <li>{@code gateTiles [numGateTiles, 2]}: every 128-row tile for the gate, ordered by descending candidate
+ *       chunks (the gate's work: every past full chunk of the tile's last row). The first {@code numScoredGateTiles}
+ *       are scored; the rest, whose rows all select every past chunk, get their ascending lists written without
+ *       scoring ({@code moba_sel_all_past}). Built only when the gate runs.</li>
  * </ul>
  * With a selection, the plan also estimates the attention work of the two MoBA paths ({@link #unionKeyRows},
  * {@link #gatheredKeyRows}), from which {@link AttentionPath#choose} picks the cheaper one.
@@ -41,6 +43,8 @@ final class BatchPlan {
     final int numWideTiles;
     final int[] gateTiles;
     final int numGateTiles;
+    /** Gate tiles with something to rank: their last row's own chunk {@code c > W}. A prefix of {@link #gateTiles}. */
+    final int numScoredGateTiles;
     /**
      * (query row, key) pairs the union kernel is expected to walk: every 64-row tile's {@link #estimatedKeys} times
      * its rows. 0 without a selection.
@@ -73,6 +77,11 @@ final class BatchPlan {
         this.gateTiles = runsGate()
                 ? orderedTiles(batch, GATE_TILE_ROWS, (row, rows) -> (row + rows - 1) / chunk) : new int[0];
         this.numGateTiles = gateTiles.length / 2;
+        int scored = 0;
+        while (scored < numGateTiles && !allPastSelected(lastRowOfTile(batch, gateTiles, scored, GATE_TILE_ROWS), chunk)) {
+            scored++;
+        }
+        this.numScoredGateTiles = scored;
         long union = 0;
         long gathered = 0;
         long own = 0;
@@ -81,9 +90,8 @@ final class BatchPlan {
                 int length = batch.seqLength(b);
                 for (int row = 0; row < length; row += TILE_ROWS) {
                     int rows = Math.min(TILE_ROWS, length - row);
-                    int ownChunk = row / chunk;
                     union += (long) estimatedKeys(row, rows, chunk) * rows;
-                    if (ownChunk <= selectionWidth) { // every past chunk selected: walked as a causal prefix
+                    if (allPastSelected(row, chunk)) { // every past chunk selected: walked as a causal prefix
                         own += ((long) row + 1 + row + rows) * rows / 2;
                     } else {
                         gathered += (long) selectionWidth * chunk * rows;
@@ -113,6 +121,20 @@ final class BatchPlan {
 
     int numTilesFor(ForwardEngine engine) {
         return engine == ForwardEngine.WGMMA ? numWideTiles : numTiles;
+    }
+
+    /**
+     * Whether the query at local row {@code row} selected every past chunk: its own chunk {@code c <= W}, so it ranks
+     * all {@code c} of its candidates (MOBA semantics: {@code min(topk - 1, c)}); as do all rows before it.
+     */
+    private boolean allPastSelected(int row, int chunk) {
+        return row / chunk <= selectionWidth;
+    }
+
+    private static int lastRowOfTile(PackedBatch batch, int[] tiles, int tile, int tileRows) {
+        int sequence = tiles[2 * tile];
+        int first = tiles[2 * tile + 1];
+        return Math.min(first + tileRows, batch.seqLength(sequence)) - 1;
     }
 
     /** Whether the chunk-mean and gate kernels run: only when some query selects chunks. */

@@ -251,8 +251,9 @@ public final class DeviceBatch implements PreparedBatch {
                     () -> "clearing the selection of " + context.get());
         } else if (plan.runsGate() && plan.numTiles > 0) {
             kernels.gateTopk(s, context, q.pointer(), muPlanes.pointer(), muUnscale.pointer(), cuSeqlens.pointer(),
-                    chunkBase.pointer(), gateTiles.pointer(), plan.numGateTiles, sel.pointer(), selScores.pointer(),
-                    plan.selectionWidth, batch.heads(), hkv, c, plan.numFullChunks, batch.totalTokens());
+                    chunkBase.pointer(), gateTiles.pointer(), plan.numGateTiles, plan.numScoredGateTiles, sel.pointer(),
+                    selScores.pointer(), plan.selectionWidth, batch.heads(), hkv, c, plan.numFullChunks,
+                    batch.totalTokens());
         }
         call.record(GATE_END);
         if (plan.numTiles > 0 && path.path() == AttentionPath.GATHERED) {

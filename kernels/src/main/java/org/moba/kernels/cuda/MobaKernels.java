@@ -38,6 +38,7 @@ final class MobaKernels {
     private final Kernel chunkMean;
     private final Kernel gateTopk;
     private final Kernel selectionSort;
+    private final Kernel selectAllPast;
     private final Kernel attention;
     private final Kernel routeCount;
     private final Kernel routeScan;
@@ -57,6 +58,7 @@ final class MobaKernels {
         this.chunkMean = module.function("moba_chunk_mean_" + dtype.label());
         this.gateTopk = module.function("moba_gate_topk_" + suffix);
         this.selectionSort = module.function("moba_sel_sort");
+        this.selectAllPast = module.function("moba_sel_all_past");
         this.attention = module.function("moba_attn_fwd_" + suffix);
         this.routeCount = module.function("moba_route_count");
         this.routeScan = module.function("moba_route_scan");
@@ -180,17 +182,24 @@ final class MobaKernels {
     /**
      * {@code sel [T, H, W]}: each query's top-W candidate chunks by fp32 gate score, ascending, -1 padded. Up to
      * {@value #GATE_SLOTS_PER_PASS} slots in one pass; wider selections run one pass per 16 slots (each continues
-     * from the previous pass's last pick, using {@code selScores}) and a final per-row sort.
+     * from the previous pass's last pick, using {@code selScores}) and a final per-row sort. The first
+     * {@code numScoredTiles} of {@code tiles} are scored; the rest select every past chunk and are written directly
+     * ({@link BatchPlan#numScoredGateTiles}).
      */
     void gateTopk(CUstream stream, Supplier<String> context, CUdeviceptr q, CUdeviceptr muPlanes,
                   CUdeviceptr muUnscale, CUdeviceptr cuSeqlens, CUdeviceptr chunkBase, CUdeviceptr tiles,
-                  int numTiles, CUdeviceptr sel, CUdeviceptr selScores, int selectionWidth, int heads, int kvHeads,
-                  int chunkSize, int numFullChunks, int totalTokens) {
+                  int numTiles, int numScoredTiles, CUdeviceptr sel, CUdeviceptr selScores, int selectionWidth,
+                  int heads, int kvHeads, int chunkSize, int numFullChunks, int totalTokens) {
         int smem = SharedMemory.gate(headDim);
-        for (int slotBegin = 0; slotBegin < selectionWidth; slotBegin += GATE_SLOTS_PER_PASS) {
-            launch(gateTopk, stream, context, numTiles, heads, GATE_THREADS, smem,
+        for (int slotBegin = 0; numScoredTiles > 0 && slotBegin < selectionWidth; slotBegin += GATE_SLOTS_PER_PASS) {
+            launch(gateTopk, stream, context, numScoredTiles, heads, GATE_THREADS, smem,
                     q, muPlanes, muUnscale, cuSeqlens, chunkBase, tiles, sel, selScores, selectionWidth, slotBegin,
                     heads, kvHeads, chunkSize, numFullChunks);
+        }
+        if (numScoredTiles < numTiles) {
+            CUdeviceptr rest = tiles.withByteOffset(2L * Integer.BYTES * numScoredTiles);
+            launch(selectAllPast, stream, context, numTiles - numScoredTiles, heads, GATE_THREADS, 0,
+                    cuSeqlens, rest, sel, selectionWidth, heads, chunkSize);
         }
         if (needsSelectionScores(selectionWidth)) {
             launch(selectionSort, stream, context, Math.multiplyExact(totalTokens, heads), 1, SORT_THREADS,
@@ -360,8 +369,8 @@ final class MobaKernels {
 
     @Override
     public String toString() {
-        return chunkMean.name + ", " + gateTopk.name + ", " + selectionSort.name + ", " + attention.name + ", "
-                + routeCount.name + ", " + routeScan.name + ", " + routeFill.name + ", " + selected.name + ", "
+        return chunkMean.name + ", " + gateTopk.name + ", " + selectAllPast.name + ", " + selectionSort.name + ", "
+                + attention.name + ", " + routeCount.name + ", " + routeScan.name + ", " + routeFill.name + ", " + selected.name + ", "
                 + ownCombine.name + ", " + score.name
                 + (wideAttention == null ? "" : ", " + wideAttention.name + ", " + wideOwnCombine.name + ", "
                 + wideSelected.name)

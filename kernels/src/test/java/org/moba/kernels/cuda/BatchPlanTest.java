@@ -104,6 +104,26 @@ class BatchPlanTest {
         // The gate's work: every past full chunk of the tile's last row.
         assertCoverEveryBlockOnceMostWorkFirst("gate tiles", plan.gateTiles, plan.numGateTiles,
                 BatchPlan.GATE_TILE_ROWS, lengths, (row, rows) -> (row + rows - 1) / params.chunkSize(), seed);
+        // The scored prefix: exactly the tiles whose last row has more candidates than the selection width.
+        for (int i = 0; i < plan.numGateTiles; i++) {
+            int b = plan.gateTiles[2 * i];
+            int lastRow = Math.min(plan.gateTiles[2 * i + 1] + BatchPlan.GATE_TILE_ROWS, lengths[b]) - 1;
+            boolean ranks = lastRow / params.chunkSize() > plan.selectionWidth;
+            assertEquals(ranks, i < plan.numScoredGateTiles, "gate tile " + i + " (sequence " + b + ", last row "
+                    + lastRow + ", W " + plan.selectionWidth + "), seed " + seed);
+        }
+    }
+
+    @Test
+    void gateTilesWhoseRowsSelectEveryPastChunkAreNotScored() {
+        // chunk 64, topk 3 (W = 2): rows 0..191 have own chunk <= 2, so the first 128-row tile selects all; the second
+        // (rows 128..255) holds rows of chunk 3, which rank.
+        BatchPlan plan = BatchPlan.of(batchOf(256), MobaParams.of(64, 3));
+        assertEquals(2, plan.numGateTiles);
+        assertEquals(1, plan.numScoredGateTiles);
+        assertEquals(128, plan.gateTiles[1], "the scored tile comes first");
+        // 191 tokens: both tiles' rows lie in chunks 0..2.
+        assertEquals(0, BatchPlan.of(batchOf(191), MobaParams.of(64, 3)).numScoredGateTiles);
     }
 
     /**
