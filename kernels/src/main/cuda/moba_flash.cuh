@@ -147,24 +147,61 @@ struct FlashRows {
     __device__ __forceinline__ static int column(int dt) { return dt * 8 + (threadIdx.x & 3) * 2; }
 };
 
+// A row's values in the MMA fragment layout (lane q = lane & 3 of the row's quad holds columns dt*8 + 2q, +1 as
+// o[dt][0..1]) handed round the quad so that lane q holds whole 8-column segments instead: seg[k][0..7] = columns
+// (4k + q)*8 .. +7, k = 0 .. HD/32 - 1. Each lane then reads and writes a row with 16-byte vectors (a quad covers
+// the row's HD*2 bytes in whole 32-byte sectors), where the fragment layout needs four-byte accesses. Every lane of
+// the warp must call it (shuffles); the values are moved, not changed.
+template <int HD>
+__device__ __forceinline__ void quad_fragments_to_segments(const float (&o)[HD / 8][2], float (&seg)[HD / 32][8]) {
+    const int q = threadIdx.x & 3;
+#pragma unroll
+    for (int k = 0; k < HD / 32; ++k)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+            // Lane q sends its pair of segment 4k + (q^r) to lane q^r and receives that lane's pair of segment 4k + q.
+            const int peer = q ^ r;
+            float send0 = o[4 * k][0], send1 = o[4 * k][1];
+#pragma unroll
+            for (int j = 1; j < 4; ++j)
+                if (peer == j) { send0 = o[4 * k + j][0]; send1 = o[4 * k + j][1]; }
+            const float got0 = __shfl_xor_sync(0xffffffffu, send0, r), got1 = __shfl_xor_sync(0xffffffffu, send1, r);
+#pragma unroll
+            for (int j = 0; j < 4; ++j)
+                if (peer == j) { seg[k][2 * j] = got0; seg[k][2 * j + 1] = got1; }
+        }
+}
+
+// The first column of this lane's segment k (quad_fragments_to_segments).
+__device__ __forceinline__ int segment_column(int k) { return (4 * k + (threadIdx.x & 3)) * 8; }
+
+template <class DT>
+__device__ __forceinline__ uint4 pack_segment(const float (&v)[8]) {
+    return make_uint4(DT::pack(v[0], v[1]), DT::pack(v[2], v[3]), DT::pack(v[4], v[5]), DT::pack(v[6], v[7]));
+}
+
 // The epilogue of a query tile: normalise this thread's two rows, merge the gathered kernel's
 // per-(row, slot) partials by their lse (kCombine), write out and lse. row_token[i] is row i's
-// global token, -1 for a row past the sequence end (not written).
+// global token, -1 for a row past the sequence end (not written). Rows are handled in 8-column
+// segments (quad_fragments_to_segments): one 16-byte load per partial segment, one 16-byte store.
 template <class DT, int HD, bool kCombine, class Rows>
 __device__ __forceinline__ void write_rows(const Rows& rows, const long (&row_token)[2], int h, int heads, int width,
                                            const int* __restrict__ sel, const uint16_t* __restrict__ partial_o,
                                            const float* __restrict__ partial_lse, uint16_t* __restrict__ out,
                                            float* __restrict__ lse) {
+    constexpr int kSegments = HD / 32;
     const int lane = threadIdx.x & 31;
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
         const float l = rows.denominator(i);
-        const long token = row_token[i];
-        if (token < 0) continue;
         const float inv = 1.f / l;
         float o[Rows::kDT][2];
 #pragma unroll
         for (int dt = 0; dt < Rows::kDT; ++dt) { o[dt][0] = rows.acc_o[dt][2 * i] * inv; o[dt][1] = rows.acc_o[dt][2 * i + 1] * inv; }
+        float seg[kSegments][8];
+        quad_fragments_to_segments<HD>(o, seg);
+        const long token = row_token[i];
+        if (token < 0) continue;
         float row_lse = rows.lse(i, l);
         if constexpr (kCombine) {
             // out = sum_j exp(lse_j - M) o_j / sum_j exp(lse_j - M) over the own chunk and every
@@ -181,29 +218,34 @@ __device__ __forceinline__ void write_rows(const Rows& rows, const long (&row_to
                 den = den * keep + w;
                 const uint16_t* part = partial_o + (e0 + slot) * HD;
 #pragma unroll
-                for (int dt = 0; dt < Rows::kDT; ++dt) {
-                    const uint32_t pair = *reinterpret_cast<const uint32_t*>(part + Rows::column(dt));
-                    o[dt][0] = o[dt][0] * keep + w * DT::to_float(static_cast<uint16_t>(pair & 0xffffu));
-                    o[dt][1] = o[dt][1] * keep + w * DT::to_float(static_cast<uint16_t>(pair >> 16));
+                for (int k = 0; k < kSegments; ++k) {
+                    const uint4 v = *reinterpret_cast<const uint4*>(part + segment_column(k));
+                    const uint32_t pairs[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+                    for (int j = 0; j < 4; ++j) {
+                        seg[k][2 * j] = seg[k][2 * j] * keep + w * DT::to_float(static_cast<uint16_t>(pairs[j] & 0xffffu));
+                        seg[k][2 * j + 1] = seg[k][2 * j + 1] * keep + w * DT::to_float(static_cast<uint16_t>(pairs[j] >> 16));
+                    }
                 }
                 m = m_new;
             }
             const float inv_den = 1.f / den;
 #pragma unroll
-            for (int dt = 0; dt < Rows::kDT; ++dt) { o[dt][0] *= inv_den; o[dt][1] *= inv_den; }
+            for (int k = 0; k < kSegments; ++k)
+#pragma unroll
+                for (int c = 0; c < 8; ++c) seg[k][c] *= inv_den;
             row_lse = m + logf(den);
         }
         uint16_t* o_row = out + (token * heads + h) * HD;
 #pragma unroll
-        for (int dt = 0; dt < Rows::kDT; ++dt)
-            *reinterpret_cast<uint32_t*>(o_row + Rows::column(dt)) = DT::pack(o[dt][0], o[dt][1]);
+        for (int k = 0; k < kSegments; ++k) *reinterpret_cast<uint4*>(o_row + segment_column(k)) = pack_segment<DT>(seg[k]);
         if ((lane & 3) == 0) lse[token * heads + h] = row_lse;
     }
 }
 
 // The gathered kernels' epilogue: this thread's two rows (index row[i] into the group's `entries`, written when
 // below group_rows) normalised and written as one selected chunk's partial: o in the input dtype at
-// partial_o[e * HD], lse at partial_lse[e], e the row's (token, head, slot) entry.
+// partial_o[e * HD] (16-byte stores of 8-column segments), lse at partial_lse[e], e the row's (token, head, slot) entry.
 template <class DT, int HD, class Rows>
 __device__ __forceinline__ void write_partial_rows(const Rows& rows, const int (&row)[2], int group_rows,
                                                    const int* __restrict__ entries, uint16_t* __restrict__ partial_o,
@@ -212,14 +254,17 @@ __device__ __forceinline__ void write_partial_rows(const Rows& rows, const int (
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
         const float l = rows.denominator(i);
+        const float inv = 1.f / l;
+        float o[Rows::kDT][2];
+#pragma unroll
+        for (int dt = 0; dt < Rows::kDT; ++dt) { o[dt][0] = rows.acc_o[dt][2 * i] * inv; o[dt][1] = rows.acc_o[dt][2 * i + 1] * inv; }
+        float seg[HD / 32][8];
+        quad_fragments_to_segments<HD>(o, seg);
         if (row[i] >= group_rows) continue;
         const long e = entries[row[i]];
-        const float inv = 1.f / l;
         uint16_t* o_row = partial_o + e * HD;
 #pragma unroll
-        for (int dt = 0; dt < Rows::kDT; ++dt)
-            *reinterpret_cast<uint32_t*>(o_row + Rows::column(dt)) =
-                DT::pack(rows.acc_o[dt][2 * i] * inv, rows.acc_o[dt][2 * i + 1] * inv);
+        for (int k = 0; k < HD / 32; ++k) *reinterpret_cast<uint4*>(o_row + segment_column(k)) = pack_segment<DT>(seg[k]);
         if ((lane & 3) == 0) partial_lse[e] = rows.lse(i, l);
     }
 }
