@@ -361,6 +361,7 @@ final class MobaPartitions implements MapPartitionsFunction<Row, Row> {
             BatchLayout layout = batch.layout();
             MobaOutput moba;
             List<QualityMetrics> metrics = null;
+            long callStart = System.nanoTime();
             if (options.metrics()) {
                 DenseComparison c = backend.compareWithDense(batch, params, options.outputs() || options.selection());
                 PhaseTimings t = c.timings();
@@ -376,6 +377,7 @@ final class MobaPartitions implements MapPartitionsFunction<Row, Row> {
                 timings.copyMs.add(copy);
                 timings.kernelMs.add(t.total() - copy);
             }
+            timings.callMs.add((System.nanoTime() - callStart) / 1e6);
             timings.batches.add(1);
             timings.sequences.add(batch.numSequences());
             timings.tokens.add(batch.totalTokens());

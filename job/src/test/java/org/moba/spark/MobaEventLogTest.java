@@ -78,9 +78,13 @@ class MobaEventLogTest {
         assertEquals((double) tokens, perTaskSums.get("moba tokens"), "the tasks' tokens add up");
         assertEquals((double) seqs.size(), perTaskSums.get("moba sequences"));
         for (String phase : List.of("moba kernel ms", "moba decode ms", "moba quality metrics ms",
-                "moba result rows ms", "moba batches")) {
+                "moba backend call ms", "moba result rows ms", "moba batches")) {
             assertTrue(perTaskSums.getOrDefault(phase, 0.0) > 0, phase + " missing or zero: " + perTaskSums);
         }
         assertEquals((Double) totals.get("kernelMs"), perTaskSums.get("moba kernel ms"), 1e-6);
+        // The phases the backend times happen inside its calls, so the calls' walls hold them.
+        assertTrue(perTaskSums.get("moba backend call ms") >= perTaskSums.get("moba kernel ms")
+                + perTaskSums.get("moba quality metrics ms") + perTaskSums.getOrDefault("moba host<->device copy ms", 0.0),
+                "backend call wall below the phases inside it: " + perTaskSums);
     }
 }
