@@ -24,16 +24,19 @@ if needs_build; then
   (cd "$here" && ./mvnw -B -q -ntp -DskipTests install >&2)
   (cd "$here" && ./mvnw -B -q -ntp -pl job dependency:build-classpath -DincludeScope=test \
       -Dmdep.outputFile="$cp_file" >&2)
+  touch "$cp_file"  # the build's mark: the plugin leaves an unchanged classpath file as it was, old date included
 fi
 
 # The console gets the job's lines and one "error:" line per failure; full traces go to the log file.
 log_file=${MOBA_LOG:-$here/logs/moba-spark.log}
 mkdir -p "$(dirname "$log_file")"
-log_conf="-Dlog4j.configurationFile=$here/conf/log4j2.properties -Dmoba.log=$log_file"
+# Two JVM flags: an array, so that each reaches java as its own argument (one string made log4j look for a file
+# named by both, find none and fall back to Spark's defaults: INFO lines on the console and no log file).
+log_conf=("-Dlog4j.configurationFile=$here/conf/log4j2.properties" "-Dmoba.log=$log_file")
 if [ -n "${SPARK_HOME:-}" ] && [ -x "$SPARK_HOME/bin/spark-submit" ]; then
   # shellcheck disable=SC2086
   exec "$SPARK_HOME/bin/spark-submit" --class org.moba.job.MobaCli \
-      --driver-java-options "$log_conf" ${SPARK_SUBMIT_OPTS_MOBA:-} "$shaded" "$@"
+      --driver-java-options "${log_conf[*]}" ${SPARK_SUBMIT_OPTS_MOBA:-} "$shaded" "$@"
 fi
 
 # The embedded Spark UI (on by default; its address is printed) listens on SPARK_LOCAL_IP, else on every interface:
@@ -42,5 +45,5 @@ export SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}"
 # The JVM flags Spark needs on Java 17, kept in one place: the parent pom.
 java_opts=$(sed -n 's:.*<spark.module.opens>\(.*\)</spark.module.opens>.*:\1:p' "$here/pom.xml")
 # shellcheck disable=SC2086
-exec java ${JAVA_OPTS:-} $java_opts "$log_conf" \
+exec java ${JAVA_OPTS:-} $java_opts "${log_conf[@]}" \
     -cp "$here/job/target/classes:$here/kernels/target/classes:$(cat "$cp_file")" org.moba.job.MobaCli "$@"

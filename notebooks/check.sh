@@ -52,6 +52,14 @@ for chunk in 64 128; do
   done
 done
 
+# The console carries the job's own lines only: Spark's INFO lines (or log4j failing to read conf/log4j2.properties)
+# there mean the logging setup broke, and the traces that belong in the log file went nowhere.
+if grep -lE "Reconfiguration failed|Using Spark's default log4j profile|^[0-9]{2}/[0-9]{2}/[0-9]{2} [0-9:]{8} INFO " \
+    "$logs"/*.log >&2; then
+  echo "check.sh: the jobs above printed Spark's own log lines on the console (conf/log4j2.properties not in use)" >&2
+  failed=1
+fi
+
 step "notebooks, executed headless"
 export MOBA_RESULTS="$results" PYDEVD_DISABLE_FILE_VALIDATION=1
 for nb in "$here"/*.ipynb; do
