@@ -180,6 +180,23 @@ __device__ __forceinline__ uint4 pack_segment(const float (&v)[8]) {
     return make_uint4(DT::pack(v[0], v[1]), DT::pack(v[2], v[3]), DT::pack(v[4], v[5]), DT::pack(v[6], v[7]));
 }
 
+// Row i of `rows` divided by its denominator l, as this lane's 8-column segments. Every lane of the warp calls it.
+template <int HD, class Rows>
+__device__ __forceinline__ void normalized_segments(const Rows& rows, int i, float l, float (&seg)[HD / 32][8]) {
+    const float inv = 1.f / l;
+    float o[Rows::kDT][2];
+#pragma unroll
+    for (int dt = 0; dt < Rows::kDT; ++dt) { o[dt][0] = rows.acc_o[dt][2 * i] * inv; o[dt][1] = rows.acc_o[dt][2 * i + 1] * inv; }
+    quad_fragments_to_segments<HD>(o, seg);
+}
+
+// This lane's segments of a row stored at `row` in DT, one 16-byte store each.
+template <class DT, int HD>
+__device__ __forceinline__ void store_segments(uint16_t* row, const float (&seg)[HD / 32][8]) {
+#pragma unroll
+    for (int k = 0; k < HD / 32; ++k) *reinterpret_cast<uint4*>(row + segment_column(k)) = pack_segment<DT>(seg[k]);
+}
+
 // The epilogue of a query tile: normalise this thread's two rows, merge the gathered kernel's
 // per-(row, slot) partials by their lse (kCombine), write out and lse. row_token[i] is row i's
 // global token, -1 for a row past the sequence end (not written). Rows are handled in 8-column
@@ -194,12 +211,8 @@ __device__ __forceinline__ void write_rows(const Rows& rows, const long (&row_to
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
         const float l = rows.denominator(i);
-        const float inv = 1.f / l;
-        float o[Rows::kDT][2];
-#pragma unroll
-        for (int dt = 0; dt < Rows::kDT; ++dt) { o[dt][0] = rows.acc_o[dt][2 * i] * inv; o[dt][1] = rows.acc_o[dt][2 * i + 1] * inv; }
         float seg[kSegments][8];
-        quad_fragments_to_segments<HD>(o, seg);
+        normalized_segments<HD>(rows, i, l, seg);
         const long token = row_token[i];
         if (token < 0) continue;
         float row_lse = rows.lse(i, l);
@@ -236,9 +249,7 @@ __device__ __forceinline__ void write_rows(const Rows& rows, const long (&row_to
                 for (int c = 0; c < 8; ++c) seg[k][c] *= inv_den;
             row_lse = m + logf(den);
         }
-        uint16_t* o_row = out + (token * heads + h) * HD;
-#pragma unroll
-        for (int k = 0; k < kSegments; ++k) *reinterpret_cast<uint4*>(o_row + segment_column(k)) = pack_segment<DT>(seg[k]);
+        store_segments<DT, HD>(out + (token * heads + h) * HD, seg);
         if ((lane & 3) == 0) lse[token * heads + h] = row_lse;
     }
 }
@@ -254,17 +265,11 @@ __device__ __forceinline__ void write_partial_rows(const Rows& rows, const int (
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
         const float l = rows.denominator(i);
-        const float inv = 1.f / l;
-        float o[Rows::kDT][2];
-#pragma unroll
-        for (int dt = 0; dt < Rows::kDT; ++dt) { o[dt][0] = rows.acc_o[dt][2 * i] * inv; o[dt][1] = rows.acc_o[dt][2 * i + 1] * inv; }
         float seg[HD / 32][8];
-        quad_fragments_to_segments<HD>(o, seg);
+        normalized_segments<HD>(rows, i, l, seg);
         if (row[i] >= group_rows) continue;
         const long e = entries[row[i]];
-        uint16_t* o_row = partial_o + e * HD;
-#pragma unroll
-        for (int k = 0; k < HD / 32; ++k) *reinterpret_cast<uint4*>(o_row + segment_column(k)) = pack_segment<DT>(seg[k]);
+        store_segments<DT, HD>(partial_o + e * HD, seg);
         if ((lane & 3) == 0) partial_lse[e] = rows.lse(i, l);
     }
 }
