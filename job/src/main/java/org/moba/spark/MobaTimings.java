@@ -14,11 +14,12 @@ import org.apache.spark.util.LongAccumulator;
  * metrics are asked for): decoding records (taking rows from the input and checking their shapes, on the task's
  * thread), loading them (tensor bytes read from files or copied from rows into the batch's host buffer and checked for
  * NaN/infinity, on a loader thread that works on the next batch while the current one runs), waiting for a load (the
- * part of loading the pipeline did not hide), host<->device copies ({@code h2d + d2h}; zero on the CPU backend), kernels (MoBA, and dense attention when
- * the metrics are on), the quality metrics (a device kernel on the GPU, host math on the CPU), the wall of each
- * backend call that holds those three (so host work and waits for a shared device inside the call show as its excess
- * over them), building the result rows and, with an output folder, writing the output files (on a writer thread) and waiting for them; and each task's
- * wall. Counters: tokens and sequences computed, records rejected, batches run, tensor bytes loaded.
+ * part of loading the pipeline did not hide), host<->device copies ({@code h2d + d2h}; zero on the CPU backend),
+ * kernels (MoBA, and dense attention when the metrics are on), the quality metrics (a device kernel on the GPU, host
+ * math on the CPU), the wall of each backend call that holds those three (so host work and waits for a shared device
+ * inside the call show as its excess over them), building the result rows and, with an output folder, writing the
+ * output files (on a writer thread) and waiting for them; and each task's wall. Counters: tokens and sequences
+ * computed, records rejected, batches run, tensor bytes loaded.
  * <p>One set per {@link MobaDataset#attention} call; a result Dataset computed twice (two actions, no cache) counts
  * twice.
  */

@@ -83,8 +83,9 @@ class MobaEventLogTest {
         }
         assertEquals((Double) totals.get("kernelMs"), perTaskSums.get("moba kernel ms"), 1e-6);
         // The phases the backend times happen inside its calls, so the calls' walls hold them.
-        assertTrue(perTaskSums.get("moba backend call ms") >= perTaskSums.get("moba kernel ms")
-                + perTaskSums.get("moba quality metrics ms") + perTaskSums.getOrDefault("moba host<->device copy ms", 0.0),
+        double inside = perTaskSums.get("moba kernel ms") + perTaskSums.get("moba quality metrics ms")
+                + perTaskSums.getOrDefault("moba host<->device copy ms", 0.0);
+        assertTrue(perTaskSums.get("moba backend call ms") >= inside,
                 "backend call wall below the phases inside it: " + perTaskSums);
     }
 }

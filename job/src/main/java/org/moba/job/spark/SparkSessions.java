@@ -32,7 +32,7 @@ public final class SparkSessions {
      * Spark SQL's choice between generated and interpreted expression code. Our jobs' rows are one per sequence (the
      * tensors travel outside Spark SQL), a few hundred to a few thousand per job, so generating and compiling code
      * never pays back: it took about 2.6 s of compilation per score run (47 classes), and in local mode the tasks
-     * waited on each other's compilations of the same class (0.4-0.7 s of each task's wall). Interpreted evaluation
+     * waited on each other's compilations of the same class (883 ms over a 2-task run). Interpreted evaluation
      * computes the same values. The key is one of Spark's internal settings; set only where the job's configuration
      * leaves it unset, so {@code --conf spark.sql.codegen.factoryMode=FALLBACK} restores Spark's default.
      */

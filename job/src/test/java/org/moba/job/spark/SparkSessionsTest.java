@@ -29,8 +29,9 @@ class SparkSessionsTest {
         try (SparkSession spark = SparkSessions.create("moba codegen test")) {
             assertEquals("NO_CODEGEN", spark.conf().get(SparkSessions.CODEGEN_FACTORY_MODE));
             StructType schema = new StructType().add("id", DataTypes.StringType).add("length", DataTypes.IntegerType);
-            List<Row> rows = spark.createDataFrame(List.of(RowFactory.create("a", 3), RowFactory.create("b", 5)), schema)
-                    .where(functions.col("length").gt(3)).select(functions.col("length").multiply(2)).collectAsList();
+            List<Row> input = List.of(RowFactory.create("a", 3), RowFactory.create("b", 5));
+            List<Row> rows = spark.createDataFrame(input, schema).where(functions.col("length").gt(3))
+                    .select(functions.col("length").multiply(2)).collectAsList();
             assertEquals(List.of(RowFactory.create(10)), rows);
         }
         System.setProperty(SparkSessions.CODEGEN_FACTORY_MODE, "FALLBACK");

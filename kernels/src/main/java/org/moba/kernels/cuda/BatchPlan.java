@@ -78,7 +78,8 @@ final class BatchPlan {
                 ? orderedTiles(batch, GATE_TILE_ROWS, (row, rows) -> (row + rows - 1) / chunk) : new int[0];
         this.numGateTiles = gateTiles.length / 2;
         int scored = 0;
-        while (scored < numGateTiles && !allPastSelected(lastRowOfTile(batch, gateTiles, scored, GATE_TILE_ROWS), chunk)) {
+        while (scored < numGateTiles
+                && !allPastSelected(lastRowOfTile(batch, gateTiles, scored, GATE_TILE_ROWS), chunk)) {
             scored++;
         }
         this.numScoredGateTiles = scored;

@@ -370,8 +370,8 @@ final class MobaKernels {
     @Override
     public String toString() {
         return chunkMean.name + ", " + gateTopk.name + ", " + selectAllPast.name + ", " + selectionSort.name + ", "
-                + attention.name + ", " + routeCount.name + ", " + routeScan.name + ", " + routeFill.name + ", " + selected.name + ", "
-                + ownCombine.name + ", " + score.name
+                + attention.name + ", " + routeCount.name + ", " + routeScan.name + ", " + routeFill.name + ", "
+                + selected.name + ", " + ownCombine.name + ", " + score.name
                 + (wideAttention == null ? "" : ", " + wideAttention.name + ", " + wideOwnCombine.name + ", "
                 + wideSelected.name)
                 + " (forward engine " + engine.label() + ")";
