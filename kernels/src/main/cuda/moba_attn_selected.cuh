@@ -97,8 +97,9 @@ __device__ __forceinline__ void attn_selected(const uint16_t* __restrict__ q, co
         rows.attend(qf, k_tile, k_tile + Cfg::kKVBytes, scale_log2, false, all_keys);
 
         if (block == blocks - 1) {  // tile done: write its partials, start the next tile afresh
-            const int row[2] = {tile * Cfg::kBlockM + warp * 16 + (lane >> 2), tile * Cfg::kBlockM + warp * 16 + (lane >> 2) + 8};
-            write_partial_rows<DT, HD>(rows, row, group_rows, entries, partial_o, partial_lse);
+            const int row0 = tile * Cfg::kBlockM + warp * 16 + (lane >> 2);
+            const int entry[2] = {row0 < group_rows ? entries[row0] : -1, row0 + 8 < group_rows ? entries[row0 + 8] : -1};
+            write_partial_rows<DT, HD>(rows, entry, partial_o, partial_lse);
             rows = Rows();
         }
         __syncthreads();
