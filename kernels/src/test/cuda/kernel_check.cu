@@ -373,7 +373,9 @@ static void run_attn(const Kernels& K, const Case& c, const Layout& L, DeviceRun
         launch(K.selected[c.dt][hd], dim3(max_groups), dim3(128), Kernels::selected_smem(c.D), st,
                {&r.q.p, &r.k.p, &r.v.p, &r.cu.p, &r.chunk_base.p, &B, &r.bucket_row0.p, &r.bucket_tile0.p, &r.rows.p,
                 &rows_per_group, &r.partial_o.p, &r.partial_lse.p, &H, &Hkv, &W, &C, &nfc, &scale});
-    if (c.hopper)
+    // MOBA_KC_COMBINE=mma: the own chunk + merge on the mma.sync kernel (64-row tiles) after a sm_90a gathered kernel.
+    const char* combine_env = std::getenv("MOBA_KC_COMBINE");
+    if (c.hopper && !(combine_env != nullptr && std::string(combine_env) == "mma"))
         launch(K.combine_h[c.dt][hd], dim3(nt128, H), dim3(384), Kernels::attn_h_smem(c.D), st,
                {&r.q.p, &r.k.p, &r.v.p, &r.out.p, &r.lse.p, &r.cu.p, &r.sel.p, &W, &r.tiles128.p, &H, &Hkv, &C, &scale,
                 &r.partial_o.p, &r.partial_lse.p});
