@@ -140,21 +140,27 @@ MOBA_ATTN_OWN_COMBINE(moba_attn_own_combine_bf16_d128, moba::Bf16, 128)
                                             chunk_size, scale, 0, partial_o, partial_lse);               \
     }
 
-#define MOBA_ATTN_SELECTED_HOPPER(NAME, DT, HD)                                                          \
+// The gathered kernels on sm_90a: one group per block (KERNEL = attn_selected_hopper, any chunk) or persistent over
+// the groups with the chunk resident (attn_selected_resident_hopper, chunk_size <= 128; grid: at most one block per SM).
+#define MOBA_ATTN_SELECTED_HOPPER(NAME, KERNEL, DT, HD)                                                  \
     extern "C" __global__ void __launch_bounds__(moba::HopperFwdConfig<HD>::kThreads, 1)                 \
         NAME(const uint16_t* q, const uint16_t* k, const uint16_t* v, const int* cu_seqlens,             \
              const int* chunk_base, int num_sequences, const int* bucket_row0, const int* bucket_group0, \
              const int* rows, int rows_per_group, uint16_t* partial_o, float* partial_lse, int heads,     \
              int kv_heads, int width, int chunk_size, int num_full_chunks, float scale) {                \
-        moba::attn_selected_hopper<DT, HD>(q, k, v, cu_seqlens, chunk_base, num_sequences, bucket_row0,  \
-                                           bucket_group0, rows, rows_per_group, partial_o, partial_lse, heads, \
-                                           kv_heads, width, chunk_size, num_full_chunks, scale);         \
+        moba::KERNEL<DT, HD>(q, k, v, cu_seqlens, chunk_base, num_sequences, bucket_row0, bucket_group0, rows, \
+                             rows_per_group, partial_o, partial_lse, heads, kv_heads, width, chunk_size,  \
+                             num_full_chunks, scale);                                                    \
     }
 
-MOBA_ATTN_SELECTED_HOPPER(moba_attn_selected_h_fp16_d64, moba::Fp16, 64)
-MOBA_ATTN_SELECTED_HOPPER(moba_attn_selected_h_fp16_d128, moba::Fp16, 128)
-MOBA_ATTN_SELECTED_HOPPER(moba_attn_selected_h_bf16_d64, moba::Bf16, 64)
-MOBA_ATTN_SELECTED_HOPPER(moba_attn_selected_h_bf16_d128, moba::Bf16, 128)
+MOBA_ATTN_SELECTED_HOPPER(moba_attn_selected_h_fp16_d64, attn_selected_hopper, moba::Fp16, 64)
+MOBA_ATTN_SELECTED_HOPPER(moba_attn_selected_h_fp16_d128, attn_selected_hopper, moba::Fp16, 128)
+MOBA_ATTN_SELECTED_HOPPER(moba_attn_selected_h_bf16_d64, attn_selected_hopper, moba::Bf16, 64)
+MOBA_ATTN_SELECTED_HOPPER(moba_attn_selected_h_bf16_d128, attn_selected_hopper, moba::Bf16, 128)
+MOBA_ATTN_SELECTED_HOPPER(moba_attn_selected_resident_h_fp16_d64, attn_selected_resident_hopper, moba::Fp16, 64)
+MOBA_ATTN_SELECTED_HOPPER(moba_attn_selected_resident_h_fp16_d128, attn_selected_resident_hopper, moba::Fp16, 128)
+MOBA_ATTN_SELECTED_HOPPER(moba_attn_selected_resident_h_bf16_d64, attn_selected_resident_hopper, moba::Bf16, 64)
+MOBA_ATTN_SELECTED_HOPPER(moba_attn_selected_resident_h_bf16_d128, attn_selected_resident_hopper, moba::Bf16, 128)
 
 MOBA_ATTN_UNION_HOPPER(moba_attn_union_h_fp16_d64, moba::Fp16, 64)
 MOBA_ATTN_UNION_HOPPER(moba_attn_union_h_fp16_d128, moba::Fp16, 128)

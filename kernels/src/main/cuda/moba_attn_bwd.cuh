@@ -313,29 +313,34 @@ __device__ __forceinline__ void bwd_dq(const uint16_t* __restrict__ q, const uin
         __syncthreads();
     }
 
-    // Epilogue: dq = scale * (own chunk's dS K) + the selected chunks' partials, in slot order.
+    // Epilogue: dq = scale * (own chunk's dS K) + the selected chunks' partials, in slot order; rows in 8-column
+    // segments (quad_fragments_to_segments): one 16-byte load per partial segment, one 16-byte store.
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
-        if (row_in_tile[i] >= rows_valid) continue;
-        const long row = row0 + static_cast<long>(row_in_tile[i]) * heads;
-        float g[Rows::kDT][2];
+        float g[Rows::kDT][2], seg[HD / 32][8];
 #pragma unroll
         for (int dt = 0; dt < Rows::kDT; ++dt) { g[dt][0] = rows.acc[dt][2 * i] * scale; g[dt][1] = rows.acc[dt][2 * i + 1] * scale; }
+        quad_fragments_to_segments<HD>(g, seg);
+        if (row_in_tile[i] >= rows_valid) continue;
+        const long row = row0 + static_cast<long>(row_in_tile[i]) * heads;
         if (!dense) {
             for (int slot = 0; slot < width && sel[row * width + slot] >= 0; ++slot) {
                 const uint16_t* part = partial_dq + (row * width + slot) * HD;
 #pragma unroll
-                for (int dt = 0; dt < Rows::kDT; ++dt) {
-                    const uint32_t pair = *reinterpret_cast<const uint32_t*>(part + Rows::column(dt));
-                    g[dt][0] += DT::to_float(static_cast<uint16_t>(pair & 0xffffu));
-                    g[dt][1] += DT::to_float(static_cast<uint16_t>(pair >> 16));
+                for (int k = 0; k < HD / 32; ++k) {
+                    const uint4 v = *reinterpret_cast<const uint4*>(part + segment_column(k));
+                    const uint32_t pairs[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+                    for (int j = 0; j < 4; ++j) {
+                        seg[k][2 * j] += DT::to_float(static_cast<uint16_t>(pairs[j] & 0xffffu));
+                        seg[k][2 * j + 1] += DT::to_float(static_cast<uint16_t>(pairs[j] >> 16));
+                    }
                 }
             }
         }
         uint16_t* dq_row = dq + row * HD;
 #pragma unroll
-        for (int dt = 0; dt < Rows::kDT; ++dt)
-            *reinterpret_cast<uint32_t*>(dq_row + Rows::column(dt)) = DT::pack(g[dt][0], g[dt][1]);
+        for (int k = 0; k < HD / 32; ++k) *reinterpret_cast<uint4*>(dq_row + segment_column(k)) = pack_segment<DT>(seg[k]);
     }
 }
 

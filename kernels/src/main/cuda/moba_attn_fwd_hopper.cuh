@@ -288,6 +288,33 @@ __device__ __forceinline__ void attn_fwd_hopper(const uint16_t* __restrict__ q, 
 #endif
 }
 
+// Gathers query rows into an sw128 tile of ROWS rows with cp.async: tile row r is the query (head h) of entry
+// entries[r] (token = entry / entries_per_token), rows at or past tile_rows zero-filled. The 128 threads of a producer
+// warpgroup take a quad per row and ROWS / 32 rows each: each row's entry is read and divided once (32 bits), and a
+// warp's cp.async covers 8 rows x 64 contiguous bytes.
+template <int HD, int ROWS>
+__device__ __forceinline__ void gather_query_tile_async(uint32_t tile, const uint16_t* __restrict__ q,
+                                                        const int* __restrict__ entries, int tile_rows,
+                                                        unsigned entries_per_token, int heads, int h, int thread) {
+    constexpr int kPasses = ROWS / 32, kVectorsPerLane = HD / 32;
+    const uint16_t* src[kPasses];
+#pragma unroll
+    for (int pass = 0; pass < kPasses; ++pass) {  // every entry read before the first copy
+        const int r = pass * 32 + thread / 4;
+        const unsigned token = r < tile_rows ? static_cast<unsigned>(entries[r]) / entries_per_token : 0u;
+        src[pass] = q + (static_cast<long>(token) * heads + h) * HD;
+    }
+#pragma unroll
+    for (int pass = 0; pass < kPasses; ++pass) {
+        const int r = pass * 32 + thread / 4;
+#pragma unroll
+        for (int j = 0; j < kVectorsPerLane; ++j) {
+            const int vec = (thread & 3) + 4 * j;
+            cp_async_16(tile + sw128_offset<ROWS>(r, vec * 8), src[pass] + vec * 8, r < tile_rows);
+        }
+    }
+}
+
 template <int HD>
 struct HopperSelectedConfig {
     using Fwd = HopperFwdConfig<HD>;
@@ -319,7 +346,7 @@ __device__ __forceinline__ void attn_selected_hopper(const uint16_t* __restrict_
     if (!grp.valid) return;
     const int h = grp.h, hk = grp.hk, group_rows = grp.rows;
     const int* entries = rows_of_buckets + grp.first;  // entry e = (t * H + h) * W + slot
-    const long entries_per_token = static_cast<long>(heads) * width;
+    const unsigned entries_per_token = static_cast<unsigned>(heads * width);
     const int q_tiles = (group_rows + Fwd::kBlockM - 1) / Fwd::kBlockM;
     const int blocks = (chunk_size + Fwd::kBlockN - 1) / Fwd::kBlockN;  // key steps; the last may be half (C % 128 = 64)
     const bool resident = blocks <= Cfg::kKVStages;
@@ -369,17 +396,9 @@ __device__ __forceinline__ void attn_selected_hopper(const uint16_t* __restrict_
         for (int t = 0; t < q_tiles; ++t) {
             const int qs = t % Cfg::kQStages;
             if (t >= Cfg::kQStages) producer.acquire(q_empty(qs), ((t / Cfg::kQStages) & 1) ^ 1);
-            // The tile's rows are gathered: row r is the query of entry entries[t*128 + r].
-            constexpr int kVectors = HD / 8;
-            const int tile_rows = min(Fwd::kBlockM, group_rows - t * Fwd::kBlockM);
-            const uint32_t qt = q_stages + qs * Fwd::kQBytes;
-#pragma unroll 4
-            for (int i = thread_in_group; i < Fwd::kBlockM * kVectors; i += 128) {
-                const int r = i / kVectors, vec = i % kVectors;
-                const bool valid = r < tile_rows;
-                const long token = valid ? entries[t * Fwd::kBlockM + r] / entries_per_token : 0;
-                cp_async_16(qt + sw128_offset<Fwd::kBlockM>(r, vec * 8), q + (token * heads + h) * HD + vec * 8, valid);
-            }
+            gather_query_tile_async<HD, Fwd::kBlockM>(q_stages + qs * Fwd::kQBytes, q, entries + t * Fwd::kBlockM,
+                                                      min(Fwd::kBlockM, group_rows - t * Fwd::kBlockM),
+                                                      entries_per_token, heads, h, thread_in_group);
             producer.commit(q_full(qs));
             if (!resident) {
                 for (int b = 0; b < blocks; ++b) {
@@ -417,13 +436,168 @@ __device__ __forceinline__ void attn_selected_hopper(const uint16_t* __restrict_
             }
             mbarrier_arrive(q_empty(qs));
             const int row0 = t * Fwd::kBlockM + consumer * 64 + warp * 16 + (lane >> 2);
-            const int row[2] = {row0, row0 + 8};
-            write_partial_rows<DT, HD>(rows, row, group_rows, entries, partial_o, partial_lse);
+            const int entry[2] = {row0 < group_rows ? entries[row0] : -1, row0 + 8 < group_rows ? entries[row0 + 8] : -1};
+            write_partial_rows<DT, HD>(rows, entry, partial_o, partial_lse);
         }
     }
 #else
     __trap();  // launched only on sm_90a devices
 #endif
 }
+
+// The gathered kernel for chunks that fit one 128-key stage (C <= 128), persistent: block b takes the groups b,
+// b + gridDim.x, ... in turn. Each group's chunk is loaded once into one of two K/V stages, so the next group's keys
+// land while this group's query tiles run, and the query tiles of all the block's groups stream through three
+// stages without a break between groups. The producer looks each group up (BucketGroup::of, warp searches) and
+// hands the consumers its rows through a slot beside the chunk's stage; a slot with no rows ends the walk. A
+// consumer warpgroup whose 64 rows all lie past the group's end skips the tile's GEMMs. Each row's result depends
+// only on its query and the chunk, so the order of groups changes no bit of the output.
+struct ResidentGroupSlot {
+    int first;  // the group's first row in rows_of_buckets
+    int rows;   // its rows; 0: no more groups
+};
+
+template <int HD>
+struct HopperResidentConfig {
+    using Fwd = HopperFwdConfig<HD>;
+    static constexpr int kQStages = 3;
+    static constexpr int kKVStages = 2;  // one chunk each: this group's and the next one's
+    static constexpr int kBarrierBytes = 8 * 2 * (kQStages + kKVStages);
+    static constexpr int kSlotBytes =
+            kKVStages * static_cast<int>(sizeof(ResidentGroupSlot)) + 4 * static_cast<int>(sizeof(BucketGroup));
+    static constexpr int kSmemBytes =
+            1024 + kQStages * Fwd::kQBytes + kKVStages * Fwd::kStageBytes + kBarrierBytes + kSlotBytes;
+    static_assert(kSmemBytes <= 227 * 1024, "fits an H100 block's shared memory");
+};
+
+template <class DT, int HD>
+__device__ __forceinline__ void attn_selected_resident_hopper(
+        const uint16_t* __restrict__ q, const uint16_t* __restrict__ k, const uint16_t* __restrict__ v,
+        const int* __restrict__ cu_seqlens, const int* __restrict__ chunk_base, int num_sequences,
+        const int* __restrict__ bucket_row0, const int* __restrict__ bucket_group0,
+        const int* __restrict__ rows_of_buckets, int rows_per_group, uint16_t* __restrict__ partial_o,
+        float* __restrict__ partial_lse, int heads, int kv_heads, int width, int chunk_size, int num_full_chunks,
+        float scale) {
+#ifdef MOBA_SM90A
+    using Fwd = HopperFwdConfig<HD>;
+    using Cfg = HopperResidentConfig<HD>;
+    using Rows = FlashRows<DT, HD, Fwd::kBlockN>;
+    extern __shared__ __align__(128) unsigned char smem[];  // re-aligned to 1024 below (swizzled tiles)
+
+    const uint32_t base = (smem_address(smem) + 1023) & ~1023u;
+    const uint32_t q_stages = base, kv_stages = q_stages + Cfg::kQStages * Fwd::kQBytes;
+    const uint32_t bars = kv_stages + Cfg::kKVStages * Fwd::kStageBytes;
+    auto q_full = [&](int s) { return bars + 8 * s; };
+    auto q_empty = [&](int s) { return bars + 8 * (Cfg::kQStages + s); };
+    auto kv_full = [&](int s) { return bars + 8 * (2 * Cfg::kQStages + s); };
+    auto kv_empty = [&](int s) { return bars + 8 * (2 * Cfg::kQStages + Cfg::kKVStages + s); };
+    ResidentGroupSlot* slots =
+            reinterpret_cast<ResidentGroupSlot*>(smem + (bars + Cfg::kBarrierBytes - smem_address(smem)));
+    BucketGroup* lookups = reinterpret_cast<BucketGroup*>(slots + Cfg::kKVStages);  // [4], the producer's
+
+    const int group = threadIdx.x / 128, thread_in_group = threadIdx.x % 128;
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < Cfg::kQStages; ++s) {
+            mbarrier_init(q_full(s), 128);
+            mbarrier_init(q_empty(s), 128 * Fwd::kConsumers);
+        }
+        for (int s = 0; s < Cfg::kKVStages; ++s) {
+            mbarrier_init(kv_full(s), 128);
+            mbarrier_init(kv_empty(s), 128 * Fwd::kConsumers);
+        }
+    }
+    __syncthreads();
+
+    if (group == 0) {
+        // ---------------------------------------------------------------- producer
+        setmaxnreg_dec<Fwd::kProducerRegisters>();
+        const long kv_stride = static_cast<long>(kv_heads) * HD;
+        const unsigned entries_per_token = static_cast<unsigned>(heads * width);
+        const int keys = min(chunk_size, Fwd::kBlockN);
+        AsyncProducer producer;
+        int t = 0;  // the block's query tiles so far
+        for (int n = 0;; ++n) {
+            // Every 4 groups, the producer's 4 warps look up the next 4 at once (one chain of dependent loads
+            // instead of four) into a table that the producer alone reads.
+            if (n % 4 == 0) {
+                named_barrier_sync(1, 128);  // the last round's entries have been read
+                const int w = thread_in_group / 32;
+                const BucketGroup looked_up = BucketGroup::of<true>(
+                        blockIdx.x + (n + w) * gridDim.x, bucket_row0, bucket_group0, chunk_base, cu_seqlens,
+                        num_sequences, heads, kv_heads, num_full_chunks, chunk_size, rows_per_group);
+                if (thread_in_group % 32 == 0) lookups[w] = looked_up;
+                named_barrier_sync(1, 128);
+            }
+            const BucketGroup grp = lookups[n % 4];
+            const int ks = n % Cfg::kKVStages;
+            if (n >= Cfg::kKVStages) producer.acquire(kv_empty(ks), ((n / Cfg::kKVStages) & 1) ^ 1);
+            if (thread_in_group == 0) slots[ks] = ResidentGroupSlot{grp.first, grp.valid ? grp.rows : 0};
+            if (!grp.valid) {
+                producer.flush();
+                mbarrier_arrive(kv_full(ks));
+                break;
+            }
+            const uint32_t kt = kv_stages + ks * Fwd::kStageBytes;
+            const long chunk = (grp.key0 * kv_heads + grp.hk) * HD;
+            load_sw128_tile_async<Fwd::kBlockN, HD, 128>(kt, k + chunk, kv_stride, keys, thread_in_group);
+            load_sw128_tile_async<Fwd::kBlockN, HD, 128>(kt + Fwd::kKVBytes, v + chunk, kv_stride, keys,
+                                                         thread_in_group);
+            producer.commit(kv_full(ks));
+            const int* entries = rows_of_buckets + grp.first;  // entry e = (t * H + h) * W + slot
+            for (int row0 = 0; row0 < grp.rows; row0 += Fwd::kBlockM, ++t) {
+                const int qs = t % Cfg::kQStages;
+                if (t >= Cfg::kQStages) producer.acquire(q_empty(qs), ((t / Cfg::kQStages) & 1) ^ 1);
+                gather_query_tile_async<HD, Fwd::kBlockM>(q_stages + qs * Fwd::kQBytes, q, entries + row0,
+                                                          min(Fwd::kBlockM, grp.rows - row0), entries_per_token,
+                                                          heads, grp.h, thread_in_group);
+                producer.commit(q_full(qs));
+            }
+        }
+        producer.flush();
+    } else {
+        // ---------------------------------------------------------------- consumers
+        setmaxnreg_inc<Fwd::kConsumerRegisters>();
+        const int consumer = group - 1, warp = thread_in_group / 32, lane = threadIdx.x & 31;
+        const float scale_log2 = scale * kLog2e;
+        const int keys = min(chunk_size, Fwd::kBlockN);
+        int t = 0;
+        for (int n = 0;; ++n) {
+            const int ks = n % Cfg::kKVStages;
+            mbarrier_wait(kv_full(ks), (n / Cfg::kKVStages) & 1);
+            const ResidentGroupSlot slot = slots[ks];
+            if (slot.rows == 0) break;
+            const int* entries = rows_of_buckets + slot.first;
+            const uint32_t k_tile = kv_stages + ks * Fwd::kStageBytes, v_tile = k_tile + Fwd::kKVBytes;
+            for (int row0 = 0; row0 < slot.rows; row0 += Fwd::kBlockM, ++t) {
+                const int qs = t % Cfg::kQStages;
+                const int mine = row0 + consumer * 64 + warp * 16 + (lane >> 2);
+                // Read before the wait, so that the epilogue's stores never wait on these loads.
+                const int entry[2] = {mine < slot.rows ? entries[mine] : -1,
+                                      mine + 8 < slot.rows ? entries[mine + 8] : -1};
+                const bool active = row0 + consumer * 64 < slot.rows;  // uniform over the warpgroup
+                mbarrier_wait(q_full(qs), (t / Cfg::kQStages) & 1);
+                Rows rows;
+                if (active) {
+                    float sacc[Fwd::kBlockN / 8][4];
+                    wgmma_scores<DT, HD, Fwd::kBlockN, Fwd::kBlockM>(sacc, q_stages + qs * Fwd::kQBytes + consumer * 64 * 128,
+                                                                     k_tile);
+                    if (keys < Fwd::kBlockN) {  // C = 64: the stage's upper keys are zero-filled, not the chunk's
+                        const int key_first[2] = {0, 0}, key_last[2] = {keys - 1, keys - 1};
+                        Rows::mask(sacc, key_first, key_last);
+                    }
+                    rows.softmax_step(sacc, scale_log2);
+                    wgmma_pv<DT, HD, Fwd::kBlockN>(rows.acc_o, sacc, v_tile);
+                }
+                mbarrier_arrive(q_empty(qs));
+                if (active) write_partial_rows<DT, HD>(rows, entry, partial_o, partial_lse);
+            }
+            mbarrier_arrive(kv_empty(ks));
+        }
+    }
+#else
+    __trap();  // launched only on sm_90a devices
+#endif
+}
+
 
 }  // namespace moba

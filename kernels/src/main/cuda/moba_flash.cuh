@@ -254,12 +254,12 @@ __device__ __forceinline__ void write_rows(const Rows& rows, const long (&row_to
     }
 }
 
-// The gathered kernels' epilogue: this thread's two rows (index row[i] into the group's `entries`, written when
-// below group_rows) normalised and written as one selected chunk's partial: o in the input dtype at
-// partial_o[e * HD] (16-byte stores of 8-column segments), lse at partial_lse[e], e the row's (token, head, slot) entry.
+// The gathered kernels' epilogue: this thread's two rows normalised and written as one selected chunk's partial:
+// o in the input dtype at partial_o[e * HD] (16-byte stores of 8-column segments), lse at partial_lse[e], e = entry[i]
+// the row's (token, head, slot) entry, -1 for a row past the group (not written). Callers read the entries early, so
+// that the epilogue never waits on a global load.
 template <class DT, int HD, class Rows>
-__device__ __forceinline__ void write_partial_rows(const Rows& rows, const int (&row)[2], int group_rows,
-                                                   const int* __restrict__ entries, uint16_t* __restrict__ partial_o,
+__device__ __forceinline__ void write_partial_rows(const Rows& rows, const int (&entry)[2], uint16_t* __restrict__ partial_o,
                                                    float* __restrict__ partial_lse) {
     const int lane = threadIdx.x & 31;
 #pragma unroll
@@ -267,8 +267,8 @@ __device__ __forceinline__ void write_partial_rows(const Rows& rows, const int (
         const float l = rows.denominator(i);
         float seg[HD / 32][8];
         normalized_segments<HD>(rows, i, l, seg);
-        if (row[i] >= group_rows) continue;
-        const long e = entries[row[i]];
+        if (entry[i] < 0) continue;
+        const long e = entry[i];
         store_segments<DT, HD>(partial_o + e * HD, seg);
         if ((lane & 3) == 0) partial_lse[e] = rows.lse(i, l);
     }

@@ -52,6 +52,7 @@ int main() {
     put("hopper_fwd.block_n", moba::HopperFwdConfig<64>::kBlockN);
     per_head_dim<moba::HopperFwdConfig>("hopper_fwd.smem", [](auto c) { return decltype(c)::kSmemBytes; });
     per_head_dim<moba::HopperSelectedConfig>("hopper_selected.smem", [](auto c) { return decltype(c)::kSmemBytes; });
+    per_head_dim<moba::HopperResidentConfig>("hopper_resident.smem", [](auto c) { return decltype(c)::kSmemBytes; });
 
     put("bwd.threads", moba::BwdConfig<64>::kThreads);
     put("bwd.block_m", moba::BwdConfig<64>::kBlockM);

@@ -97,7 +97,7 @@ __device__ __forceinline__ void route_fill(const int* __restrict__ sel, const in
 }
 
 // One block's share of the gathered work (moba_attn_selected, moba_bwd_dq_selected): up to rows_per_group rows of
-// one (head, chunk) bucket, and where that chunk's keys start. Blocks past the last group (the grid is an upper
+// one (head, chunk) bucket, and where that chunk's keys start. Groups past the last one (the grid is an upper
 // bound) get valid == false.
 struct BucketGroup {
     bool valid;
@@ -106,23 +106,36 @@ struct BucketGroup {
     int rows;        // rows in the group
     long key0;       // the chunk's first key (global token)
 
+    // Group `group`; kWarpSearch: the 32 lanes of a warp look it up together (segment_of_warp), every lane calling.
+    template <bool kWarpSearch = false>
+    __device__ __forceinline__ static BucketGroup of(int group, const int* bucket_row0, const int* bucket_group0,
+                                                     const int* chunk_base, const int* cu_seqlens, int num_sequences,
+                                                     int heads, int kv_heads, int num_full_chunks, int chunk_size,
+                                                     int rows_per_group) {
+        BucketGroup grp{};
+        const int buckets = heads * num_full_chunks;
+        grp.valid = group < bucket_group0[buckets];
+        if (!grp.valid) return grp;
+        auto find = [](const int* offsets, int n, int x) {
+            return kWarpSearch ? segment_of_warp(offsets, n, x) : segment_of(offsets, n, x);
+        };
+        const int bucket = find(bucket_group0, buckets, group);
+        const int g = bucket % num_full_chunks;
+        grp.h = bucket / num_full_chunks;
+        grp.hk = grp.h / (heads / kv_heads);
+        const int b = find(chunk_base, num_sequences, g);
+        grp.key0 = cu_seqlens[b] + static_cast<long>(g - chunk_base[b]) * chunk_size;
+        grp.first = bucket_row0[bucket] + (group - bucket_group0[bucket]) * rows_per_group;
+        grp.rows = min(rows_per_group, bucket_row0[bucket + 1] - grp.first);
+        return grp;
+    }
+
     __device__ __forceinline__ static BucketGroup of_block(const int* bucket_row0, const int* bucket_group0,
                                                            const int* chunk_base, const int* cu_seqlens,
                                                            int num_sequences, int heads, int kv_heads,
                                                            int num_full_chunks, int chunk_size, int rows_per_group) {
-        BucketGroup grp{};
-        const int buckets = heads * num_full_chunks;
-        grp.valid = static_cast<int>(blockIdx.x) < bucket_group0[buckets];
-        if (!grp.valid) return grp;
-        const int bucket = segment_of(bucket_group0, buckets, blockIdx.x);
-        const int g = bucket % num_full_chunks;
-        grp.h = bucket / num_full_chunks;
-        grp.hk = grp.h / (heads / kv_heads);
-        const int b = segment_of(chunk_base, num_sequences, g);
-        grp.key0 = cu_seqlens[b] + static_cast<long>(g - chunk_base[b]) * chunk_size;
-        grp.first = bucket_row0[bucket] + (blockIdx.x - bucket_group0[bucket]) * rows_per_group;
-        grp.rows = min(rows_per_group, bucket_row0[bucket + 1] - grp.first);
-        return grp;
+        return of(static_cast<int>(blockIdx.x), bucket_row0, bucket_group0, chunk_base, cu_seqlens, num_sequences,
+                  heads, kv_heads, num_full_chunks, chunk_size, rows_per_group);
     }
 };
 

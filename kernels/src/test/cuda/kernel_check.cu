@@ -89,7 +89,10 @@ struct Kernels {
     cudaKernel_t chunk_mean[2], gate[2][2], attn[2][2], selected[2][2], combine[2][2], sel_sort;
     cudaKernel_t sel_all_past = nullptr;  // absent from fatbins before it (A/B timing): the gate then scores every tile
     cudaKernel_t attn_h[2][2], combine_h[2][2], selected_h[2][2], union_h[2][2];  // sm_90a engine (9.0 only)
+    // The persistent gathered kernel for C <= 128 (absent from older fatbins: null, and the per-group one runs).
+    cudaKernel_t selected_rh[2][2] = {};
     bool hopper = false;
+    int sms = 0;
     cudaKernel_t route_count, route_scan, route_fill;
     cudaKernel_t bwd_delta[2], bwd_dq_selected[2][2], bwd_dq[2][2], bwd_dkdv[2][2];
     cudaKernel_t bwd_route_count, bwd_route_totals, bwd_route_place, bwd_route_fill;
@@ -104,12 +107,14 @@ struct Kernels {
     static int attn_smem(int d) { return MOBA_SMEM_OF(FlashConfig, kSmemBytes, d); }
     static int attn_h_smem(int d) { return MOBA_SMEM_OF(HopperFwdConfig, kSmemBytes, d); }
     static int selected_h_smem(int d) { return MOBA_SMEM_OF(HopperSelectedConfig, kSmemBytes, d); }
+    static int selected_rh_smem(int d) { return MOBA_SMEM_OF(HopperResidentConfig, kSmemBytes, d); }
 #undef MOBA_SMEM_OF
     void load(const char* path) {
         CHECK(cudaFree(nullptr));
         cudaDeviceProp prop;
         CHECK(cudaGetDeviceProperties(&prop, 0));
         hopper = prop.major == 9 && prop.minor == 0;
+        sms = prop.multiProcessorCount;
         CHECK(cudaLibraryLoadFromFile(&lib, path, nullptr, nullptr, 0, nullptr, nullptr, 0));
         auto get = [&](cudaKernel_t& k, const std::string& name) { CHECK(cudaLibraryGetKernel(&k, lib, name.c_str())); };
         if (cudaLibraryGetKernel(&sel_all_past, lib, "moba_sel_all_past") != cudaSuccess) {
@@ -129,6 +134,14 @@ struct Kernels {
                     get(combine_h[dt][hd_index(d)], "moba_attn_own_combine_h_" + suffix);
                     get(selected_h[dt][hd_index(d)], "moba_attn_selected_h_" + suffix);
                     get(union_h[dt][hd_index(d)], "moba_attn_union_h_" + suffix);
+                    cudaKernel_t& rh = selected_rh[dt][hd_index(d)];
+                    if (cudaLibraryGetKernel(&rh, lib, ("moba_attn_selected_resident_h_" + suffix).c_str()) == cudaSuccess)
+                        CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(rh),
+                                                   cudaFuncAttributeMaxDynamicSharedMemorySize, selected_rh_smem(d)));
+                    else {
+                        rh = nullptr;
+                        (void)cudaGetLastError();
+                    }
                     CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(selected_h[dt][hd_index(d)]),
                                                cudaFuncAttributeMaxDynamicSharedMemorySize, selected_h_smem(d)));
                     for (cudaKernel_t kh : {attn_h[dt][hd_index(d)], combine_h[dt][hd_index(d)], union_h[dt][hd_index(d)]})
@@ -343,7 +356,16 @@ static void run_attn(const Kernels& K, const Case& c, const Layout& L, DeviceRun
     launch(K.route_fill, dim3(entry_blocks), dim3(256), 0, st,
            {&r.sel.p, &r.cu.p, &r.chunk_base.p, &B, &H, &W, &nfc, &entries, &C, &r.bucket_cursor.p, &r.rows.p});
     const unsigned max_groups = (entries + rows_per_group - 1) / rows_per_group + buckets;
-    if (c.hopper)
+    // The persistent kernel for C <= 128 unless MOBA_KC_RESIDENT=0 (A/B against the per-group one).
+    const char* resident_env = std::getenv("MOBA_KC_RESIDENT");
+    const bool resident = c.hopper && C <= 128 && K.selected_rh[c.dt][hd] != nullptr &&
+                          !(resident_env != nullptr && std::string(resident_env) == "0");
+    if (resident)
+        launch(K.selected_rh[c.dt][hd], dim3(std::min<unsigned>(max_groups, K.sms)), dim3(384),
+               Kernels::selected_rh_smem(c.D), st,
+               {&r.q.p, &r.k.p, &r.v.p, &r.cu.p, &r.chunk_base.p, &B, &r.bucket_row0.p, &r.bucket_tile0.p, &r.rows.p,
+                &rows_per_group, &r.partial_o.p, &r.partial_lse.p, &H, &Hkv, &W, &C, &nfc, &scale});
+    else if (c.hopper)
         launch(K.selected_h[c.dt][hd], dim3(max_groups), dim3(384), Kernels::selected_h_smem(c.D), st,
                {&r.q.p, &r.k.p, &r.v.p, &r.cu.p, &r.chunk_base.p, &B, &r.bucket_row0.p, &r.bucket_tile0.p, &r.rows.p,
                 &rows_per_group, &r.partial_o.p, &r.partial_lse.p, &H, &Hkv, &W, &C, &nfc, &scale});
@@ -351,7 +373,9 @@ static void run_attn(const Kernels& K, const Case& c, const Layout& L, DeviceRun
         launch(K.selected[c.dt][hd], dim3(max_groups), dim3(128), Kernels::selected_smem(c.D), st,
                {&r.q.p, &r.k.p, &r.v.p, &r.cu.p, &r.chunk_base.p, &B, &r.bucket_row0.p, &r.bucket_tile0.p, &r.rows.p,
                 &rows_per_group, &r.partial_o.p, &r.partial_lse.p, &H, &Hkv, &W, &C, &nfc, &scale});
-    if (c.hopper)
+    // MOBA_KC_COMBINE=mma: the own chunk + merge on the mma.sync kernel (64-row tiles) after a sm_90a gathered kernel.
+    const char* combine_env = std::getenv("MOBA_KC_COMBINE");
+    if (c.hopper && !(combine_env != nullptr && std::string(combine_env) == "mma"))
         launch(K.combine_h[c.dt][hd], dim3(nt128, H), dim3(384), Kernels::attn_h_smem(c.D), st,
                {&r.q.p, &r.k.p, &r.v.p, &r.out.p, &r.lse.p, &r.cu.p, &r.sel.p, &W, &r.tiles128.p, &H, &Hkv, &C, &scale,
                 &r.partial_o.p, &r.partial_lse.p});

@@ -28,16 +28,6 @@ public final class SparkSessions {
     private SparkSessions() {
     }
 
-    /**
-     * Spark SQL's choice between generated and interpreted expression code. Our jobs' rows are one per sequence (the
-     * tensors travel outside Spark SQL), a few hundred to a few thousand per job, so generating and compiling code
-     * never pays back: it took about 2.6 s of compilation per score run (47 classes), and in local mode the tasks
-     * waited on each other's compilations of the same class (883 ms over a 2-task run). Interpreted evaluation
-     * computes the same values. The key is one of Spark's internal settings; set only where the job's configuration
-     * leaves it unset, so {@code --conf spark.sql.codegen.factoryMode=FALLBACK} restores Spark's default.
-     */
-    static final String CODEGEN_FACTORY_MODE = "spark.sql.codegen.factoryMode";
-
     public static SparkSession create(String appName) {
         SparkConf conf = new SparkConf(true);
         if (!conf.contains("spark.master")) {
@@ -53,7 +43,6 @@ public final class SparkSessions {
         conf.setIfMissing("spark.ui.showConsoleProgress", "true");
         // The result beans have ~20 fields; Spark's default of 25 printable fields warns about them on every plan.
         conf.setIfMissing("spark.sql.debug.maxToStringFields", "100");
-        conf.setIfMissing(CODEGEN_FACTORY_MODE, "NO_CODEGEN");
         checkGpuSettings(conf);
         SparkSession spark = SparkSession.builder().config(conf).getOrCreate();
         warmUpSql(spark);

@@ -2,13 +2,7 @@ package org.moba.job.spark;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 
-import java.util.List;
-import org.apache.spark.sql.Row;
-import org.apache.spark.sql.RowFactory;
 import org.apache.spark.sql.SparkSession;
-import org.apache.spark.sql.functions;
-import org.apache.spark.sql.types.DataTypes;
-import org.apache.spark.sql.types.StructType;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 
@@ -20,26 +14,6 @@ class SparkSessionsTest {
             s.stop();
             return null;
         });
-    }
-
-    @Test
-    @Timeout(120)
-    void expressionsAreInterpretedUnlessTheConfigurationSaysOtherwise() throws Exception {
-        stopActiveSession();
-        try (SparkSession spark = SparkSessions.create("moba codegen test")) {
-            assertEquals("NO_CODEGEN", spark.conf().get(SparkSessions.CODEGEN_FACTORY_MODE));
-            StructType schema = new StructType().add("id", DataTypes.StringType).add("length", DataTypes.IntegerType);
-            List<Row> input = List.of(RowFactory.create("a", 3), RowFactory.create("b", 5));
-            List<Row> rows = spark.createDataFrame(input, schema).where(functions.col("length").gt(3))
-                    .select(functions.col("length").multiply(2)).collectAsList();
-            assertEquals(List.of(RowFactory.create(10)), rows);
-        }
-        System.setProperty(SparkSessions.CODEGEN_FACTORY_MODE, "FALLBACK");
-        try (SparkSession spark = SparkSessions.create("moba codegen test")) {
-            assertEquals("FALLBACK", spark.conf().get(SparkSessions.CODEGEN_FACTORY_MODE));
-        } finally {
-            System.clearProperty(SparkSessions.CODEGEN_FACTORY_MODE);
-        }
     }
 
     @Test

@@ -32,8 +32,12 @@ public enum AttentionPath {
      * (union 2.55 ms, gathered 1.46 ms).
      */
     static final double GATHERED_PAIR_COST = 3.0;
-    /** The same on the wgmma engine, which runs the gathered pair for chunks of {@link MobaKernels#MIN_WIDE_GATHERED_CHUNK}
-     * keys and more, 1.6x faster than mma.sync at chunk 4096. */
+    /**
+     * The same on the wgmma engine, which runs the gathered pair for chunks of {@link MobaKernels#MIN_WIDE_GATHERED_CHUNK}
+     * keys and more (1.6x faster than mma.sync at chunk 4096) and, on the persistent kernel, for chunks of
+     * {@link MobaKernels#MAX_RESIDENT_CHUNK} or fewer (FlashMoBA 2x64K attention 7.9 ms against 11.6 ms on the mma.sync
+     * kernel the 3.0 above was fitted on: 1.5x).
+     */
     static final double WIDE_GATHERED_PAIR_COST = GATHERED_PAIR_COST / 1.6;
     /**
      * A pair of the wgmma union walk ({@code moba_attn_union_h}), in the same units. Predicted from the dense kernels'

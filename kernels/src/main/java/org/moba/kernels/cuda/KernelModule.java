@@ -62,6 +62,11 @@ final class KernelModule {
         return engine;
     }
 
+    /** The device's streaming multiprocessors: the grid of a persistent kernel (one block each). */
+    int multiprocessors() {
+        return device.multiprocessors();
+    }
+
     private static byte[] readFatbin() {
         try (InputStream in = KernelModule.class.getResourceAsStream(FATBIN_RESOURCE)) {
             if (in == null) {

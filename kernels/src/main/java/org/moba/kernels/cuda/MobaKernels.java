@@ -48,6 +48,7 @@ final class MobaKernels {
     private final Kernel wideAttention;
     private final Kernel wideOwnCombine;
     private final Kernel wideSelected;
+    private final Kernel wideResidentSelected;
     private final Kernel wideUnion;
     private final Kernel score;
 
@@ -70,6 +71,7 @@ final class MobaKernels {
         this.wideAttention = wide ? module.function("moba_attn_fwd_h_" + suffix) : null;
         this.wideOwnCombine = wide ? module.function("moba_attn_own_combine_h_" + suffix) : null;
         this.wideSelected = wide ? module.function("moba_attn_selected_h_" + suffix) : null;
+        this.wideResidentSelected = wide ? module.function("moba_attn_selected_resident_h_" + suffix) : null;
         this.wideUnion = wide ? module.function("moba_attn_union_h_" + suffix) : null;
         this.score = module.function("moba_score_" + suffix);
     }
@@ -117,6 +119,11 @@ final class MobaKernels {
             return KernelGeometry.sharedMemory("hopper_selected", headDim);
         }
 
+        /** moba_attn_selected_resident_h (HopperResidentConfig): three query tiles and two whole chunks. */
+        static int wideResidentSelected(int headDim) {
+            return KernelGeometry.sharedMemory("hopper_resident", headDim);
+        }
+
         /** moba_bwd_dq (backward step 9; BwdConfig). */
         static int backwardDq(int headDim) {
             return KernelGeometry.sharedMemory("bwd_dq", headDim);
@@ -143,23 +150,47 @@ final class MobaKernels {
     }
 
     /**
-     * Smallest chunk whose gathered path (selected chunks + own chunk and merge) runs on the wgmma engine. Measured on
-     * an H100 (docs/perf.md, "Hopper forward engine"): with C = 128 a gathered 128-row tile does one key step and the
-     * wgmma kernels lost to the mma.sync ones (2x64K: 15.7 against 12.2 ms), from C = 512 they won (C = 4096: 25.7
-     * against 44.4 ms); C = 256 was not measured and stays on mma.sync.
+     * Smallest chunk whose gathered path (selected chunks + own chunk and merge) runs on the per-group wgmma kernel
+     * ({@code moba_attn_selected_h}, chunks streamed in 128-key steps). Measured on an H100 (docs/perf.md, "Hopper
+     * forward engine"): from C = 512 it beat the mma.sync kernels (C = 4096: 25.7 against 44.4 ms); C = 256 was not
+     * measured and stays on mma.sync.
      */
     static final int MIN_WIDE_GATHERED_CHUNK = 512;
 
+    /**
+     * Largest chunk the persistent wgmma gathered kernel ({@code moba_attn_selected_resident_h}) keeps resident: one
+     * key step of the engine. At C = 128 the per-group kernel lost to mma.sync (a block per group, one key step per
+     * tile); the persistent one loads the next group's chunk while this group's tiles run (docs/perf.md, "A persistent
+     * gathered kernel").
+     */
+    static final int MAX_RESIDENT_CHUNK = KernelGeometry.get("hopper_fwd.block_n");
+
+    /**
+     * Rows per group of the resident kernel: a group is the unit a block looks up and loads a chunk for; the 128-row
+     * tiles of its groups stream without a break, so larger groups only save lookups and chunk loads.
+     */
+    static final int RESIDENT_ROWS_PER_GROUP = 4 * BatchPlan.WIDE_TILE_ROWS;
+
     /** Whether the gathered path of a call with {@code chunkSize} runs on the wgmma kernels (and 128-row tiles). */
     boolean gatheredOnWgmma(int chunkSize) {
-        return engine == ForwardEngine.WGMMA && chunkSize >= MIN_WIDE_GATHERED_CHUNK;
+        return engine == ForwardEngine.WGMMA
+                && (chunkSize >= MIN_WIDE_GATHERED_CHUNK || chunkSize <= MAX_RESIDENT_CHUNK);
+    }
+
+    /** Whether the gathered kernel of {@code chunkSize} is the persistent, chunk-resident one. */
+    private boolean residentGathered(int chunkSize) {
+        return engine == ForwardEngine.WGMMA && chunkSize <= MAX_RESIDENT_CHUNK;
     }
 
     /**
-     * {@link #rowsPerGroup} for the forward's gathered kernel: one 128-row tile on the wgmma kernels (whose chunks,
-     * {@code C >= 512}, stream; ABI.md section 5), else {@link #rowsPerGroup}.
+     * {@link #rowsPerGroup} for the forward's gathered kernel: {@link #RESIDENT_ROWS_PER_GROUP} on the resident wgmma
+     * kernel, one 128-row tile on the per-group one (whose chunks, {@code C >= 512}, stream; ABI.md section 5), else
+     * {@link #rowsPerGroup}.
      */
     int forwardRowsPerGroup(int chunkSize) {
+        if (residentGathered(chunkSize)) {
+            return RESIDENT_ROWS_PER_GROUP;
+        }
         return gatheredOnWgmma(chunkSize) ? BatchPlan.WIDE_TILE_ROWS : rowsPerGroup(chunkSize);
     }
 
@@ -285,6 +316,13 @@ final class MobaKernels {
                            CUdeviceptr partialLse, int heads, int kvHeads, int selectionWidth, int chunkSize,
                            int numFullChunks, int entries, float scale) {
         int grid = selectedGrid(entries, rowsPerGroup, heads, numFullChunks);
+        if (residentGathered(chunkSize)) {  // persistent: one block per SM walks the groups
+            launch(wideResidentSelected, stream, context, Math.min(grid, module.multiprocessors()), 1,
+                    WIDE_ATTENTION_THREADS, SharedMemory.wideResidentSelected(headDim),
+                    q, k, v, cuSeqlens, chunkBase, numSequences, bucketRow0, bucketGroup0, rows, rowsPerGroup,
+                    partialO, partialLse, heads, kvHeads, selectionWidth, chunkSize, numFullChunks, scale);
+            return;
+        }
         boolean wide = gatheredOnWgmma(chunkSize);
         launch(wide ? wideSelected : selected, stream, context, grid, 1,
                 wide ? WIDE_ATTENTION_THREADS : ATTENTION_THREADS,
@@ -373,7 +411,7 @@ final class MobaKernels {
                 + attention.name + ", " + routeCount.name + ", " + routeScan.name + ", " + routeFill.name + ", "
                 + selected.name + ", " + ownCombine.name + ", " + score.name
                 + (wideAttention == null ? "" : ", " + wideAttention.name + ", " + wideOwnCombine.name + ", "
-                + wideSelected.name)
+                + wideSelected.name + ", " + wideResidentSelected.name)
                 + " (forward engine " + engine.label() + ")";
     }
 }
