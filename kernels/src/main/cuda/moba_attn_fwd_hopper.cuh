@@ -288,6 +288,35 @@ __device__ __forceinline__ void attn_fwd_hopper(const uint16_t* __restrict__ q, 
 #endif
 }
 
+#ifdef MOBA_SM90A
+// The mbarriers of the gathered sm_90a kernels, 8 bytes each from `base`: a full/empty pair per query stage, then
+// per key stage. The producer warpgroup's 128 threads publish a stage (full); the consumers release it (empty, 128
+// arrivals per consumer warpgroup).
+template <int Q_STAGES, int KV_STAGES>
+struct GatheredBarriers {
+    static constexpr int kBytes = 8 * 2 * (Q_STAGES + KV_STAGES);
+    uint32_t base;
+    __device__ __forceinline__ uint32_t q_full(int s) const { return base + 8 * s; }
+    __device__ __forceinline__ uint32_t q_empty(int s) const { return base + 8 * (Q_STAGES + s); }
+    __device__ __forceinline__ uint32_t kv_full(int s) const { return base + 8 * (2 * Q_STAGES + s); }
+    __device__ __forceinline__ uint32_t kv_empty(int s) const { return base + 8 * (2 * Q_STAGES + KV_STAGES + s); }
+    // Thread 0 initialises them, then the block syncs.
+    __device__ __forceinline__ void init(int consumers) const {
+        if (threadIdx.x == 0) {
+            for (int s = 0; s < Q_STAGES; ++s) {
+                mbarrier_init(q_full(s), 128);
+                mbarrier_init(q_empty(s), 128 * consumers);
+            }
+            for (int s = 0; s < KV_STAGES; ++s) {
+                mbarrier_init(kv_full(s), 128);
+                mbarrier_init(kv_empty(s), 128 * consumers);
+            }
+        }
+        __syncthreads();
+    }
+};
+#endif  // MOBA_SM90A
+
 // Gathers query rows into an sw128 tile of ROWS rows with cp.async: tile row r is the query (head h) of entry
 // entries[r] (token = entry / entries_per_token), rows at or past tile_rows zero-filled. The 128 threads of a producer
 // warpgroup take a quad per row and ROWS / 32 rows each: each row's entry is read and divided once (32 bits), and a
@@ -320,7 +349,7 @@ struct HopperSelectedConfig {
     using Fwd = HopperFwdConfig<HD>;
     static constexpr int kQStages = 3;
     static constexpr int kKVStages = 2;
-    static constexpr int kBarrierBytes = 8 * 2 * (kQStages + kKVStages);
+    static constexpr int kBarrierBytes = 8 * 2 * (kQStages + kKVStages);  // GatheredBarriers
     static constexpr int kSmemBytes = 1024 + kQStages * Fwd::kQBytes + kKVStages * Fwd::kStageBytes + kBarrierBytes;
     static_assert(kSmemBytes <= 227 * 1024, "fits an H100 block's shared memory");
 };
@@ -354,26 +383,13 @@ __device__ __forceinline__ void attn_selected_hopper(const uint16_t* __restrict_
     const uint32_t base = (smem_address(smem) + 1023) & ~1023u;
     const uint32_t q_stages = base, kv_stages = q_stages + Cfg::kQStages * Fwd::kQBytes;
     const uint32_t bars = kv_stages + Cfg::kKVStages * Fwd::kStageBytes;
-    auto q_full = [&](int s) { return bars + 8 * s; };
-    auto q_empty = [&](int s) { return bars + 8 * (Cfg::kQStages + s); };
-    auto kv_full = [&](int s) { return bars + 8 * (2 * Cfg::kQStages + s); };
-    auto kv_empty = [&](int s) { return bars + 8 * (2 * Cfg::kQStages + Cfg::kKVStages + s); };
+    const GatheredBarriers<Cfg::kQStages, Cfg::kKVStages> barriers{bars};
     // Key step n of the flat (tile, block) sequence: its stage and the phase parity of that stage's barriers.
     auto kv_stage = [&](int n) { return resident ? n % blocks : n % Cfg::kKVStages; };
     auto kv_parity = [&](int n) { return resident ? 0 : (n / Cfg::kKVStages) & 1; };
 
     const int group = threadIdx.x / 128, thread_in_group = threadIdx.x % 128;
-    if (threadIdx.x == 0) {
-        for (int s = 0; s < Cfg::kQStages; ++s) {
-            mbarrier_init(q_full(s), 128);
-            mbarrier_init(q_empty(s), 128 * Fwd::kConsumers);
-        }
-        for (int s = 0; s < Cfg::kKVStages; ++s) {
-            mbarrier_init(kv_full(s), 128);
-            mbarrier_init(kv_empty(s), 128 * Fwd::kConsumers);
-        }
-    }
-    __syncthreads();
+    barriers.init(Fwd::kConsumers);
 
     if (group == 0) {
         // ---------------------------------------------------------------- producer
@@ -389,21 +405,21 @@ __device__ __forceinline__ void attn_selected_hopper(const uint16_t* __restrict_
             load_sw128_tile_async<Fwd::kBlockN, HD, 128>(kt, k_chunk + offset, kv_stride, valid, thread_in_group);
             load_sw128_tile_async<Fwd::kBlockN, HD, 128>(kt + Fwd::kKVBytes, v_chunk + offset, kv_stride, valid,
                                                          thread_in_group);
-            producer.commit(kv_full(stage));
+            producer.commit(barriers.kv_full(stage));
         };
         if (resident)
             for (int b = 0; b < blocks; ++b) load_keys(b, b);
         for (int t = 0; t < q_tiles; ++t) {
             const int qs = t % Cfg::kQStages;
-            if (t >= Cfg::kQStages) producer.acquire(q_empty(qs), ((t / Cfg::kQStages) & 1) ^ 1);
+            if (t >= Cfg::kQStages) producer.acquire(barriers.q_empty(qs), ((t / Cfg::kQStages) & 1) ^ 1);
             gather_query_tile_async<HD, Fwd::kBlockM>(q_stages + qs * Fwd::kQBytes, q, entries + t * Fwd::kBlockM,
                                                       min(Fwd::kBlockM, group_rows - t * Fwd::kBlockM),
                                                       entries_per_token, heads, h, thread_in_group);
-            producer.commit(q_full(qs));
+            producer.commit(barriers.q_full(qs));
             if (!resident) {
                 for (int b = 0; b < blocks; ++b) {
                     const int n = t * blocks + b, ks = kv_stage(n);
-                    if (n >= Cfg::kKVStages) producer.acquire(kv_empty(ks), kv_parity(n) ^ 1);
+                    if (n >= Cfg::kKVStages) producer.acquire(barriers.kv_empty(ks), kv_parity(n) ^ 1);
                     load_keys(b, ks);
                 }
             }
@@ -416,13 +432,13 @@ __device__ __forceinline__ void attn_selected_hopper(const uint16_t* __restrict_
         const float scale_log2 = scale * kLog2e;
         for (int t = 0; t < q_tiles; ++t) {
             const int qs = t % Cfg::kQStages;
-            mbarrier_wait(q_full(qs), (t / Cfg::kQStages) & 1);
+            mbarrier_wait(barriers.q_full(qs), (t / Cfg::kQStages) & 1);
             const uint32_t q_rows = q_stages + qs * Fwd::kQBytes + consumer * 64 * 128;
             Rows rows;
             for (int b = 0; b < blocks; ++b) {
                 const int n = t * blocks + b, ks = kv_stage(n);
                 const uint32_t k_tile = kv_stages + ks * Fwd::kStageBytes, v_tile = k_tile + Fwd::kKVBytes;
-                mbarrier_wait(kv_full(ks), kv_parity(n));
+                mbarrier_wait(barriers.kv_full(ks), kv_parity(n));
                 float sacc[Fwd::kBlockN / 8][4];
                 wgmma_scores<DT, HD, Fwd::kBlockN, Fwd::kBlockM>(sacc, q_rows, k_tile);
                 const int keys = chunk_size - b * Fwd::kBlockN;  // a selected chunk lies wholly in the past: no causal mask
@@ -432,9 +448,9 @@ __device__ __forceinline__ void attn_selected_hopper(const uint16_t* __restrict_
                 }
                 rows.softmax_step(sacc, scale_log2);
                 wgmma_pv<DT, HD, Fwd::kBlockN>(rows.acc_o, sacc, v_tile);
-                if (!resident) mbarrier_arrive(kv_empty(ks));
+                if (!resident) mbarrier_arrive(barriers.kv_empty(ks));
             }
-            mbarrier_arrive(q_empty(qs));
+            mbarrier_arrive(barriers.q_empty(qs));
             const int row0 = t * Fwd::kBlockM + consumer * 64 + warp * 16 + (lane >> 2);
             const int entry[2] = {row0 < group_rows ? entries[row0] : -1, row0 + 8 < group_rows ? entries[row0 + 8] : -1};
             write_partial_rows<DT, HD>(rows, entry, partial_o, partial_lse);
@@ -462,7 +478,7 @@ struct HopperResidentConfig {
     using Fwd = HopperFwdConfig<HD>;
     static constexpr int kQStages = 3;
     static constexpr int kKVStages = 2;  // one chunk each: this group's and the next one's
-    static constexpr int kBarrierBytes = 8 * 2 * (kQStages + kKVStages);
+    static constexpr int kBarrierBytes = 8 * 2 * (kQStages + kKVStages);  // GatheredBarriers
     static constexpr int kSlotBytes =
             kKVStages * static_cast<int>(sizeof(ResidentGroupSlot)) + 4 * static_cast<int>(sizeof(BucketGroup));
     static constexpr int kSmemBytes =
@@ -487,26 +503,13 @@ __device__ __forceinline__ void attn_selected_resident_hopper(
     const uint32_t base = (smem_address(smem) + 1023) & ~1023u;
     const uint32_t q_stages = base, kv_stages = q_stages + Cfg::kQStages * Fwd::kQBytes;
     const uint32_t bars = kv_stages + Cfg::kKVStages * Fwd::kStageBytes;
-    auto q_full = [&](int s) { return bars + 8 * s; };
-    auto q_empty = [&](int s) { return bars + 8 * (Cfg::kQStages + s); };
-    auto kv_full = [&](int s) { return bars + 8 * (2 * Cfg::kQStages + s); };
-    auto kv_empty = [&](int s) { return bars + 8 * (2 * Cfg::kQStages + Cfg::kKVStages + s); };
+    const GatheredBarriers<Cfg::kQStages, Cfg::kKVStages> barriers{bars};
     ResidentGroupSlot* slots =
             reinterpret_cast<ResidentGroupSlot*>(smem + (bars + Cfg::kBarrierBytes - smem_address(smem)));
     BucketGroup* lookups = reinterpret_cast<BucketGroup*>(slots + Cfg::kKVStages);  // [4], the producer's
 
     const int group = threadIdx.x / 128, thread_in_group = threadIdx.x % 128;
-    if (threadIdx.x == 0) {
-        for (int s = 0; s < Cfg::kQStages; ++s) {
-            mbarrier_init(q_full(s), 128);
-            mbarrier_init(q_empty(s), 128 * Fwd::kConsumers);
-        }
-        for (int s = 0; s < Cfg::kKVStages; ++s) {
-            mbarrier_init(kv_full(s), 128);
-            mbarrier_init(kv_empty(s), 128 * Fwd::kConsumers);
-        }
-    }
-    __syncthreads();
+    barriers.init(Fwd::kConsumers);
 
     if (group == 0) {
         // ---------------------------------------------------------------- producer
@@ -530,11 +533,11 @@ __device__ __forceinline__ void attn_selected_resident_hopper(
             }
             const BucketGroup grp = lookups[n % 4];
             const int ks = n % Cfg::kKVStages;
-            if (n >= Cfg::kKVStages) producer.acquire(kv_empty(ks), ((n / Cfg::kKVStages) & 1) ^ 1);
+            if (n >= Cfg::kKVStages) producer.acquire(barriers.kv_empty(ks), ((n / Cfg::kKVStages) & 1) ^ 1);
             if (thread_in_group == 0) slots[ks] = ResidentGroupSlot{grp.first, grp.valid ? grp.rows : 0};
             if (!grp.valid) {
                 producer.flush();
-                mbarrier_arrive(kv_full(ks));
+                mbarrier_arrive(barriers.kv_full(ks));
                 break;
             }
             const uint32_t kt = kv_stages + ks * Fwd::kStageBytes;
@@ -542,15 +545,15 @@ __device__ __forceinline__ void attn_selected_resident_hopper(
             load_sw128_tile_async<Fwd::kBlockN, HD, 128>(kt, k + chunk, kv_stride, keys, thread_in_group);
             load_sw128_tile_async<Fwd::kBlockN, HD, 128>(kt + Fwd::kKVBytes, v + chunk, kv_stride, keys,
                                                          thread_in_group);
-            producer.commit(kv_full(ks));
+            producer.commit(barriers.kv_full(ks));
             const int* entries = rows_of_buckets + grp.first;  // entry e = (t * H + h) * W + slot
             for (int row0 = 0; row0 < grp.rows; row0 += Fwd::kBlockM, ++t) {
                 const int qs = t % Cfg::kQStages;
-                if (t >= Cfg::kQStages) producer.acquire(q_empty(qs), ((t / Cfg::kQStages) & 1) ^ 1);
+                if (t >= Cfg::kQStages) producer.acquire(barriers.q_empty(qs), ((t / Cfg::kQStages) & 1) ^ 1);
                 gather_query_tile_async<HD, Fwd::kBlockM>(q_stages + qs * Fwd::kQBytes, q, entries + row0,
                                                           min(Fwd::kBlockM, grp.rows - row0), entries_per_token,
                                                           heads, grp.h, thread_in_group);
-                producer.commit(q_full(qs));
+                producer.commit(barriers.q_full(qs));
             }
         }
         producer.flush();
@@ -563,7 +566,7 @@ __device__ __forceinline__ void attn_selected_resident_hopper(
         int t = 0;
         for (int n = 0;; ++n) {
             const int ks = n % Cfg::kKVStages;
-            mbarrier_wait(kv_full(ks), (n / Cfg::kKVStages) & 1);
+            mbarrier_wait(barriers.kv_full(ks), (n / Cfg::kKVStages) & 1);
             const ResidentGroupSlot slot = slots[ks];
             if (slot.rows == 0) break;
             const int* entries = rows_of_buckets + slot.first;
@@ -575,7 +578,7 @@ __device__ __forceinline__ void attn_selected_resident_hopper(
                 const int entry[2] = {mine < slot.rows ? entries[mine] : -1,
                                       mine + 8 < slot.rows ? entries[mine + 8] : -1};
                 const bool active = row0 + consumer * 64 < slot.rows;  // uniform over the warpgroup
-                mbarrier_wait(q_full(qs), (t / Cfg::kQStages) & 1);
+                mbarrier_wait(barriers.q_full(qs), (t / Cfg::kQStages) & 1);
                 Rows rows;
                 if (active) {
                     float sacc[Fwd::kBlockN / 8][4];
@@ -588,10 +591,10 @@ __device__ __forceinline__ void attn_selected_resident_hopper(
                     rows.softmax_step(sacc, scale_log2);
                     wgmma_pv<DT, HD, Fwd::kBlockN>(rows.acc_o, sacc, v_tile);
                 }
-                mbarrier_arrive(q_empty(qs));
+                mbarrier_arrive(barriers.q_empty(qs));
                 if (active) write_partial_rows<DT, HD>(rows, entry, partial_o, partial_lse);
             }
-            mbarrier_arrive(kv_empty(ks));
+            mbarrier_arrive(barriers.kv_empty(ks));
         }
     }
 #else
