@@ -4,7 +4,8 @@
 # gen writes safetensors; score runs three times on it: outputs in rows with --measure-bound (its throughput against
 # the physical bound, max(raw read of the input files, loaded bytes at the timed pinned host-to-device rate per GPU);
 # docs/perf.md), outputs as files, and metrics only.
-# MOBA_BENCH=0 skips bench, MOBA_SWEEP=0 the sweep.
+# MOBA_BENCH=0 skips bench, MOBA_SWEEP=0 the sweep. MOBA_JFR=1 records each run with Java Flight Recorder (profile
+# settings) into $OUT/<run>.jfr, for `jfr print --events jdk.ExecutionSample` or JDK Mission Control on another machine.
 # usage (from the project root on the GPU host):  bash job/src/test/device/gpu-spark-run.sh
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../../../.." && pwd)
@@ -14,14 +15,16 @@ mkdir -p "$out" "$work"
 . /opt/moba-device/env.sh
 moba() {
   # spark.ui.enabled=false: the re-zipped jars of a packed base lack directory entries the web UI looks up.
-  java $MOBA_JAVA_OPTS -Xmx48g -Dspark.master='local[8]' -Dspark.ui.enabled=false -Dlog4j.configurationFile="$root/conf/log4j2.properties" -Dmoba.log="$out/moba-spark.log" -cp "$MOBA_CP" \
+  local jfr=()
+  [ "${MOBA_JFR:-0}" = 1 ] && jfr=("-XX:StartFlightRecording=filename=$out/${run_name:-moba}.jfr,settings=profile")
+  java $MOBA_JAVA_OPTS ${jfr[@]+"${jfr[@]}"} -Xmx48g -Dspark.master='local[8]' -Dspark.ui.enabled=false -Dlog4j.configurationFile="$root/conf/log4j2.properties" -Dmoba.log="$out/moba-spark.log" -cp "$MOBA_CP" \
       org.moba.job.MobaCli "$@"
 }
 status=0
 run() {
   local name=$1; shift
   local t0=$(date +%s.%N)
-  moba "$@" > "$out/$name.log" 2>&1; local rc=$?
+  run_name=$name moba "$@" > "$out/$name.log" 2>&1; local rc=$?
   local t1=$(date +%s.%N)
   awk -v n="$name" -v rc="$rc" -v a="$t0" -v b="$t1" 'BEGIN { printf "%s: exit %d, wall %.1f s\n", n, rc, b - a }' | tee -a "$out/wall.txt"
   tail -n 25 "$out/$name.log"
