@@ -320,7 +320,10 @@ static void run_gate(const Kernels& K, const Case& c, const Layout& L, DeviceRun
     if (W > 16) launch(K.sel_sort, dim3(L.T * H), dim3(128), W * 4, st, {&r.sel.p, &W});
 }
 
-static void run_attn(const Kernels& K, const Case& c, const Layout& L, DeviceRun& r, cudaStream_t st) {
+// phase (timing only, may be null): on the gathered path, events recorded after the routing and after the selected
+// kernel, so that the attention splits into route, selected and own + merge.
+static void run_attn(const Kernels& K, const Case& c, const Layout& L, DeviceRun& r, cudaStream_t st,
+                     cudaEvent_t* phase = nullptr) {
     int W = L.W, nt = L.num_tiles(), H = c.H, Hkv = c.Hkv, C = c.C, dense = c.dense ? 1 : 0, B = L.B, nfc = L.nfc;
     float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.D)));
     const int hd = Kernels::hd_index(c.D), smem = Kernels::attn_smem(c.D);
@@ -355,6 +358,7 @@ static void run_attn(const Kernels& K, const Case& c, const Layout& L, DeviceRun
            {&r.bucket_count.p, &buckets, &rows_per_group, &r.bucket_row0.p, &r.bucket_tile0.p, &r.bucket_cursor.p});
     launch(K.route_fill, dim3(entry_blocks), dim3(256), 0, st,
            {&r.sel.p, &r.cu.p, &r.chunk_base.p, &B, &H, &W, &nfc, &entries, &C, &r.bucket_cursor.p, &r.rows.p});
+    if (phase) CHECK(cudaEventRecord(phase[0], st));
     const unsigned max_groups = (entries + rows_per_group - 1) / rows_per_group + buckets;
     // The persistent kernel for C <= 128 unless MOBA_KC_RESIDENT=0 (A/B against the per-group one).
     const char* resident_env = std::getenv("MOBA_KC_RESIDENT");
@@ -373,6 +377,7 @@ static void run_attn(const Kernels& K, const Case& c, const Layout& L, DeviceRun
         launch(K.selected[c.dt][hd], dim3(max_groups), dim3(128), Kernels::selected_smem(c.D), st,
                {&r.q.p, &r.k.p, &r.v.p, &r.cu.p, &r.chunk_base.p, &B, &r.bucket_row0.p, &r.bucket_tile0.p, &r.rows.p,
                 &rows_per_group, &r.partial_o.p, &r.partial_lse.p, &H, &Hkv, &W, &C, &nfc, &scale});
+    if (phase) CHECK(cudaEventRecord(phase[1], st));
     // MOBA_KC_COMBINE=mma: the own chunk + merge on the mma.sync kernel (64-row tiles) after a sm_90a gathered kernel.
     const char* combine_env = std::getenv("MOBA_KC_COMBINE");
     if (c.hopper && !(combine_env != nullptr && std::string(combine_env) == "mma"))
@@ -664,21 +669,28 @@ static void time_case(const Kernels& K, const Case& c) {
         fill_normal_device<<<1024, 256>>>(r[s].v.p, r[s].v.n, 13 + 7 * s, c.dt);
         CHECK(cudaGetLastError());
     }
-    cudaEvent_t ev[3];
+    cudaEvent_t ev[3], phase[2];
     for (auto& e : ev) CHECK(cudaEventCreate(&e));
-    std::vector<float> gate_ms, attn_ms;
+    for (auto& e : phase) CHECK(cudaEventCreate(&e));
+    // The gathered path records its phases: route, selected, own + merge.
+    const bool phased = c.gathered && !c.dense && L.W > 0;
+    std::vector<float> gate_ms, attn_ms, route_ms, selected_ms;
     for (int it = 0; it < kWarm + kIters; ++it) {
         DeviceRun& d = r[it % kSets];
         CHECK(cudaEventRecord(ev[0]));
         run_gate(K, c, L, d, nullptr);
         CHECK(cudaEventRecord(ev[1]));
-        run_attn(K, c, L, d, nullptr);
+        run_attn(K, c, L, d, nullptr, phased ? phase : nullptr);
         CHECK(cudaEventRecord(ev[2]));
         CHECK(cudaEventSynchronize(ev[2]));
-        float g, a;
+        float g, a, route = 0, selected = 0;
         CHECK(cudaEventElapsedTime(&g, ev[0], ev[1]));
         CHECK(cudaEventElapsedTime(&a, ev[1], ev[2]));
-        if (it >= kWarm) { gate_ms.push_back(g); attn_ms.push_back(a); }
+        if (phased) {
+            CHECK(cudaEventElapsedTime(&route, ev[1], phase[0]));
+            CHECK(cudaEventElapsedTime(&selected, phase[0], phase[1]));
+        }
+        if (it >= kWarm) { gate_ms.push_back(g); attn_ms.push_back(a); route_ms.push_back(route); selected_ms.push_back(selected); }
     }
     auto median = [](std::vector<float> x) { std::sort(x.begin(), x.end()); return x[x.size() / 2]; };
     const float gm = median(gate_ms), am = median(attn_ms);
@@ -690,8 +702,13 @@ static void time_case(const Kernels& K, const Case& c) {
     std::printf("TIME %-46s gate %8.3f ms  attn %8.3f ms  total %8.3f ms  useful TFLOP/s attn %6.1f total %6.1f  "
                 "(%.2f%% of causal pairs)\n",
                 c.name.c_str(), gm, am, gm + am, flops / (am * 1e9), flops / ((gm + am) * 1e9), 100.0 * pairs / causal);
+    if (phased)
+        std::printf("PHASES %-44s route %8.3f ms  selected %8.3f ms  own + merge %8.3f ms (medians; own + merge = attention minus the two)\n",
+                    c.name.c_str(), median(route_ms), median(selected_ms),
+                    median(attn_ms) - median(route_ms) - median(selected_ms));
     std::fflush(stdout);
     for (auto& e : ev) CHECK(cudaEventDestroy(e));
+    for (auto& e : phase) CHECK(cudaEventDestroy(e));
     for (auto& d : r) d.free_all();
 }
 
