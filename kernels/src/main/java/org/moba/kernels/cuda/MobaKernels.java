@@ -160,8 +160,8 @@ final class MobaKernels {
     /**
      * Largest chunk the persistent wgmma gathered kernel ({@code moba_attn_selected_resident_h}) keeps resident: one
      * key step of the engine. At C = 128 the per-group kernel lost to mma.sync (a block per group, one key step per
-     * tile); the persistent one loads the next group's chunk while this group's tiles run (docs/perf.md, "A persistent
-     * gathered kernel").
+     * tile); the persistent one loads the next group's chunk while this group's tiles run (docs/perf.md, "The gather's
+     * entries read early, and a persistent gathered kernel on sm_90a").
      */
     static final int MAX_RESIDENT_CHUNK = KernelGeometry.get("hopper_fwd.block_n");
 
@@ -173,12 +173,17 @@ final class MobaKernels {
 
     /** Whether the gathered path of a call with {@code chunkSize} runs on the wgmma kernels (and 128-row tiles). */
     boolean gatheredOnWgmma(int chunkSize) {
+        return gatheredOnWgmma(engine, chunkSize);
+    }
+
+    /** {@link #gatheredOnWgmma(int)} on {@code engine}: per-group kernel from C = 512, persistent one up to C = 128. */
+    static boolean gatheredOnWgmma(ForwardEngine engine, int chunkSize) {
         return engine == ForwardEngine.WGMMA
                 && (chunkSize >= MIN_WIDE_GATHERED_CHUNK || chunkSize <= MAX_RESIDENT_CHUNK);
     }
 
-    /** Whether the gathered kernel of {@code chunkSize} is the persistent, chunk-resident one. */
-    private boolean residentGathered(int chunkSize) {
+    /** Whether the gathered kernel on {@code engine} for {@code chunkSize} is the persistent, chunk-resident one. */
+    static boolean residentGathered(ForwardEngine engine, int chunkSize) {
         return engine == ForwardEngine.WGMMA && chunkSize <= MAX_RESIDENT_CHUNK;
     }
 
@@ -188,10 +193,14 @@ final class MobaKernels {
      * {@link #rowsPerGroup}.
      */
     int forwardRowsPerGroup(int chunkSize) {
-        if (residentGathered(chunkSize)) {
+        return forwardRowsPerGroup(engine, chunkSize);
+    }
+
+    static int forwardRowsPerGroup(ForwardEngine engine, int chunkSize) {
+        if (residentGathered(engine, chunkSize)) {
             return RESIDENT_ROWS_PER_GROUP;
         }
-        return gatheredOnWgmma(chunkSize) ? BatchPlan.WIDE_TILE_ROWS : rowsPerGroup(chunkSize);
+        return gatheredOnWgmma(engine, chunkSize) ? BatchPlan.WIDE_TILE_ROWS : rowsPerGroup(chunkSize);
     }
 
     /** Whether the gate needs the {@code sel_score [T, H, W]} scratch (only multi-pass selections do). */
@@ -316,7 +325,7 @@ final class MobaKernels {
                            CUdeviceptr partialLse, int heads, int kvHeads, int selectionWidth, int chunkSize,
                            int numFullChunks, int entries, float scale) {
         int grid = selectedGrid(entries, rowsPerGroup, heads, numFullChunks);
-        if (residentGathered(chunkSize)) {  // persistent: one block per SM walks the groups
+        if (residentGathered(engine, chunkSize)) {  // persistent: one block per SM walks the groups
             launch(wideResidentSelected, stream, context, Math.min(grid, module.multiprocessors()), 1,
                     WIDE_ATTENTION_THREADS, SharedMemory.wideResidentSelected(headDim),
                     q, k, v, cuSeqlens, chunkBase, numSequences, bucketRow0, bucketGroup0, rows, rowsPerGroup,
