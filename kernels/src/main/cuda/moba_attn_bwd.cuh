@@ -317,10 +317,8 @@ __device__ __forceinline__ void bwd_dq(const uint16_t* __restrict__ q, const uin
     // segments (quad_fragments_to_segments): one 16-byte load per partial segment, one 16-byte store.
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
-        float g[Rows::kDT][2], seg[HD / 32][8];
-#pragma unroll
-        for (int dt = 0; dt < Rows::kDT; ++dt) { g[dt][0] = rows.acc[dt][2 * i] * scale; g[dt][1] = rows.acc[dt][2 * i + 1] * scale; }
-        quad_fragments_to_segments<HD>(g, seg);
+        float seg[HD / 32][8];
+        scaled_segments<HD>(rows.acc, i, scale, seg);
         if (row_in_tile[i] >= rows_valid) continue;
         const long row = row0 + static_cast<long>(row_in_tile[i]) * heads;
         if (!dense) {
@@ -328,19 +326,14 @@ __device__ __forceinline__ void bwd_dq(const uint16_t* __restrict__ q, const uin
                 const uint16_t* part = partial_dq + (row * width + slot) * HD;
 #pragma unroll
                 for (int k = 0; k < HD / 32; ++k) {
-                    const uint4 v = *reinterpret_cast<const uint4*>(part + segment_column(k));
-                    const uint32_t pairs[4] = {v.x, v.y, v.z, v.w};
+                    float part_seg[8];
+                    unpack_segment<DT>(*reinterpret_cast<const uint4*>(part + segment_column(k)), part_seg);
 #pragma unroll
-                    for (int j = 0; j < 4; ++j) {
-                        seg[k][2 * j] += DT::to_float(static_cast<uint16_t>(pairs[j] & 0xffffu));
-                        seg[k][2 * j + 1] += DT::to_float(static_cast<uint16_t>(pairs[j] >> 16));
-                    }
+                    for (int c = 0; c < 8; ++c) seg[k][c] += part_seg[c];
                 }
             }
         }
-        uint16_t* dq_row = dq + row * HD;
-#pragma unroll
-        for (int k = 0; k < HD / 32; ++k) *reinterpret_cast<uint4*>(dq_row + segment_column(k)) = pack_segment<DT>(seg[k]);
+        store_segments<DT, HD>(dq + row * HD, seg);
     }
 }
 

@@ -288,13 +288,15 @@ __device__ __forceinline__ void attn_fwd_hopper(const uint16_t* __restrict__ q, 
 #endif
 }
 
+// Shared-memory bytes of GatheredBarriers<q_stages, kv_stages>: 8 per mbarrier, a full/empty pair per stage.
+constexpr int gathered_barrier_bytes(int q_stages, int kv_stages) { return 8 * 2 * (q_stages + kv_stages); }
+
 #ifdef MOBA_SM90A
 // The mbarriers of the gathered sm_90a kernels, 8 bytes each from `base`: a full/empty pair per query stage, then
 // per key stage. The producer warpgroup's 128 threads publish a stage (full); the consumers release it (empty, 128
 // arrivals per consumer warpgroup).
 template <int Q_STAGES, int KV_STAGES>
 struct GatheredBarriers {
-    static constexpr int kBytes = 8 * 2 * (Q_STAGES + KV_STAGES);
     uint32_t base;
     __device__ __forceinline__ uint32_t q_full(int s) const { return base + 8 * s; }
     __device__ __forceinline__ uint32_t q_empty(int s) const { return base + 8 * (Q_STAGES + s); }
@@ -349,7 +351,7 @@ struct HopperSelectedConfig {
     using Fwd = HopperFwdConfig<HD>;
     static constexpr int kQStages = 3;
     static constexpr int kKVStages = 2;
-    static constexpr int kBarrierBytes = 8 * 2 * (kQStages + kKVStages);  // GatheredBarriers
+    static constexpr int kBarrierBytes = gathered_barrier_bytes(kQStages, kKVStages);
     static constexpr int kSmemBytes = 1024 + kQStages * Fwd::kQBytes + kKVStages * Fwd::kStageBytes + kBarrierBytes;
     static_assert(kSmemBytes <= 227 * 1024, "fits an H100 block's shared memory");
 };
@@ -478,7 +480,7 @@ struct HopperResidentConfig {
     using Fwd = HopperFwdConfig<HD>;
     static constexpr int kQStages = 3;
     static constexpr int kKVStages = 2;  // one chunk each: this group's and the next one's
-    static constexpr int kBarrierBytes = 8 * 2 * (kQStages + kKVStages);  // GatheredBarriers
+    static constexpr int kBarrierBytes = gathered_barrier_bytes(kQStages, kKVStages);
     static constexpr int kSlotBytes =
             kKVStages * static_cast<int>(sizeof(ResidentGroupSlot)) + 4 * static_cast<int>(sizeof(BucketGroup));
     static constexpr int kSmemBytes =
@@ -582,8 +584,8 @@ __device__ __forceinline__ void attn_selected_resident_hopper(
                 Rows rows;
                 if (active) {
                     float sacc[Fwd::kBlockN / 8][4];
-                    wgmma_scores<DT, HD, Fwd::kBlockN, Fwd::kBlockM>(sacc, q_stages + qs * Fwd::kQBytes + consumer * 64 * 128,
-                                                                     k_tile);
+                    const uint32_t q_rows = q_stages + qs * Fwd::kQBytes + consumer * 64 * 128;
+                    wgmma_scores<DT, HD, Fwd::kBlockN, Fwd::kBlockM>(sacc, q_rows, k_tile);
                     if (keys < Fwd::kBlockN) {  // C = 64: the stage's upper keys are zero-filled, not the chunk's
                         const int key_first[2] = {0, 0}, key_last[2] = {keys - 1, keys - 1};
                         Rows::mask(sacc, key_first, key_last);
@@ -601,6 +603,5 @@ __device__ __forceinline__ void attn_selected_resident_hopper(
     __trap();  // launched only on sm_90a devices
 #endif
 }
-
 
 }  // namespace moba

@@ -180,14 +180,32 @@ __device__ __forceinline__ uint4 pack_segment(const float (&v)[8]) {
     return make_uint4(DT::pack(v[0], v[1]), DT::pack(v[2], v[3]), DT::pack(v[4], v[5]), DT::pack(v[6], v[7]));
 }
 
+// The inverse of pack_segment: 8 consecutive DT values (one 16-byte load) as floats.
+template <class DT>
+__device__ __forceinline__ void unpack_segment(uint4 packed, float (&v)[8]) {
+    const uint32_t pairs[4] = {packed.x, packed.y, packed.z, packed.w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+        v[2 * j] = DT::to_float(static_cast<uint16_t>(pairs[j] & 0xffffu));
+        v[2 * j + 1] = DT::to_float(static_cast<uint16_t>(pairs[j] >> 16));
+    }
+}
+
+// Row i (0: this thread's upper row of the m16n8 accumulators, 1: its lower) of `acc` times `factor`, as this lane's
+// 8-column segments. Every lane of the warp calls it.
+template <int HD>
+__device__ __forceinline__ void scaled_segments(const float (&acc)[HD / 8][4], int i, float factor,
+                                                float (&seg)[HD / 32][8]) {
+    float o[HD / 8][2];
+#pragma unroll
+    for (int dt = 0; dt < HD / 8; ++dt) { o[dt][0] = acc[dt][2 * i] * factor; o[dt][1] = acc[dt][2 * i + 1] * factor; }
+    quad_fragments_to_segments<HD>(o, seg);
+}
+
 // Row i of `rows` divided by its denominator l, as this lane's 8-column segments. Every lane of the warp calls it.
 template <int HD, class Rows>
 __device__ __forceinline__ void normalized_segments(const Rows& rows, int i, float l, float (&seg)[HD / 32][8]) {
-    const float inv = 1.f / l;
-    float o[Rows::kDT][2];
-#pragma unroll
-    for (int dt = 0; dt < Rows::kDT; ++dt) { o[dt][0] = rows.acc_o[dt][2 * i] * inv; o[dt][1] = rows.acc_o[dt][2 * i + 1] * inv; }
-    quad_fragments_to_segments<HD>(o, seg);
+    scaled_segments<HD>(rows.acc_o, i, 1.f / l, seg);
 }
 
 // This lane's segments of a row stored at `row` in DT, one 16-byte store each.
@@ -232,13 +250,10 @@ __device__ __forceinline__ void write_rows(const Rows& rows, const long (&row_to
                 const uint16_t* part = partial_o + (e0 + slot) * HD;
 #pragma unroll
                 for (int k = 0; k < kSegments; ++k) {
-                    const uint4 v = *reinterpret_cast<const uint4*>(part + segment_column(k));
-                    const uint32_t pairs[4] = {v.x, v.y, v.z, v.w};
+                    float part_seg[8];
+                    unpack_segment<DT>(*reinterpret_cast<const uint4*>(part + segment_column(k)), part_seg);
 #pragma unroll
-                    for (int j = 0; j < 4; ++j) {
-                        seg[k][2 * j] = seg[k][2 * j] * keep + w * DT::to_float(static_cast<uint16_t>(pairs[j] & 0xffffu));
-                        seg[k][2 * j + 1] = seg[k][2 * j + 1] * keep + w * DT::to_float(static_cast<uint16_t>(pairs[j] >> 16));
-                    }
+                    for (int c = 0; c < 8; ++c) seg[k][c] = seg[k][c] * keep + w * part_seg[c];
                 }
                 m = m_new;
             }

@@ -9,17 +9,13 @@ import org.junit.jupiter.api.Timeout;
 /** The embedded default (no master given) is a local session that listens on this host only. */
 class SparkSessionsTest {
 
-    private static void stopActiveSession() {
+    @Test
+    @Timeout(120)
+    void theEmbeddedDefaultBindsToLoopback() throws Exception {
         SparkSession.getActiveSession().foreach(s -> {
             s.stop();
             return null;
         });
-    }
-
-    @Test
-    @Timeout(120)
-    void theEmbeddedDefaultBindsToLoopback() throws Exception {
-        stopActiveSession();
         try (SparkSession spark = SparkSessions.create("moba loopback test")) {
             assertEquals("local[*]", spark.sparkContext().master());
             assertEquals("127.0.0.1", spark.sparkContext().getConf().get("spark.driver.bindAddress"));

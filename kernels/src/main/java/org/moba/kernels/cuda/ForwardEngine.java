@@ -6,8 +6,8 @@ import java.util.Locale;
  * Which tensor-core engine runs the forward attention kernels that have two (kernels/src/main/cuda/ABI.md, "Hopper
  * forward"): dense causal attention, the own chunk when no query selects chunks, and the gathered path (selected
  * chunks, then own chunk + merge) for chunks of {@link MobaKernels#MIN_WIDE_GATHERED_CHUNK} keys or more and of
- * {@link MobaKernels#MAX_RESIDENT_CHUNK} or fewer. The gate,
- * the routing, the union walk over selected chunks and the backward have one engine.
+ * {@link MobaKernels#MAX_RESIDENT_CHUNK} or fewer. The gate, the routing, the union walk over selected chunks and the
+ * backward have one engine.
  *
  * <p>Chosen once per device when its kernels load: {@code auto} (the default) takes {@link #WGMMA} on compute
  * capability 9.0 (H100/H200, the fatbin's sm_90a code), {@link #MMA_SYNC} elsewhere. The system property {@value #PROPERTY} (or the environment variable {@value #ENVIRONMENT})
