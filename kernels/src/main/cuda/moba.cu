@@ -4,6 +4,7 @@
 #include "moba_attn_fwd.cuh"
 #include "moba_attn_fwd_hopper.cuh"
 #include "moba_attn_selected.cuh"
+#include "moba_bwd_fused_hopper.cuh"
 #include "moba_chunk_mean.cuh"
 #include "moba_gate.cuh"
 #include "moba_route.cuh"
@@ -256,6 +257,22 @@ MOBA_BWD_DKDV(moba_bwd_dkdv_fp16_d64, moba::Fp16, 64)
 MOBA_BWD_DKDV(moba_bwd_dkdv_fp16_d128, moba::Fp16, 128)
 MOBA_BWD_DKDV(moba_bwd_dkdv_bf16_d64, moba::Bf16, 64)
 MOBA_BWD_DKDV(moba_bwd_dkdv_bf16_d128, moba::Bf16, 128)
+
+// The sm_90a backward for chunk_size == 128 or dense attention (ABI.md, "Hopper backward"): one block per 128-key
+// block (`blocks`: the forward's 128-row tiles) and kv head; dK, dV and the bucket rows' partial dQ. Empty elsewhere.
+#define MOBA_BWD_FUSED_HOPPER(NAME, DT, HD)                                                              \
+    extern "C" __global__ void __launch_bounds__(moba::HopperBwdConfig<HD>::kThreads, 1)                 \
+        NAME(const uint16_t* q, const uint16_t* k, const uint16_t* v, const uint16_t* dout, const float* lse, \
+             const float* delta, uint16_t* dk, uint16_t* dv, uint16_t* partial_dq, const int* cu_seqlens, \
+             const int* chunk_base, const int2* blocks, const int* bucket_row0, const int* rows, int heads, \
+             int kv_heads, int width, int chunk_size, int num_full_chunks, float scale, int dense) {    \
+        moba::bwd_fused_hopper<DT, HD>(q, k, v, dout, lse, delta, dk, dv, partial_dq, cu_seqlens, chunk_base, \
+                                       blocks, bucket_row0, rows, heads, kv_heads, width, chunk_size,     \
+                                       num_full_chunks, scale, dense);                                   \
+    }
+
+MOBA_BWD_FUSED_HOPPER(moba_bwd_fused_h_fp16_d128, moba::Fp16, 128)
+MOBA_BWD_FUSED_HOPPER(moba_bwd_fused_h_bf16_d128, moba::Bf16, 128)
 
 // ------------------------------------------------------------------------------------------ score metrics
 #include "moba_score.cuh"

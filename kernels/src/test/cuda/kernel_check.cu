@@ -9,6 +9,7 @@
 #include <cuda_runtime.h>
 
 #include "../../main/cuda/moba_attn_bwd.cuh"
+#include "../../main/cuda/moba_bwd_fused_hopper.cuh"
 #include "../../main/cuda/moba_attn_fwd_hopper.cuh"
 #include "../../main/cuda/moba_attn_selected.cuh"
 #include "../../main/cuda/moba_gate.cuh"
@@ -96,6 +97,9 @@ struct Kernels {
     cudaKernel_t route_count, route_scan, route_fill;
     cudaKernel_t bwd_delta[2], bwd_dq_selected[2][2], bwd_dq[2][2], bwd_dkdv[2][2];
     cudaKernel_t bwd_route_count, bwd_route_totals, bwd_route_place, bwd_route_fill;
+    // The fused sm_90a backward (D = 128; null off Hopper, in older fatbins, or with MOBA_KC_BWD_FUSED=0).
+    cudaKernel_t bwd_fused_h[2] = {};
+    static int bwd_fused_h_smem() { return moba::HopperBwdConfig<128>::kSmemBytes; }
     // Dynamic shared memory per kernel family from the kernels' own traits structs (as moba-geometry.properties).
 #define MOBA_SMEM_OF(Config, member, d) ((d) == 64 ? moba::Config<64>::member : moba::Config<128>::member)
     static int bwd_dq_smem(int d) { return MOBA_SMEM_OF(BwdConfig, kDqSmemBytes, d); }
@@ -170,6 +174,17 @@ struct Kernels {
         get(sel_sort, "moba_sel_sort");
         for (int dt = 0; dt < 2; ++dt) get(bwd_delta[dt], std::string("moba_bwd_delta_") + dtype_name(dt));
         get(bwd_route_count, "moba_bwd_route_count");
+        const char* fused_env = std::getenv("MOBA_KC_BWD_FUSED");
+        for (int dt = 0; hopper && !(fused_env && std::string(fused_env) == "0") && dt < 2; ++dt) {
+            const std::string name = std::string("moba_bwd_fused_h_") + dtype_name(dt) + "_d128";
+            if (cudaLibraryGetKernel(&bwd_fused_h[dt], lib, name.c_str()) != cudaSuccess) {
+                bwd_fused_h[dt] = nullptr;
+                (void)cudaGetLastError();
+                continue;
+            }
+            CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(bwd_fused_h[dt]),
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, bwd_fused_h_smem()));
+        }
         get(bwd_route_totals, "moba_bwd_route_totals");
         get(bwd_route_place, "moba_bwd_route_place");
         get(bwd_route_fill, "moba_bwd_route_fill");
@@ -193,7 +208,13 @@ struct Case {
     bool gathered;  // MoBA via route + gathered kernel + own/combine (else the union kernel)
     std::vector<int> lengths;
     bool hopper = false;  // dense / own-chunk / combine on the sm_90a kernels (128-row tiles)
+    bool fused_bwd = false;  // backward through moba_bwd_fused_h (dk, dv, partial dq) + moba_bwd_dq
 };
+
+// Whether the fused sm_90a backward serves a case (the same rule as MobaBackwardKernels.fusedBackward).
+static bool fused_bwd_applies(const Kernels& K, const Case& c) {
+    return K.bwd_fused_h[c.dt] != nullptr && c.D == 128 && (c.dense || c.C == 128);
+}
 
 struct Layout {  // host index arrays, built exactly as the ABI says
     // tiles: pairs (b, start) of 64 rows; tiles128 of 128; gate_tiles of 128, most candidate chunks first
@@ -772,7 +793,13 @@ static void run_backward(const Kernels& K, const Case& c, const Layout& L, Devic
                {&f.sel.p, &f.cu.p, &f.chunk_base.p, &B, &H, &W, &nfc, &T, &gt, &ng, &r.group_count.p, &r.rows.p});
     }
     if (ev) CHECK(cudaEventRecord(ev[2], st));
-    if (routed) {
+    if (c.fused_bwd) {  // dk, dv and the partials first: dq adds the partials
+        int nt128 = L.num_tiles128();
+        launch(K.bwd_fused_h[c.dt], dim3(nt128, Hkv), dim3(moba::HopperBwdConfig<128>::kThreads),
+               Kernels::bwd_fused_h_smem(), st,
+               {&f.q.p, &f.k.p, &f.v.p, &r.dout.p, &f.lse.p, &r.delta.p, &r.dk.p, &r.dv.p, &r.partial_dq.p, &f.cu.p,
+                &f.chunk_base.p, &f.tiles128.p, &r.bucket_row0.p, &r.rows.p, &H, &Hkv, &W, &C, &nfc, &scale, &dense});
+    } else if (routed) {
         int entries = L.T * H * W, buckets = H * nfc;
         const unsigned max_groups = (entries + rows_per_group - 1) / rows_per_group + buckets;
         launch(K.bwd_dq_selected[c.dt][hd], dim3(max_groups), dim3(128), Kernels::bwd_dq_selected_smem(D), st,
@@ -783,7 +810,8 @@ static void run_backward(const Kernels& K, const Case& c, const Layout& L, Devic
            {&f.q.p, &f.k.p, &f.v.p, &r.dout.p, &f.lse.p, &r.delta.p, &r.dq.p, &f.cu.p, &f.sel.p, &W, &f.tiles.p, &H, &Hkv,
             &C, &scale, &dense, &r.partial_dq.p});
     if (ev) CHECK(cudaEventRecord(ev[3], st));
-    launch(K.bwd_dkdv[c.dt][hd], dim3(nt, Hkv), dim3(128), Kernels::bwd_dkdv_smem(D), st,
+    if (!c.fused_bwd)
+        launch(K.bwd_dkdv[c.dt][hd], dim3(nt, Hkv), dim3(128), Kernels::bwd_dkdv_smem(D), st,
            {&f.q.p, &f.k.p, &f.v.p, &r.dout.p, &f.lse.p, &r.delta.p, &r.dk.p, &r.dv.p, &f.cu.p, &f.chunk_base.p,
             &f.tiles.p, &r.bucket_row0.p, &r.rows.p, &H, &Hkv, &W, &C, &nfc, &scale, &dense});
     if (ev) CHECK(cudaEventRecord(ev[4], st));
@@ -911,6 +939,13 @@ static void check_bwd_case(const Kernels& K, const Case& c, uint64_t seed) {
                  e_dv = rel_l2(g1.dv, want.dv, c.dt, &non_finite);
     const double tol = c.dt == FP16 ? 5e-3 : 2e-2;
     const bool deterministic = g1 == g2;
+    if (c.fused_bwd) {  // the separate kernels on the same forward: how far apart the two paths are
+        Case separate = c;
+        separate.fused_bwd = false;
+        const Grads gs = backward_once(K, separate, L, f, r);
+        std::printf("     BWD   fused vs separate kernels: dq %s dk %s dv %s\n", gs.dq == g1.dq ? "identical" : "differ",
+                    gs.dk == g1.dk ? "identical" : "differ", gs.dv == g1.dv ? "identical" : "differ");
+    }
     const bool pass = e_dq < tol && e_dk < tol && e_dv < tol && non_finite == 0 && deterministic;
     failures += !pass;
     std::printf("%-4s BWD %-44s T=%6d W=%2d groups=%d dq=%.2e dk=%.2e dv=%.2e non_finite=%ld deterministic=%s\n",
@@ -981,8 +1016,11 @@ static void time_bwd_case(const Kernels& K, const Case& c) {
     auto median = [](std::vector<float> x) { std::sort(x.begin(), x.end()); return x[x.size() / 2]; };
     const double pairs = attended_pairs(c, L, f[(kWarm + kIters - 1) % kSets].sel);
     const double fwd = median(ph[0]), bwd = median(ph[5]);
-    std::printf("BWDTIME %-44s fwd %8.3f  bwd %8.3f (delta %.3f route %.3f dq %.3f dkdv %.3f) ms  fwd+bwd %8.3f ms  "
-                "bwd useful TFLOP/s %6.1f\n",
+    std::printf(c.fused_bwd
+                    ? "BWDTIME %-44s fwd %8.3f  bwd %8.3f (delta %.3f route %.3f fused %.3f dq %.3f) ms  fwd+bwd %8.3f ms  "
+                      "bwd useful TFLOP/s %6.1f\n"
+                    : "BWDTIME %-44s fwd %8.3f  bwd %8.3f (delta %.3f route %.3f dq %.3f dkdv %.3f) ms  fwd+bwd %8.3f ms  "
+                      "bwd useful TFLOP/s %6.1f\n",
                 c.name.c_str(), fwd, bwd, median(ph[1]), median(ph[2]), median(ph[3]), median(ph[4]), fwd + bwd,
                 10.0 * c.D * pairs / (bwd * 1e9));
     std::fflush(stdout);
@@ -1097,12 +1135,21 @@ int main(int argc, char** argv) {
             {"bf16 d128 H4/4 C64 topk1 (own chunk only)", BF16, 128, 4, 4, 64, 1, false, true, {1500, 77}},
             {"fp16 d128 H8/2 C64 topk20 (W>16)", FP16, 128, 8, 2, 64, 20, false, true, {4000, 300, 0}},
             {"fp16 d128 H16/16 C128 topk8 FlashMoBA-like", FP16, 128, 16, 16, 128, 8, false, true, {4096, 4095}},
+            {"fp16 d128 H8/2 C128 topk12 odd lengths", FP16, 128, 8, 2, 128, 12, false, true, {2000, 1, 127, 128, 129, 1500}},
+            {"bf16 d128 H4/1 C128 topk3 (W=2)", BF16, 128, 4, 1, 128, 3, false, true, {5000, 300}},
             {"bf16 d128 H1/1 C512 topk3", BF16, 128, 1, 1, 512, 3, false, true, {8192}},
             {"fp16 d128 H4/4 dense packed", FP16, 128, 4, 4, 64, 1, true, false, {3000, 1, 700, 0}},
             {"bf16 d64 H32/8 dense packed", BF16, 64, 32, 8, 64, 1, true, false, {2049, 0, 130}},
             {"bf16 d128 H4/4 C4096 topk8 L<C (= dense)", BF16, 128, 4, 4, 4096, 8, false, true, {3001}},
         };
-        for (const Case& c : cases) check_bwd_case(K, c, seed);
+        for (Case c : cases) {
+            check_bwd_case(K, c, seed);
+            if (fused_bwd_applies(K, c)) {
+                c.fused_bwd = true;
+                c.name += " [fused]";
+                check_bwd_case(K, c, seed);
+            }
+        }
         std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "ALL PASSED", failures);
         return failures ? 1 : 0;
     }
@@ -1114,8 +1161,15 @@ int main(int argc, char** argv) {
         cases.push_back({"1x32K H1 d128 C512 topk3 bf16", BF16, 128, 1, 1, 512, 3, false, true, {32768}});
         cases.push_back({"dense 2x32K H16 d128 fp16", FP16, 128, 16, 16, 64, 1, true, false, {32768, 32768}});
         cases.push_back({"dense 2x64K H16 d128 fp16", FP16, 128, 16, 16, 64, 1, true, false, {65536, 65536}});
-        for (const Case& c : cases)
-            if (filter.empty() || c.name.find(filter) != std::string::npos) time_bwd_case(K, c);
+        for (Case c : cases) {
+            if (!filter.empty() && c.name.find(filter) == std::string::npos) continue;
+            time_bwd_case(K, c);
+            if (fused_bwd_applies(K, c)) {
+                c.fused_bwd = true;
+                c.name = "[fused] " + c.name;
+                time_bwd_case(K, c);
+            }
+        }
         return 0;
     }
     std::fprintf(stderr, "unknown mode %s\n", mode.c_str());

@@ -163,7 +163,7 @@ public final class KernelBench {
         final Set<String> paths = new TreeSet<>();
     }
 
-    private static final List<String> BACKWARD_PHASES = List.of("delta", "route", "dq_selected", "dq", "dkdv");
+    private static final List<String> BACKWARD_PHASES = List.of("delta", "route", "dq_selected", "fused", "dq", "dkdv");
     private static final String USAGE = "usage: KernelBench [--mode forward|training|both|long] [--device N] [--reps 20] "
             + "[--warmup 3] [--seed S] [--only SUBSTRING] [--cudnn cudnn_dense.csv]";
 

@@ -185,7 +185,8 @@ public final class CudaMobaAttention implements MobaTraining {
     /**
      * Backward pass (docs/semantics.md "Backward", ABI.md "# Backward"): dq, dk, dv of {@code sum(out * dout)} with
      * the forward's selection held fixed, in the batch's dtype, with the phases {@code h2d}, {@code delta},
-     * {@code route}, {@code dq_selected}, {@code dq}, {@code dkdv}, {@code d2h} (CUDA events, ms).
+     * {@code route}, {@code dq_selected}, {@code fused}, {@code dq}, {@code dkdv}, {@code d2h} (CUDA events, ms; a
+     * phase that does not run reports 0).
      *
      * @throws MobaInputException        when {@code dout} or the forward's arrays do not fit the batch, or the batch
      *                                   the kernels (see {@link CudaInputRules})
@@ -206,7 +207,7 @@ public final class CudaMobaAttention implements MobaTraining {
         ensureOpen();
         CudaInputRules.checkBackward(batch, params, forward, dout);
         device.makeCurrent();
-        BatchPlan plan = BatchPlan.of(batch, params);
+        BatchPlan plan = BatchPlan.of(batch, params, forwardEngine());
         BackwardScratch scratch = BackwardScratch.of(plan, batch.totalTokens(), batch.heads(), batch.headDim());
         DeviceBackward b = DeviceBackward.upload(device, pool, streams,
                 backwardKernelsFor(batch.dtype(), batch.headDim()), poisonOutputs, batch, params, plan, scratch,

@@ -26,7 +26,9 @@ import org.moba.kernels.cuda.StreamPool.CallStream;
  *       itself.</li>
  * </ul>
  * {@link #run()} runs the kernels (and only the kernels) as often as wanted; phases {@code delta}, {@code route}
- * (zeroing, counting, totals, scan, place, fill), {@code dq_selected}, {@code dq}, {@code dkdv}; {@link #download()}
+ * (zeroing, counting, totals, scan, place, fill), {@code dq_selected}, {@code fused}, {@code dq}, {@code dkdv}, where
+ * {@code fused} (the sm_90a kernel, {@link MobaBackwardKernels#usesFused}) replaces {@code dq_selected} and
+ * {@code dkdv}, which then report 0; {@link #download()}
  * fetches the latest run's gradients with {@code h2d} and {@code d2h} added. Every launch is deterministic: the
  * gradients are bit-identical run to run. Used by one thread at a time; {@link #close()} hands everything back.
  */
@@ -37,6 +39,7 @@ public final class DeviceBackward implements AutoCloseable {
     private static final int KERNELS_START = 2;
     private static final int DELTA_END = 3;
     private static final int ROUTE_END = 4;
+    /** After dq_selected, or after the fused kernel when it runs instead. */
     private static final int DQ_SELECTED_END = 5;
     private static final int DQ_END = 6;
     private static final int DKDV_END = 7;
@@ -68,6 +71,10 @@ public final class DeviceBackward implements AutoCloseable {
     private CUdeviceptr cuSeqlens;
     private CUdeviceptr chunkBase;
     private CUdeviceptr tiles;
+    /** The plan's 128-row tiles: the fused kernel's key blocks. */
+    private CUdeviceptr wideTiles;
+    /** Whether the fused kernel runs instead of dq_selected and dkdv. */
+    private final boolean fused;
     private DeviceBuffer dout;
     private DeviceBuffer delta;
     private DeviceBuffer groupCount;
@@ -94,6 +101,11 @@ public final class DeviceBackward implements AutoCloseable {
         this.plan = plan;
         this.scratch = scratch;
         this.rowsPerGroup = MobaKernels.rowsPerGroup(params.chunkSize());
+        this.fused = kernels.usesFused(plan.dense, params.chunkSize());
+        if (fused && plan.numWideTiles == 0 && plan.numTiles > 0) {
+            throw new IllegalStateException("the fused backward needs the plan's 128-row tiles: build the plan for the "
+                    + "wgmma engine");
+        }
         this.context = () -> device.describe() + ", backward of " + batch + ", " + params;
         this.call = new DeviceCall(device, pool, streams, callStream, EVENT_BASE, context, kernels,
                 "device backward");
@@ -139,6 +151,7 @@ public final class DeviceBackward implements AutoCloseable {
             b.cuSeqlens = r.cuSeqlens();
             b.chunkBase = r.chunkBase();
             b.tiles = r.tiles();
+            b.wideTiles = r.wideTiles();
             b.allocateScratchAndOutputs(r.indexBytes());
             b.call.record(UPLOAD_START);
             b.call.transfers("the upload of dout for ").upload(dout, b.dout.pointer());
@@ -166,10 +179,12 @@ public final class DeviceBackward implements AutoCloseable {
         DeviceBuffer cu = allocate(4L * batch.cuSeqlens().length, "cu_seqlens");
         DeviceBuffer base = allocate(4L * plan.chunkBase.length, "chunk_base");
         DeviceBuffer tileList = allocate(4L * plan.tiles.length, "tiles");
+        DeviceBuffer wideTileList = allocate(4L * plan.wideTiles.length, "wide tiles");
         cuSeqlens = cu.pointer();
         chunkBase = base.pointer();
         tiles = tileList.pointer();
-        return cu.capacity() + base.capacity() + tileList.capacity();
+        wideTiles = wideTileList.pointer();
+        return cu.capacity() + base.capacity() + tileList.capacity() + wideTileList.capacity();
     }
 
     /**
@@ -212,12 +227,14 @@ public final class DeviceBackward implements AutoCloseable {
         transfers.upload(batch.cuSeqlens(), cuSeqlens);
         transfers.upload(plan.chunkBase, chunkBase);
         transfers.upload(plan.tiles, tiles);
+        transfers.upload(plan.wideTiles, wideTiles);
         call.record(UPLOAD_END);
     }
 
     /**
      * Runs the backward kernels once and waits for them. Returns their times in ms: {@code delta}, {@code route},
-     * {@code dq_selected}, {@code dq}, {@code dkdv} (zero for a phase that does not run). Transfers not included.
+     * {@code dq_selected}, {@code fused}, {@code dq}, {@code dkdv} (zero for a phase that does not run). Transfers not
+     * included.
      */
     public PhaseTimings run() {
         call.ensureOpen();
@@ -268,7 +285,12 @@ public final class DeviceBackward implements AutoCloseable {
                     bucketRow0.pointer(), bucketGroup0.pointer(), bucketCursor.pointer(), rows.pointer());
         }
         call.record(ROUTE_END);
-        if (routed) {
+        if (fused && work) {  // dk, dv and the partials, which dq adds
+            kernels.fused(stream, context, q, k, v, dout.pointer(), lse, delta.pointer(), dk.pointer(), dv.pointer(),
+                    routed ? partialDq.pointer() : NULL, cuSeqlens, chunkBase, wideTiles, plan.numWideTiles,
+                    routed ? bucketRow0.pointer() : NULL, routed ? rows.pointer() : NULL, heads, hkv, width, c, nfc,
+                    plan.scale, plan.dense);
+        } else if (routed) {
             kernels.dqSelected(stream, context, q, k, v, dout.pointer(), lse, delta.pointer(), cuSeqlens, chunkBase,
                     batch.numSequences(), bucketRow0.pointer(), bucketGroup0.pointer(), rows.pointer(), rowsPerGroup,
                     partialDq.pointer(), heads, hkv, width, c, nfc, Math.toIntExact(scratch.entries()), plan.scale);
@@ -280,7 +302,7 @@ public final class DeviceBackward implements AutoCloseable {
                     routed ? partialDq.pointer() : NULL);
         }
         call.record(DQ_END);
-        if (work) {
+        if (work && !fused) {
             kernels.dkdv(stream, context, q, k, v, dout.pointer(), lse, delta.pointer(), dk.pointer(), dv.pointer(),
                     cuSeqlens, chunkBase, tiles, plan.numTiles, routed ? bucketRow0.pointer() : NULL,
                     routed ? rows.pointer() : NULL, heads, hkv, width, c, nfc, plan.scale, plan.dense);
@@ -313,9 +335,11 @@ public final class DeviceBackward implements AutoCloseable {
     }
 
     private PhaseTimings kernelTimings(PhaseTimings timings) {
+        double selectedOrFused = call.elapsed(ROUTE_END, DQ_SELECTED_END);
         return timings.put("delta", call.elapsed(KERNELS_START, DELTA_END))
                 .put("route", call.elapsed(DELTA_END, ROUTE_END))
-                .put("dq_selected", call.elapsed(ROUTE_END, DQ_SELECTED_END))
+                .put("dq_selected", fused ? 0 : selectedOrFused)
+                .put("fused", fused ? selectedOrFused : 0)
                 .put("dq", call.elapsed(DQ_SELECTED_END, DQ_END))
                 .put("dkdv", call.elapsed(DQ_END, DKDV_END));
     }

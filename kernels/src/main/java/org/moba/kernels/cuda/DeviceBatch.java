@@ -49,7 +49,7 @@ public final class DeviceBatch implements PreparedBatch {
      */
     record Resident(CallStream call, CUdeviceptr q, CUdeviceptr k, CUdeviceptr v, CUdeviceptr out, CUdeviceptr lse,
                     CUdeviceptr sel, CUdeviceptr cuSeqlens, CUdeviceptr chunkBase, CUdeviceptr tiles,
-                    long indexBytes) {
+                    CUdeviceptr wideTiles, long indexBytes) {
     }
 
     private final CudaDevice device;
@@ -389,9 +389,9 @@ public final class DeviceBatch implements PreparedBatch {
     /** The device state a backward pass reads; only for {@link DeviceBackward}. */
     Resident resident() {
         call.ensureOpen();
-        long indexBytes = cuSeqlens.capacity() + chunkBase.capacity() + tiles.capacity();
+        long indexBytes = cuSeqlens.capacity() + chunkBase.capacity() + tiles.capacity() + wideTiles.capacity();
         return new Resident(call.callStream(), q.pointer(), k.pointer(), v.pointer(), out.pointer(), lse.pointer(), sel.pointer(),
-                cuSeqlens.pointer(), chunkBase.pointer(), tiles.pointer(), indexBytes);
+                cuSeqlens.pointer(), chunkBase.pointer(), tiles.pointer(), wideTiles.pointer(), indexBytes);
     }
 
     /** Whether the kernels have run at least once, so that out, lse and the selection on the device are valid. */

@@ -25,6 +25,12 @@ final class MobaBackwardKernels {
     private static final int ROUTE_WARP_THREADS = KernelGeometry.get("bwd_route.threads");
     private static final int ROUTE_WARPS_PER_BLOCK = KernelGeometry.get("bwd_route.warps");
     private static final int GRADIENT_THREADS = KernelGeometry.get("bwd.threads");
+    /** moba_bwd_fused_h: a producer and two consumer warpgroups per 128-key block. */
+    private static final int FUSED_THREADS = KernelGeometry.get("hopper_bwd.threads");
+    /** The keys of one fused block: the chunk size the fused kernel serves (besides dense attention). */
+    static final int FUSED_BLOCK_KEYS = KernelGeometry.get("hopper_bwd.block_n");
+    /** The only head dim the fused kernel is built for (its two consumers split dQ's columns in halves of 64). */
+    static final int FUSED_HEAD_DIM = 128;
 
     private final KernelModule module;
     private final int headDim;
@@ -37,6 +43,8 @@ final class MobaBackwardKernels {
     private final Kernel dqSelected;
     private final Kernel dq;
     private final Kernel dkdv;
+    /** moba_bwd_fused_h, or null where {@link #usesFused} never holds (not D = 128). */
+    private final Kernel fused;
 
     MobaBackwardKernels(KernelModule module, DType dtype, int headDim) {
         this.module = module;
@@ -51,6 +59,7 @@ final class MobaBackwardKernels {
         this.dqSelected = module.function("moba_bwd_dq_selected_" + suffix);
         this.dq = module.function("moba_bwd_dq_" + suffix);
         this.dkdv = module.function("moba_bwd_dkdv_" + suffix);
+        this.fused = headDim == FUSED_HEAD_DIM ? module.function("moba_bwd_fused_h_" + suffix) : null;
     }
 
     /** Step 1: {@code delta [T, H] = rowsum(dout * out)} in fp32, {@code rows = T*H}. */
@@ -139,6 +148,35 @@ final class MobaBackwardKernels {
                 kvHeads, selectionWidth, chunkSize, numFullChunks, scale, dense ? 1 : 0);
     }
 
+    /** Whether {@link #fused} replaces {@link #dqSelected} and {@link #dkdv} for a call on this module. */
+    boolean usesFused(boolean dense, int chunkSize) {
+        return usesFused(module.engine(), headDim, dense, chunkSize);
+    }
+
+    /**
+     * The fused sm_90a backward serves the wgmma engine at D = 128 when a chunk is one 128-key block (each routed
+     * entry's partial dQ then comes from one block) or attention is dense (no partials); elsewhere dq_selected and
+     * dkdv run. Forcing the mma.sync engine ({@link ForwardEngine#PROPERTY}) forces the separate kernels on Hopper.
+     */
+    static boolean usesFused(ForwardEngine engine, int headDim, boolean dense, int chunkSize) {
+        return engine == ForwardEngine.WGMMA && headDim == FUSED_HEAD_DIM && (dense || chunkSize == FUSED_BLOCK_KEYS);
+    }
+
+    /**
+     * Steps 8 + 10 fused (sm_90a, {@link #usesFused}): {@code dk, dv [T, Hkv, D]} per 128-key block ({@code blocks}:
+     * the plan's 128-row tiles) and kv head, and the routed entries' {@code partialDq}, which {@link #dq} then adds.
+     */
+    void fused(CUstream stream, Supplier<String> context, CUdeviceptr q, CUdeviceptr k, CUdeviceptr v,
+               CUdeviceptr dout, CUdeviceptr lse, CUdeviceptr deltaIn, CUdeviceptr dkOut, CUdeviceptr dvOut,
+               CUdeviceptr partialDq, CUdeviceptr cuSeqlens, CUdeviceptr chunkBase, CUdeviceptr blocks,
+               int numBlocks, CUdeviceptr bucketRow0, CUdeviceptr rows, int heads, int kvHeads, int selectionWidth,
+               int chunkSize, int numFullChunks, float scale, boolean dense) {
+        launch(fused, stream, context, numBlocks, kvHeads, FUSED_THREADS,
+                MobaKernels.SharedMemory.backwardFused(headDim),
+                q, k, v, dout, lse, deltaIn, dkOut, dvOut, partialDq, cuSeqlens, chunkBase, blocks, bucketRow0, rows,
+                heads, kvHeads, selectionWidth, chunkSize, numFullChunks, scale, dense ? 1 : 0);
+    }
+
     private void launch(Kernel kernel, CUstream stream, Supplier<String> context, int gridX, int gridY, int threads,
                         int dynamicSmem, Object... args) {
         MobaKernels.launch(module, kernel, stream, context, gridX, gridY, threads, dynamicSmem, args);
@@ -148,6 +186,6 @@ final class MobaBackwardKernels {
     public String toString() {
         return delta.name + ", " + routeCount.name + ", " + routeTotals.name + ", " + routeScan.name + ", "
                 + routePlace.name + ", " + routeFill.name + ", " + dqSelected.name + ", " + dq.name + ", "
-                + dkdv.name;
+                + dkdv.name + (fused != null ? ", " + fused.name : "");
     }
 }

@@ -138,6 +138,11 @@ final class MobaKernels {
         static int backwardDkdv(int headDim) {
             return KernelGeometry.sharedMemory("bwd_dkdv", headDim);
         }
+
+        /** moba_bwd_fused_h (HopperBwdConfig, D = 128 only): the key block's K and V, three query stages, dS. */
+        static int backwardFused(int headDim) {
+            return KernelGeometry.sharedMemory("hopper_bwd", headDim);
+        }
     }
 
     /**

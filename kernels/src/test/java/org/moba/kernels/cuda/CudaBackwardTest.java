@@ -50,7 +50,7 @@ import org.moba.kernels.reference.OracleComparison;
  */
 @Tag("gpu")
 class CudaBackwardTest {
-    private static final List<String> PHASES = List.of("h2d", "delta", "route", "dq_selected", "dq", "dkdv", "d2h");
+    private static final List<String> PHASES = List.of("h2d", "delta", "route", "dq_selected", "fused", "dq", "dkdv", "d2h");
 
     private static CudaMobaAttention cuda;
     @RegisterExtension
@@ -296,7 +296,8 @@ class CudaBackwardTest {
             for (int i = 0; i < 5; i++) {
                 forward.run();
                 PhaseTimings t = backward.run();
-                assertTrue(t.get("dkdv") > 0 && t.get("dq") > 0 && t.get("route") > 0, "timings " + t);
+                assertTrue(t.get("dkdv") + t.get("fused") > 0 && t.get("dq") > 0 && t.get("route") > 0,
+                        "timings " + t);
                 assertSameGradients(first, backward.download(), "resident run " + i);
             }
             assertTrue(backward.extraDeviceBytes() > 0, backward.scratchDescription());

@@ -20,6 +20,8 @@ class KernelGeometryTest {
         assertEquals(KernelGeometry.get("flash.block_m"), BatchPlan.TILE_ROWS);
         assertEquals(KernelGeometry.get("bwd.block_m"), BatchPlan.TILE_ROWS, "the backward walks the forward's tiles");
         assertEquals(2 * BatchPlan.TILE_ROWS, BatchPlan.WIDE_TILE_ROWS, "two consumer warpgroups of 64 rows");
+        assertEquals(BatchPlan.WIDE_TILE_ROWS, MobaBackwardKernels.FUSED_BLOCK_KEYS,
+                "the fused backward's key blocks are the plan's 128-row tiles");
         assertEquals(0, CudaInputRules.CHUNK_MULTIPLE % KernelGeometry.get("flash.block_n"),
                 "a chunk is a whole number of key blocks");
     }
@@ -33,5 +35,7 @@ class KernelGeometryTest {
                 assertTrue(bytes > 0 && bytes <= 227 * 1024, family + " at D = " + headDim + ": " + bytes);
             }
         }
+        int fused = KernelGeometry.sharedMemory("hopper_bwd", MobaBackwardKernels.FUSED_HEAD_DIM);
+        assertTrue(fused > 0 && fused <= 227 * 1024, "hopper_bwd: " + fused);
     }
 }

@@ -1,0 +1,365 @@
+// The sm_90a backward for one 128-key block (ABI.md, "Hopper backward"): dK, dV and the selected rows' dQ partials
+// in one pass, where the mma.sync backward needs two (dkdv, and dq_selected, which recomputes S and dP).
+//
+// One block = one 128-key block x one kv head, warp-specialized like the forward (moba_attn_fwd_hopper.cuh):
+// - the block's K and V stay in shared memory for the whole pass;
+// - warpgroup 0 (producer) streams 64-row query tiles through three stages: Q, dO (sw128 tiles) and each row's lse
+//   and delta, in KeyTileWork's order (per head of the kv head's group: the own chunk's causal rows from the
+//   block's first key on, then the rows of the (head, chunk) bucket, ascending; moba_attn_bwd.cuh);
+// - warpgroups 1 and 2 (consumers) own 64 keys each and keep their dK and dV (64 x D, fp32) in registers:
+//     S^T = K Q^T, dP^T = V dO^T             wgmma, both operands from shared memory
+//     P^T = exp(scale S^T - lse), dS^T = P^T (dP^T - delta)
+//     dV += P^T dO, dK += dS^T Q             wgmma, A from registers, B (dO, Q) read transposed
+//   and, for a bucket tile, the rows' dQ over this chunk: each consumer stores its dS^T transposed (stmatrix) into a
+//   64 x 128 dS tile, both meet at a named barrier, and each computes half of dQ's columns, dS K, written as that
+//   entry's 16-bit partial (the same partial_dq that moba_bwd_dq_* adds in slot order).
+// Needs the chunk to be the 128-key block (chunk_size == 128), or dense attention (no buckets); the own chunk's dQ
+// comes from moba_bwd_dq_*, which walks the causal prefix. Every sum runs in a fixed order (the tile order above, keys
+// in wgmma's order): the gradients are bit-identical run to run.
+#pragma once
+
+#include "moba_attn_bwd.cuh"
+#include "moba_attn_fwd_hopper.cuh"
+
+namespace moba {
+
+template <int HD>
+struct HopperBwdConfig {
+    static constexpr int kConsumers = 2;                   // consumer warpgroups, 64 keys each
+    static constexpr int kThreads = 128 * (1 + kConsumers);
+    static constexpr int kBlockN = 64 * kConsumers;        // keys per block: the chunk
+    static constexpr int kBlockM = 64;                     // query rows per tile (KeyTileWork's tiles)
+    static constexpr int kQStages = 3;
+    static constexpr int kKVBytes = kBlockN * HD * 2;      // K or V of the block
+    static constexpr int kRowTileBytes = kBlockM * HD * 2; // Q or dO of one tile
+    static constexpr int kStatsBytes = 2 * kBlockM * 4;    // lse then delta of one tile
+    static constexpr int kStageBytes = 2 * kRowTileBytes;  // Q then dO; the stats sit apart, after the stages
+    static constexpr int kDsBytes = kBlockM * kBlockN * 2; // dS of one tile, 64 rows x 128 keys, two buffers
+    // Barriers: K/V full, then a full/empty pair per query stage.
+    static constexpr int kBarrierBytes = 8 * (1 + 2 * kQStages);
+    static constexpr int kSmemBytes =
+            1024 + 2 * kKVBytes + 2 * kDsBytes + kQStages * (kStageBytes + kStatsBytes) + kBarrierBytes;
+    static constexpr int kProducerRegisters = 56;
+    static constexpr int kConsumerRegisters = 224;
+    static_assert(HD == 128, "dQ's columns split in two 64-column halves, one per consumer");
+    static_assert(kKVBytes % 1024 == 0 && kRowTileBytes % 1024 == 0 && kDsBytes % 1024 == 0 &&
+                          kStageBytes % 1024 == 0,
+                  "swizzled tiles stay 1024-byte aligned");
+    static_assert(kSmemBytes <= 227 * 1024, "fits an H100 block's shared memory");
+    // The launch gives each thread 65536 / 384 rounded down to 8 (168); setmaxnreg moves them.
+    static_assert(128 * kProducerRegisters + 128 * kConsumers * kConsumerRegisters <= kThreads * 168,
+                  "registers of the block at launch");
+};
+
+#ifdef MOBA_SM90A
+// Stores a warp's m64n64 accumulator tile transposed into an sw128 tile of 64 rows: accumulator row r (this warp's
+// 16 rows: r0 + lane / 4 and + 8), column n land at tile row n, column col0 + r - r0 + ... (stmatrix .trans, four
+// 8x8 matrices per instruction).
+__device__ __forceinline__ void stmatrix_x4_trans(uint32_t address, uint32_t r0, uint32_t r1, uint32_t r2,
+                                                  uint32_t r3) {
+    asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(address), "r"(r0),
+                 "r"(r1), "r"(r2), "r"(r3)
+                 : "memory");
+}
+
+// d (64 x 64) (+)= A B with A (64 x 16) K-major and B (16 x 64) MN-major (rows of K, N contiguous), both in shared
+// memory: the dS K product, K's columns read as B.
+template <class DT>
+struct WgmmaMn64;
+
+template <>
+struct WgmmaMn64<Fp16> {
+    __device__ __forceinline__ static void ss(float (&d)[8][4], uint64_t desc_a, uint64_t desc_b, int accumulate) {
+        asm volatile(
+            "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+            "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
+            "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 1;\n}\n"
+            : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+            : "l"(desc_a), "l"(desc_b), "r"(accumulate));
+    }
+};
+
+template <>
+struct WgmmaMn64<Bf16> {
+    __device__ __forceinline__ static void ss(float (&d)[8][4], uint64_t desc_a, uint64_t desc_b, int accumulate) {
+        asm volatile(
+            "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+            "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+            "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 1;\n}\n"
+            : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+            : "l"(desc_a), "l"(desc_b), "r"(accumulate));
+    }
+};
+
+// Issues (without waiting) d (64 x BN) (+)= A B^T over HD: A the 64 rows at a_rows of an sw128 tile of A_TILE_ROWS
+// rows, B an sw128 tile of BN rows; K-major both. One commit group.
+template <class DT, int HD, int BN, int A_TILE_ROWS>
+__device__ __forceinline__ void wgmma_issue_nt(float (&d)[BN / 8][4], uint32_t a_rows, uint32_t b_tile) {
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; ++kk) {  // column block kk / 4 of 64 columns, 32 bytes per k-step inside it
+        const uint32_t col = kk / 4, within = (kk % 4) * 32;
+        Wgmma<DT, BN>::ss(d, sw128_descriptor(a_rows + col * A_TILE_ROWS * 128 + within, 16, 1024),
+                          sw128_descriptor(b_tile + col * BN * 128 + within, 16, 1024), kk > 0);
+    }
+    wgmma_commit();
+}
+
+// Packs an m64nK accumulator (K = 16 * KT columns) into wgmma A fragments, rounded to DT.
+template <class DT, int KT>
+__device__ __forceinline__ void pack_a_fragments(uint32_t (&a)[KT][4], const float (&s)[2 * KT][4]) {
+#pragma unroll
+    for (int kt = 0; kt < KT; ++kt) {
+        a[kt][0] = DT::pack(s[2 * kt][0], s[2 * kt][1]);
+        a[kt][1] = DT::pack(s[2 * kt][2], s[2 * kt][3]);
+        a[kt][2] = DT::pack(s[2 * kt + 1][0], s[2 * kt + 1][1]);
+        a[kt][3] = DT::pack(s[2 * kt + 1][2], s[2 * kt + 1][3]);
+    }
+}
+
+// Issues (without waiting) d (64 x HD) += A B: A fragments over KT * 16 rows of B, B an sw128 tile of B_ROWS rows
+// read transposed (MN-major). No commit.
+template <class DT, int HD, int KT, int B_ROWS>
+__device__ __forceinline__ void wgmma_issue_rs(float (&d)[HD / 8][4], const uint32_t (&a)[KT][4], uint32_t b_tile) {
+#pragma unroll
+    for (int kt = 0; kt < KT; ++kt)
+        Wgmma<DT, HD>::rs(d, a[kt], sw128_descriptor(b_tile + kt * 16 * 128, B_ROWS * 128, 1024), 1);
+}
+#endif  // MOBA_SM90A
+
+template <class DT, int HD>
+__device__ __forceinline__ void bwd_fused_hopper(const uint16_t* __restrict__ q, const uint16_t* __restrict__ k,
+                                                 const uint16_t* __restrict__ v, const uint16_t* __restrict__ dout,
+                                                 const float* __restrict__ lse, const float* __restrict__ delta,
+                                                 uint16_t* __restrict__ dk, uint16_t* __restrict__ dv,
+                                                 uint16_t* __restrict__ partial_dq, const int* __restrict__ cu_seqlens,
+                                                 const int* __restrict__ chunk_base, const int2* __restrict__ blocks,
+                                                 const int* __restrict__ bucket_row0,
+                                                 const int* __restrict__ rows_of_buckets, int heads, int kv_heads,
+                                                 int width, int chunk_size, int num_full_chunks, float scale,
+                                                 int dense) {
+#ifdef MOBA_SM90A
+    using Cfg = HopperBwdConfig<HD>;
+    using QueryTile = KeyTileWork::QueryTile;
+    extern __shared__ __align__(128) unsigned char smem[];  // re-aligned to 1024 below (swizzled tiles)
+
+    const int2 block = blocks[blockIdx.x];
+    const int hk = blockIdx.y, group_heads = heads / kv_heads;
+    const int seq0 = cu_seqlens[block.x], seq_len = cu_seqlens[block.x + 1] - seq0, start = block.y;
+    const int keys_valid = min(Cfg::kBlockN, seq_len - start);
+    const long kv_stride = static_cast<long>(kv_heads) * HD;
+    const long key_row0 = static_cast<long>(seq0 + start) * kv_heads + hk;
+
+    // Which queries see these keys (as in bwd_dkdv): the own chunk's rows from `start` on (dense: to the sequence
+    // end), and, for a full chunk, the rows that selected it.
+    const int chunk = start / chunk_size;
+    const int own_end = dense ? seq_len : min((chunk + 1) * chunk_size, seq_len);
+    const bool full_chunk = !dense && width > 0 && (chunk + 1) * chunk_size <= seq_len;
+    KeyTileWork work;
+    work.group_heads = group_heads;
+    work.first_head = hk * group_heads;
+    work.own_tiles = (own_end - start + Cfg::kBlockM - 1) / Cfg::kBlockM;
+    work.num_full_chunks = num_full_chunks;
+    work.bucket_base = full_chunk ? work.first_head * num_full_chunks + chunk_base[block.x] + chunk : -1;
+    work.bucket_row0 = bucket_row0;
+    work.enter_head(0);
+
+    const uint32_t base = (smem_address(smem) + 1023) & ~1023u;
+    const uint32_t k_block = base, v_block = k_block + Cfg::kKVBytes;
+    const uint32_t ds_tiles = v_block + Cfg::kKVBytes;              // two buffers of kDsBytes
+    const uint32_t stages = ds_tiles + 2 * Cfg::kDsBytes;           // stage s: Q, dO
+    const uint32_t stats = stages + Cfg::kQStages * Cfg::kStageBytes;  // stage s: lse[64], delta[64]
+    const uint32_t bars = stats + Cfg::kQStages * Cfg::kStatsBytes;
+    const uint32_t kv_full = bars;
+    auto q_full = [&](int s) { return bars + 8 * (1 + s); };
+    auto q_empty = [&](int s) { return bars + 8 * (1 + Cfg::kQStages + s); };
+    auto stage_tile = [&](int s) { return stages + s * Cfg::kStageBytes; };
+    auto stage_stats = [&](int s) { return stats + s * Cfg::kStatsBytes; };
+    const unsigned char* smem_generic = smem + (base - smem_address(smem));  // `base` as a generic pointer
+
+    const int group = threadIdx.x / 128, thread_in_group = threadIdx.x % 128;
+    if (threadIdx.x == 0) {
+        mbarrier_init(kv_full, 128);
+        for (int s = 0; s < Cfg::kQStages; ++s) {
+            mbarrier_init(q_full(s), 128);
+            mbarrier_init(q_empty(s), 128 * Cfg::kConsumers);
+        }
+    }
+    __syncthreads();
+
+    if (group == 0) {
+        // ---------------------------------------------------------------- producer
+        setmaxnreg_dec<Cfg::kProducerRegisters>();
+        AsyncProducer producer;
+        load_sw128_tile_async<Cfg::kBlockN, HD, 128>(k_block, k + key_row0 * HD, kv_stride, keys_valid,
+                                                     thread_in_group);
+        load_sw128_tile_async<Cfg::kBlockN, HD, 128>(v_block, v + key_row0 * HD, kv_stride, keys_valid,
+                                                     thread_in_group);
+        producer.commit(kv_full);
+        // Tile rows: a quad of threads per row, rows thread / 4 and + 32; lse and delta by the quad's first two.
+        constexpr int kVectorsPerLane = HD / 32;
+        QueryTile t;
+        for (int n = 0; work.next(t, start, own_end); ++n) {
+            const int s = n % Cfg::kQStages;
+            if (n >= Cfg::kQStages) producer.acquire(q_empty(s), ((n / Cfg::kQStages) & 1) ^ 1);
+            const uint32_t q_tile = stage_tile(s), do_tile = q_tile + Cfg::kRowTileBytes;
+            const uint32_t row_stats = stage_stats(s);
+            long row[2];  // (token * H + h) of this thread's two rows
+#pragma unroll
+            for (int pass = 0; pass < 2; ++pass) {
+                const int r = pass * 32 + thread_in_group / 4;
+                row[pass] = r >= t.count ? 0
+                          : t.own        ? static_cast<long>(seq0 + t.first + r) * heads + t.h
+                                         : rows_of_buckets[t.first + r] / width;
+            }
+#pragma unroll
+            for (int pass = 0; pass < 2; ++pass) {
+                const int r = pass * 32 + thread_in_group / 4;
+                const bool valid = r < t.count;
+#pragma unroll
+                for (int j = 0; j < kVectorsPerLane; ++j) {
+                    const int vec = (thread_in_group & 3) + 4 * j;
+                    const uint32_t at = sw128_offset<Cfg::kBlockM>(r, vec * 8);
+                    cp_async_16(q_tile + at, q + row[pass] * HD + vec * 8, valid);
+                    cp_async_16(do_tile + at, dout + row[pass] * HD + vec * 8, valid);
+                }
+                if ((thread_in_group & 3) < 2) {  // lse at stats[r], delta at stats[64 + r]
+                    const int which = thread_in_group & 3;
+                    cp_async_4(row_stats + (which * Cfg::kBlockM + r) * 4, (which == 0 ? lse : delta) + row[pass], valid);
+                }
+            }
+            producer.commit(q_full(s));
+        }
+        producer.flush();
+    } else {
+        // ---------------------------------------------------------------- consumers
+        setmaxnreg_inc<Cfg::kConsumerRegisters>();
+        const int consumer = group - 1, warp = thread_in_group / 32, lane = threadIdx.x & 31;
+        const uint32_t k_rows = k_block + consumer * 64 * 128, v_rows = v_block + consumer * 64 * 128;
+        // This thread's keys (accumulator rows), local to the block, and its query columns within a tile.
+        const int key_local[2] = {consumer * 64 + warp * 16 + (lane >> 2), consumer * 64 + warp * 16 + (lane >> 2) + 8};
+        const float scale_log2 = scale * kLog2e;
+        float acc_dk[HD / 8][4] = {}, acc_dv[HD / 8][4] = {};
+        mbarrier_wait(kv_full, 0);
+        QueryTile t;
+        int bucket_tiles = 0;
+        for (int n = 0; work.next(t, start, own_end); ++n) {
+            const int s = n % Cfg::kQStages;
+            const uint32_t q_tile = stage_tile(s), do_tile = q_tile + Cfg::kRowTileBytes;
+            const float* row_stats = reinterpret_cast<const float*>(smem_generic + (stage_stats(s) - base));
+            // The rows' entries, read before the wait so that the partial's stores never wait on them.
+            int entry[2] = {-1, -1};
+            if (!t.own) {
+#pragma unroll
+                for (int i = 0; i < 2; ++i) {
+                    const int r = warp * 16 + (lane >> 2) + 8 * i;
+                    entry[i] = r < t.count ? rows_of_buckets[t.first + r] : -1;
+                }
+            }
+            // An own tile whose last row lies before this warpgroup's first key sees none of its keys.
+            const bool sees = !t.own || t.first + Cfg::kBlockM - 1 >= start + consumer * 64;
+            const bool diagonal = t.own && t.first < start + Cfg::kBlockN;  // query j sees key i iff j >= i
+            mbarrier_wait(q_full(s), (n / Cfg::kQStages) & 1);
+            float st[8][4], dpt[8][4];
+            uint32_t pt_frag[4][4], dst_frag[4][4];
+            if (sees) {
+                wgmma_fence();
+                wgmma_issue_nt<DT, HD, 64, Cfg::kBlockN>(st, k_rows, q_tile);
+                wgmma_issue_nt<DT, HD, 64, Cfg::kBlockN>(dpt, v_rows, do_tile);
+                wgmma_wait<1>();
+                fence_registers(st);
+                // P^T from each query's lse (log2 units), masked on the diagonal.
+#pragma unroll
+                for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        const int col = nt * 8 + (lane & 3) * 2 + (e & 1);
+                        const bool hidden = diagonal && t.first + col - start < key_local[e >> 1];
+                        st[nt][e] = hidden ? 0.f : fast_exp2(fmaf(st[nt][e], scale_log2, -row_stats[col] * kLog2e));
+                    }
+                wgmma_wait<0>();
+                fence_registers(dpt);
+#pragma unroll
+                for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        const int col = nt * 8 + (lane & 3) * 2 + (e & 1);
+                        dpt[nt][e] = st[nt][e] * (dpt[nt][e] - row_stats[Cfg::kBlockM + col]);
+                    }
+                pack_a_fragments<DT, 4>(pt_frag, st);
+                pack_a_fragments<DT, 4>(dst_frag, dpt);
+                wgmma_fence();
+                wgmma_issue_rs<DT, HD, 4, Cfg::kBlockM>(acc_dv, pt_frag, do_tile);
+                wgmma_issue_rs<DT, HD, 4, Cfg::kBlockM>(acc_dk, dst_frag, q_tile);
+                wgmma_commit();
+            }
+            if (t.own) {
+                wgmma_wait<0>();
+                fence_registers(acc_dv);
+                fence_registers(acc_dk);
+                mbarrier_arrive(q_empty(s));
+                continue;
+            }
+            // Bucket tile: dS^T (this warpgroup's 64 keys x the tile's 64 rows) into column block `consumer` of the
+            // dS tile (rows = queries, columns = the block's keys). dst_frag[kt] holds accumulator tiles 2kt, 2kt+1:
+            // [0] rows 0-7 / [1] rows 8-15 of tile 2kt, [2] / [3] of tile 2kt + 1; lane l addresses row l % 8 of
+            // matrix l / 8, i.e. query (2kt + l / 16) * 8 + l % 8, keys + (l / 8 % 2) * 8.
+            const uint32_t ds_tile = ds_tiles + (bucket_tiles & 1) * Cfg::kDsBytes;
+            ++bucket_tiles;
+#pragma unroll
+            for (int kt = 0; kt < 4; ++kt) {
+                const int query = (2 * kt + lane / 16) * 8 + lane % 8;
+                const int key = consumer * 64 + warp * 16 + (lane / 8 % 2) * 8;
+                stmatrix_x4_trans(ds_tile + sw128_offset<Cfg::kBlockM>(query, key), dst_frag[kt][0],
+                                  dst_frag[kt][1], dst_frag[kt][2], dst_frag[kt][3]);
+            }
+            fence_proxy_async_shared();
+            named_barrier_sync(1, 128 * Cfg::kConsumers);  // both halves of dS written
+            // dQ[:, 64 consumer ..] = dS K over the block's 128 keys: K's column block `consumer` read MN-major.
+            float dq[8][4];
+            wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < Cfg::kBlockN / 16; ++kk) {
+                const uint32_t col = kk / 4, within = (kk % 4) * 32;
+                WgmmaMn64<DT>::ss(dq, sw128_descriptor(ds_tile + col * Cfg::kBlockM * 128 + within, 16, 1024),
+                                  sw128_descriptor(k_block + consumer * Cfg::kBlockN * 128 + kk * 16 * 128,
+                                                   Cfg::kBlockN * 128, 1024),
+                                  kk > 0);
+            }
+            wgmma_commit();
+            wgmma_wait<0>();
+            fence_registers(dq);
+            fence_registers(acc_dv);
+            fence_registers(acc_dk);
+            mbarrier_arrive(q_empty(s));
+#pragma unroll
+            for (int i = 0; i < 2; ++i) {
+                if (entry[i] < 0) continue;
+                uint16_t* part = partial_dq + static_cast<long>(entry[i]) * HD + consumer * 64;
+#pragma unroll
+                for (int nt = 0; nt < 8; ++nt)
+                    *reinterpret_cast<uint32_t*>(part + nt * 8 + (lane & 3) * 2) =
+                            DT::pack(dq[nt][2 * i] * scale, dq[nt][2 * i + 1] * scale);
+            }
+        }
+        // dK = scale * dS^T Q, dV = P^T dO, per key row of this thread.
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            if (key_local[i] >= keys_valid) continue;
+            const long row = key_row0 + static_cast<long>(key_local[i]) * kv_heads;
+            uint16_t* dk_row = dk + row * HD;
+            uint16_t* dv_row = dv + row * HD;
+#pragma unroll
+            for (int dt = 0; dt < HD / 8; ++dt) {
+                const int col = dt * 8 + (lane & 3) * 2;
+                *reinterpret_cast<uint32_t*>(dk_row + col) =
+                        DT::pack(acc_dk[dt][2 * i] * scale, acc_dk[dt][2 * i + 1] * scale);
+                *reinterpret_cast<uint32_t*>(dv_row + col) = DT::pack(acc_dv[dt][2 * i], acc_dv[dt][2 * i + 1]);
+            }
+        }
+    }
+#else
+    __trap();  // launched only on sm_90a devices
+#endif
+}
+
+}  // namespace moba
