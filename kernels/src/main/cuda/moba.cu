@@ -4,7 +4,7 @@
 #include "moba_attn_fwd.cuh"
 #include "moba_attn_fwd_hopper.cuh"
 #include "moba_attn_selected.cuh"
-#include "moba_bwd_fused_hopper.cuh"
+#include "moba_bwd_hopper.cuh"
 #include "moba_chunk_mean.cuh"
 #include "moba_gate.cuh"
 #include "moba_route.cuh"
@@ -270,6 +270,22 @@ MOBA_BWD_DKDV(moba_bwd_dkdv_bf16_d128, moba::Bf16, 128)
                                        blocks, bucket_row0, rows, heads, kv_heads, width, chunk_size,     \
                                        num_full_chunks, scale, dense);                                   \
     }
+
+// Step 9 on sm_90a: grid (num_wide_tiles, H) over the forward's 128-row tiles. Empty elsewhere.
+#define MOBA_BWD_DQ_HOPPER(NAME, DT, HD)                                                                 \
+    extern "C" __global__ void __launch_bounds__(moba::HopperDqConfig<HD>::kThreads, 1)                  \
+        NAME(const uint16_t* q, const uint16_t* k, const uint16_t* v, const uint16_t* dout, const float* lse, \
+             const float* delta, uint16_t* dq, const int* cu_seqlens, const int* sel, int width,         \
+             const int2* tiles, int heads, int kv_heads, int chunk_size, float scale, int dense,         \
+             const uint16_t* partial_dq) {                                                               \
+        moba::bwd_dq_hopper<DT, HD>(q, k, v, dout, lse, delta, dq, cu_seqlens, sel, width, tiles, heads, kv_heads, \
+                                    chunk_size, scale, dense, partial_dq);                              \
+    }
+
+MOBA_BWD_DQ_HOPPER(moba_bwd_dq_h_fp16_d64, moba::Fp16, 64)
+MOBA_BWD_DQ_HOPPER(moba_bwd_dq_h_fp16_d128, moba::Fp16, 128)
+MOBA_BWD_DQ_HOPPER(moba_bwd_dq_h_bf16_d64, moba::Bf16, 64)
+MOBA_BWD_DQ_HOPPER(moba_bwd_dq_h_bf16_d128, moba::Bf16, 128)
 
 MOBA_BWD_FUSED_HOPPER(moba_bwd_fused_h_fp16_d128, moba::Fp16, 128)
 MOBA_BWD_FUSED_HOPPER(moba_bwd_fused_h_bf16_d128, moba::Bf16, 128)

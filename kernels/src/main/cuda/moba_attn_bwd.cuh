@@ -246,6 +246,30 @@ __device__ __forceinline__ void bwd_dq_selected(const uint16_t* __restrict__ q, 
     }
 }
 
+// The epilogue of dq for row i of a warp's accumulators (dS K over the own chunk or causal prefix, unscaled): dq =
+// scale * acc + the row's partials in slot order (width 0: none), in 8-column segments (quad_fragments_to_segments):
+// one 16-byte load per partial segment, one 16-byte store. `row` = t * H + h, or -1 for a row past the sequence end
+// (not written). Every lane of the warp calls it.
+template <class DT, int HD>
+__device__ __forceinline__ void store_dq_row(const float (&acc)[HD / 8][4], int i, long row, float scale, int width,
+                                             const int* __restrict__ sel, const uint16_t* __restrict__ partial_dq,
+                                             uint16_t* __restrict__ dq) {
+    float seg[HD / 32][8];
+    scaled_segments<HD>(acc, i, scale, seg);
+    if (row < 0) return;
+    for (int slot = 0; slot < width && sel[row * width + slot] >= 0; ++slot) {
+        const uint16_t* part = partial_dq + (row * width + slot) * HD;
+#pragma unroll
+        for (int k = 0; k < HD / 32; ++k) {
+            float part_seg[8];
+            unpack_segment<DT>(*reinterpret_cast<const uint4*>(part + segment_column(k)), part_seg);
+#pragma unroll
+            for (int c = 0; c < 8; ++c) seg[k][c] += part_seg[c];
+        }
+    }
+    store_segments<DT, HD>(dq + row * HD, seg);
+}
+
 // ---------------------------------------------------------------------------------------------
 // dq: one block = one 64-row query tile x one head; own chunk (dense: whole causal prefix), then
 // the row's partials from dq_selected, in slot order.
@@ -313,28 +337,10 @@ __device__ __forceinline__ void bwd_dq(const uint16_t* __restrict__ q, const uin
         __syncthreads();
     }
 
-    // Epilogue: dq = scale * (own chunk's dS K) + the selected chunks' partials, in slot order; rows in 8-column
-    // segments (quad_fragments_to_segments): one 16-byte load per partial segment, one 16-byte store.
 #pragma unroll
-    for (int i = 0; i < 2; ++i) {
-        float seg[HD / 32][8];
-        scaled_segments<HD>(rows.acc, i, scale, seg);
-        if (row_in_tile[i] >= rows_valid) continue;
-        const long row = row0 + static_cast<long>(row_in_tile[i]) * heads;
-        if (!dense) {
-            for (int slot = 0; slot < width && sel[row * width + slot] >= 0; ++slot) {
-                const uint16_t* part = partial_dq + (row * width + slot) * HD;
-#pragma unroll
-                for (int k = 0; k < HD / 32; ++k) {
-                    float part_seg[8];
-                    unpack_segment<DT>(*reinterpret_cast<const uint4*>(part + segment_column(k)), part_seg);
-#pragma unroll
-                    for (int c = 0; c < 8; ++c) seg[k][c] += part_seg[c];
-                }
-            }
-        }
-        store_segments<DT, HD>(dq + row * HD, seg);
-    }
+    for (int i = 0; i < 2; ++i)
+        store_dq_row<DT, HD>(rows.acc, i, row_in_tile[i] < rows_valid ? row0 + static_cast<long>(row_in_tile[i]) * heads : -1,
+                             scale, dense ? 0 : width, sel, partial_dq, dq);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@
 #include "moba_attn_fwd.cuh"
 #include "moba_attn_fwd_hopper.cuh"
 #include "moba_attn_selected.cuh"
-#include "moba_bwd_fused_hopper.cuh"
+#include "moba_bwd_hopper.cuh"
 #include "moba_bwd_route.cuh"
 #include "moba_chunk_mean.cuh"
 #include "moba_gate.cuh"
@@ -64,6 +64,8 @@ int main() {
     put("bwd_delta.rows_per_block", moba::DeltaConfig::kRowsPerBlock);
     put("bwd_route.threads", moba::BwdRouteConfig::kThreads);
     put("bwd_route.warps", moba::BwdRouteConfig::kWarps);
+    put("hopper_dq.threads", moba::HopperDqConfig<64>::kThreads);
+    per_head_dim<moba::HopperDqConfig>("hopper_dq.smem", [](auto c) { return decltype(c)::kSmemBytes; });
     // The fused sm_90a backward exists for D = 128 only (moba.cu).
     put("hopper_bwd.threads", moba::HopperBwdConfig<128>::kThreads);
     put("hopper_bwd.block_n", moba::HopperBwdConfig<128>::kBlockN);

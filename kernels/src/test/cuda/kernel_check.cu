@@ -9,7 +9,7 @@
 #include <cuda_runtime.h>
 
 #include "../../main/cuda/moba_attn_bwd.cuh"
-#include "../../main/cuda/moba_bwd_fused_hopper.cuh"
+#include "../../main/cuda/moba_bwd_hopper.cuh"
 #include "../../main/cuda/moba_attn_fwd_hopper.cuh"
 #include "../../main/cuda/moba_attn_selected.cuh"
 #include "../../main/cuda/moba_gate.cuh"
@@ -99,9 +99,12 @@ struct Kernels {
     cudaKernel_t bwd_route_count, bwd_route_totals, bwd_route_place, bwd_route_fill;
     // The fused sm_90a backward (D = 128; null off Hopper, in older fatbins, or with MOBA_KC_BWD_FUSED=0).
     cudaKernel_t bwd_fused_h[2] = {};
+    // Step 9 on wgmma over the 128-row tiles (null off Hopper, in older fatbins, or with MOBA_KC_BWD_DQ_H=0).
+    cudaKernel_t bwd_dq_h[2][2] = {};
     static int bwd_fused_h_smem() { return moba::HopperBwdConfig<128>::kSmemBytes; }
     // Dynamic shared memory per kernel family from the kernels' own traits structs (as moba-geometry.properties).
 #define MOBA_SMEM_OF(Config, member, d) ((d) == 64 ? moba::Config<64>::member : moba::Config<128>::member)
+    static int bwd_dq_h_smem(int d) { return MOBA_SMEM_OF(HopperDqConfig, kSmemBytes, d); }
     static int bwd_dq_smem(int d) { return MOBA_SMEM_OF(BwdConfig, kDqSmemBytes, d); }
     static int bwd_dq_selected_smem(int d) { return MOBA_SMEM_OF(BwdConfig, kDqSelectedSmemBytes, d); }
     static int bwd_dkdv_smem(int d) { return MOBA_SMEM_OF(BwdConfig, kDkdvSmemBytes, d); }
@@ -174,6 +177,19 @@ struct Kernels {
         get(sel_sort, "moba_sel_sort");
         for (int dt = 0; dt < 2; ++dt) get(bwd_delta[dt], std::string("moba_bwd_delta_") + dtype_name(dt));
         get(bwd_route_count, "moba_bwd_route_count");
+        const char* dq_h_env = std::getenv("MOBA_KC_BWD_DQ_H");
+        for (int dt = 0; hopper && !(dq_h_env && std::string(dq_h_env) == "0") && dt < 2; ++dt)
+            for (int d : {64, 128}) {
+                cudaKernel_t& kd = bwd_dq_h[dt][hd_index(d)];
+                const std::string name = std::string("moba_bwd_dq_h_") + dtype_name(dt) + "_d" + std::to_string(d);
+                if (cudaLibraryGetKernel(&kd, lib, name.c_str()) != cudaSuccess) {
+                    kd = nullptr;
+                    (void)cudaGetLastError();
+                    continue;
+                }
+                CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(kd),
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, bwd_dq_h_smem(d)));
+            }
         const char* fused_env = std::getenv("MOBA_KC_BWD_FUSED");
         for (int dt = 0; hopper && !(fused_env && std::string(fused_env) == "0") && dt < 2; ++dt) {
             const std::string name = std::string("moba_bwd_fused_h_") + dtype_name(dt) + "_d128";
@@ -806,9 +822,16 @@ static void run_backward(const Kernels& K, const Case& c, const Layout& L, Devic
                {&f.q.p, &f.k.p, &f.v.p, &r.dout.p, &f.lse.p, &r.delta.p, &f.cu.p, &f.chunk_base.p, &B, &r.bucket_row0.p,
                 &r.bucket_group0.p, &r.rows.p, &rows_per_group, &r.partial_dq.p, &H, &Hkv, &W, &C, &nfc, &scale});
     }
-    launch(K.bwd_dq[c.dt][hd], dim3(nt, H), dim3(128), Kernels::bwd_dq_smem(D), st,
-           {&f.q.p, &f.k.p, &f.v.p, &r.dout.p, &f.lse.p, &r.delta.p, &r.dq.p, &f.cu.p, &f.sel.p, &W, &f.tiles.p, &H, &Hkv,
-            &C, &scale, &dense, &r.partial_dq.p});
+    if (K.bwd_dq_h[c.dt][hd] != nullptr) {
+        int nt128 = L.num_tiles128();
+        launch(K.bwd_dq_h[c.dt][hd], dim3(nt128, H), dim3(moba::HopperDqConfig<128>::kThreads), Kernels::bwd_dq_h_smem(D),
+               st, {&f.q.p, &f.k.p, &f.v.p, &r.dout.p, &f.lse.p, &r.delta.p, &r.dq.p, &f.cu.p, &f.sel.p, &W, &f.tiles128.p,
+                    &H, &Hkv, &C, &scale, &dense, &r.partial_dq.p});
+    } else {
+        launch(K.bwd_dq[c.dt][hd], dim3(nt, H), dim3(128), Kernels::bwd_dq_smem(D), st,
+               {&f.q.p, &f.k.p, &f.v.p, &r.dout.p, &f.lse.p, &r.delta.p, &r.dq.p, &f.cu.p, &f.sel.p, &W, &f.tiles.p, &H,
+                &Hkv, &C, &scale, &dense, &r.partial_dq.p});
+    }
     if (ev) CHECK(cudaEventRecord(ev[3], st));
     if (!c.fused_bwd)
         launch(K.bwd_dkdv[c.dt][hd], dim3(nt, Hkv), dim3(128), Kernels::bwd_dkdv_smem(D), st,

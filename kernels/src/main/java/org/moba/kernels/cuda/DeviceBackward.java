@@ -102,9 +102,9 @@ public final class DeviceBackward implements AutoCloseable {
         this.scratch = scratch;
         this.rowsPerGroup = MobaKernels.rowsPerGroup(params.chunkSize());
         this.fused = kernels.usesFused(plan.dense, params.chunkSize());
-        if (fused && plan.numWideTiles == 0 && plan.numTiles > 0) {
-            throw new IllegalStateException("the fused backward needs the plan's 128-row tiles: build the plan for the "
-                    + "wgmma engine");
+        if ((fused || kernels.wideDq()) && plan.numWideTiles == 0 && plan.numTiles > 0) {
+            throw new IllegalStateException("the wgmma backward needs the plan's 128-row tiles: build the plan for "
+                    + "the wgmma engine");
         }
         this.context = () -> device.describe() + ", backward of " + batch + ", " + params;
         this.call = new DeviceCall(device, pool, streams, callStream, EVENT_BASE, context, kernels,
@@ -298,7 +298,8 @@ public final class DeviceBackward implements AutoCloseable {
         call.record(DQ_SELECTED_END);
         if (work) {
             kernels.dq(stream, context, q, k, v, dout.pointer(), lse, delta.pointer(), dq.pointer(), cuSeqlens,
-                    routed ? sel : NULL, width, tiles, plan.numTiles, heads, hkv, c, plan.scale, plan.dense,
+                    routed ? sel : NULL, width, kernels.wideDq() ? wideTiles : tiles,
+                    kernels.wideDq() ? plan.numWideTiles : plan.numTiles, heads, hkv, c, plan.scale, plan.dense,
                     routed ? partialDq.pointer() : NULL);
         }
         call.record(DQ_END);

@@ -27,6 +27,8 @@ final class MobaBackwardKernels {
     private static final int GRADIENT_THREADS = KernelGeometry.get("bwd.threads");
     /** moba_bwd_fused_h: a producer and two consumer warpgroups per 128-key block. */
     private static final int FUSED_THREADS = KernelGeometry.get("hopper_bwd.threads");
+    /** moba_bwd_dq_h: a producer and two consumer warpgroups per 128-row query tile. */
+    private static final int WIDE_DQ_THREADS = KernelGeometry.get("hopper_dq.threads");
     /** The keys of one fused block: the chunk size the fused kernel serves (besides dense attention). */
     static final int FUSED_BLOCK_KEYS = KernelGeometry.get("hopper_bwd.block_n");
     /** The only head dim the fused kernel is built for (its two consumers split dQ's columns in halves of 64). */
@@ -42,6 +44,8 @@ final class MobaBackwardKernels {
     private final Kernel routeFill;
     private final Kernel dqSelected;
     private final Kernel dq;
+    /** moba_bwd_dq_h (step 9 on wgmma over the 128-row tiles), or null on the mma.sync engine. */
+    private final Kernel wideDq;
     private final Kernel dkdv;
     /** moba_bwd_fused_h, or null where {@link #usesFused} never holds (not D = 128). */
     private final Kernel fused;
@@ -58,6 +62,7 @@ final class MobaBackwardKernels {
         this.routeFill = module.function("moba_bwd_route_fill");
         this.dqSelected = module.function("moba_bwd_dq_selected_" + suffix);
         this.dq = module.function("moba_bwd_dq_" + suffix);
+        this.wideDq = module.engine() == ForwardEngine.WGMMA ? module.function("moba_bwd_dq_h_" + suffix) : null;
         this.dkdv = module.function("moba_bwd_dkdv_" + suffix);
         this.fused = headDim == FUSED_HEAD_DIM ? module.function("moba_bwd_fused_h_" + suffix) : null;
     }
@@ -118,16 +123,23 @@ final class MobaBackwardKernels {
                 rowsPerGroup, partialDq, heads, kvHeads, selectionWidth, chunkSize, numFullChunks, scale);
     }
 
+    /** Whether {@link #dq} runs on wgmma and so takes the plan's 128-row tiles instead of its 64-row ones. */
+    boolean wideDq() {
+        return wideDq != null;
+    }
+
     /**
-     * Step 9: {@code dq [T, H, D]} per 64-row query tile: the own chunk's causal prefix (dense: the whole causal
-     * prefix), plus each entry's {@code partialDq} in slot order ({@code sel}/{@code partialDq} NULL and
-     * {@code selectionWidth} 0 when not routed).
+     * Step 9: {@code dq [T, H, D]} per query tile: the own chunk's causal prefix (dense: the whole causal prefix),
+     * plus each entry's {@code partialDq} in slot order ({@code sel}/{@code partialDq} NULL and {@code selectionWidth}
+     * 0 when not routed). {@code tiles}: the plan's 128-row tiles where {@link #wideDq()}, else its 64-row tiles.
      */
     void dq(CUstream stream, Supplier<String> context, CUdeviceptr q, CUdeviceptr k, CUdeviceptr v,
             CUdeviceptr dout, CUdeviceptr lse, CUdeviceptr deltaIn, CUdeviceptr dqOut, CUdeviceptr cuSeqlens,
             CUdeviceptr sel, int selectionWidth, CUdeviceptr tiles, int numTiles, int heads, int kvHeads,
             int chunkSize, float scale, boolean dense, CUdeviceptr partialDq) {
-        launch(dq, stream, context, numTiles, heads, GRADIENT_THREADS, MobaKernels.SharedMemory.backwardDq(headDim),
+        boolean wide = wideDq();
+        launch(wide ? wideDq : dq, stream, context, numTiles, heads, wide ? WIDE_DQ_THREADS : GRADIENT_THREADS,
+                wide ? MobaKernels.SharedMemory.backwardWideDq(headDim) : MobaKernels.SharedMemory.backwardDq(headDim),
                 q, k, v, dout, lse, deltaIn, dqOut, cuSeqlens, sel, selectionWidth, tiles, heads, kvHeads, chunkSize,
                 scale, dense ? 1 : 0, partialDq);
     }
@@ -186,6 +198,6 @@ final class MobaBackwardKernels {
     public String toString() {
         return delta.name + ", " + routeCount.name + ", " + routeTotals.name + ", " + routeScan.name + ", "
                 + routePlace.name + ", " + routeFill.name + ", " + dqSelected.name + ", " + dq.name + ", "
-                + dkdv.name + (fused != null ? ", " + fused.name : "");
+                + dkdv.name + (fused != null ? ", " + fused.name : "") + (wideDq != null ? ", " + wideDq.name : "");
     }
 }

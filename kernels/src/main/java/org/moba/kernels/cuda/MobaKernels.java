@@ -139,6 +139,11 @@ final class MobaKernels {
             return KernelGeometry.sharedMemory("bwd_dkdv", headDim);
         }
 
+        /** moba_bwd_dq_h (HopperDqConfig): the tile's Q and dO, two stages of K and V. */
+        static int backwardWideDq(int headDim) {
+            return KernelGeometry.sharedMemory("hopper_dq", headDim);
+        }
+
         /** moba_bwd_fused_h (HopperBwdConfig, D = 128 only): the key block's K and V, three query stages, dS. */
         static int backwardFused(int headDim) {
             return KernelGeometry.sharedMemory("hopper_bwd", headDim);

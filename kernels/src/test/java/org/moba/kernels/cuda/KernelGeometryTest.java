@@ -28,7 +28,7 @@ class KernelGeometryTest {
 
     @Test
     void everyKernelFamilyHasSharedMemoryForEveryBuiltHeadDim() {
-        for (String family : new String[] {"gate", "flash", "selected", "hopper_fwd", "hopper_selected", "bwd_dq",
+        for (String family : new String[] {"gate", "flash", "selected", "hopper_fwd", "hopper_selected", "hopper_dq", "bwd_dq",
                 "bwd_dq_selected", "bwd_dkdv"}) {
             for (int headDim : CudaInputRules.HEAD_DIMS) {
                 int bytes = KernelGeometry.sharedMemory(family, headDim);

@@ -1,7 +1,8 @@
-// The sm_90a backward for one 128-key block (ABI.md, "Hopper backward"): dK, dV and the selected rows' dQ partials
-// in one pass, where the mma.sync backward needs two (dkdv, and dq_selected, which recomputes S and dP).
+// The sm_90a backward (ABI.md, "Hopper backward"), two kernels on the forward's engine (moba_attn_fwd_hopper.cuh):
 //
-// One block = one 128-key block x one kv head, warp-specialized like the forward (moba_attn_fwd_hopper.cuh):
+// bwd_fused_hopper: dK, dV and the selected rows' dQ partials of one 128-key block in one pass, where the mma.sync
+// backward needs two (dkdv, and dq_selected, which recomputes S and dP).
+// One block = one 128-key block x one kv head, warp-specialized:
 // - the block's K and V stay in shared memory for the whole pass;
 // - warpgroup 0 (producer) streams 64-row query tiles through three stages: Q, dO (sw128 tiles) and each row's lse
 //   and delta, in KeyTileWork's order (per head of the kv head's group: the own chunk's causal rows from the
@@ -12,10 +13,18 @@
 //     dV += P^T dO, dK += dS^T Q             wgmma, A from registers, B (dO, Q) read transposed
 //   and, for a bucket tile, the rows' dQ over this chunk: each consumer stores its dS^T transposed (stmatrix) into a
 //   64 x 128 dS tile, both meet at a named barrier, and each computes half of dQ's columns, dS K, written as that
-//   entry's 16-bit partial (the same partial_dq that moba_bwd_dq_* adds in slot order).
+//   entry's 16-bit partial (the same partial_dq that the dq kernels add in slot order).
 // Needs the chunk to be the 128-key block (chunk_size == 128), or dense attention (no buckets); the own chunk's dQ
-// comes from moba_bwd_dq_*, which walks the causal prefix. Every sum runs in a fixed order (the tile order above, keys
-// in wgmma's order): the gradients are bit-identical run to run.
+// comes from the dq kernel, which walks the causal prefix.
+//
+// bwd_dq_hopper: dq of one 128-row query tile x one head (the wide tiles of the forward), the mma.sync bwd_dq on
+// wgmma: the producer loads the tile's Q and dO once, then streams 128-key K/V steps of the own chunk's causal prefix
+// (dense: the whole prefix) through two stages; each consumer (64 rows) computes S = Q K^T and dP = dO V^T from
+// shared memory, dS = P (dP - delta), dQ += dS K with dS from registers, and ends with store_dq_row (the partials
+// added in slot order).
+//
+// Every sum runs in a fixed order (tiles and steps in a fixed order, keys in wgmma's order): the gradients are
+// bit-identical run to run.
 #pragma once
 
 #include "moba_attn_bwd.cuh"
@@ -356,6 +365,159 @@ __device__ __forceinline__ void bwd_fused_hopper(const uint16_t* __restrict__ q,
                 *reinterpret_cast<uint32_t*>(dv_row + col) = DT::pack(acc_dv[dt][2 * i], acc_dv[dt][2 * i + 1]);
             }
         }
+    }
+#else
+    __trap();  // launched only on sm_90a devices
+#endif
+}
+
+template <int HD>
+struct HopperDqConfig {
+    static constexpr int kConsumers = 2;                    // consumer warpgroups, 64 query rows each
+    static constexpr int kThreads = 128 * (1 + kConsumers);
+    static constexpr int kBlockM = 64 * kConsumers;         // query rows per tile: the forward's wide tiles
+    static constexpr int kBlockN = 128;                     // keys per step
+    static constexpr int kKVStages = 2;
+    static constexpr int kRowTileBytes = kBlockM * HD * 2;  // Q or dO of the tile
+    static constexpr int kKVBytes = kBlockN * HD * 2;       // K or V of one step
+    // Barriers: Q/dO full, then a full/empty pair per K/V stage.
+    static constexpr int kBarrierBytes = 8 * (1 + 2 * kKVStages);
+    static constexpr int kSmemBytes = 1024 + 2 * kRowTileBytes + kKVStages * 2 * kKVBytes + kBarrierBytes;
+    static constexpr int kProducerRegisters = 40;
+    static constexpr int kConsumerRegisters = 232;
+    static_assert(HD % 64 == 0, "the head dim is a whole number of 128-byte swizzle atoms");
+    static_assert(kRowTileBytes % 1024 == 0 && kKVBytes % 1024 == 0, "swizzled tiles stay 1024-byte aligned");
+    static_assert(kSmemBytes <= 227 * 1024, "fits an H100 block's shared memory");
+    static_assert(128 * kProducerRegisters + 128 * kConsumers * kConsumerRegisters <= kThreads * 168,
+                  "registers of the block at launch");
+};
+
+template <class DT, int HD>
+__device__ __forceinline__ void bwd_dq_hopper(const uint16_t* __restrict__ q, const uint16_t* __restrict__ k,
+                                              const uint16_t* __restrict__ v, const uint16_t* __restrict__ dout,
+                                              const float* __restrict__ lse, const float* __restrict__ delta,
+                                              uint16_t* __restrict__ dq, const int* __restrict__ cu_seqlens,
+                                              const int* __restrict__ sel, int width, const int2* __restrict__ tiles,
+                                              int heads, int kv_heads, int chunk_size, float scale, int dense,
+                                              const uint16_t* __restrict__ partial_dq) {
+#ifdef MOBA_SM90A
+    using Cfg = HopperDqConfig<HD>;
+    using Rows = FlashRows<DT, HD, Cfg::kBlockN>;
+    extern __shared__ __align__(128) unsigned char smem[];  // re-aligned to 1024 below (swizzled tiles)
+
+    const int2 tile = tiles[blockIdx.x];
+    const int h = blockIdx.y, hk = h / (heads / kv_heads);
+    const int seq0 = cu_seqlens[tile.x], seq_len = cu_seqlens[tile.x + 1] - seq0, start = tile.y;
+    const int rows_valid = min(Cfg::kBlockM, seq_len - start);
+    const int last_row = start + rows_valid - 1;
+    // Keys of row p: [first_key(p), p]; with C = 64 a tile's two consumers lie in different chunks.
+    auto first_key = [&](int p) { return dense ? 0 : (p / chunk_size) * chunk_size; };
+    const int walk0 = first_key(start);
+    const int steps = (last_row - walk0) / Cfg::kBlockN + 1;
+    const long q_row0 = static_cast<long>(seq0 + start) * heads + h;  // t * H + h of the tile's first row
+
+    const uint32_t base = (smem_address(smem) + 1023) & ~1023u;
+    const uint32_t q_tile = base, do_tile = q_tile + Cfg::kRowTileBytes;
+    const uint32_t kv_stages = do_tile + Cfg::kRowTileBytes;  // stage s: K, then V
+    const uint32_t bars = kv_stages + Cfg::kKVStages * 2 * Cfg::kKVBytes;
+    const uint32_t rows_full = bars;
+    auto kv_full = [&](int s) { return bars + 8 * (1 + s); };
+    auto kv_empty = [&](int s) { return bars + 8 * (1 + Cfg::kKVStages + s); };
+
+    const int group = threadIdx.x / 128, thread_in_group = threadIdx.x % 128;
+    if (threadIdx.x == 0) {
+        mbarrier_init(rows_full, 128);
+        for (int s = 0; s < Cfg::kKVStages; ++s) {
+            mbarrier_init(kv_full(s), 128);
+            mbarrier_init(kv_empty(s), 128 * Cfg::kConsumers);
+        }
+    }
+    __syncthreads();
+
+    if (group == 0) {
+        // ---------------------------------------------------------------- producer
+        setmaxnreg_dec<Cfg::kProducerRegisters>();
+        const long q_stride = static_cast<long>(heads) * HD, kv_stride = static_cast<long>(kv_heads) * HD;
+        AsyncProducer producer;
+        load_sw128_tile_async<Cfg::kBlockM, HD, 128>(q_tile, q + q_row0 * HD, q_stride, rows_valid, thread_in_group);
+        load_sw128_tile_async<Cfg::kBlockM, HD, 128>(do_tile, dout + q_row0 * HD, q_stride, rows_valid,
+                                                     thread_in_group);
+        producer.commit(rows_full);
+        const long kv_head0 = (static_cast<long>(seq0) * kv_heads + hk) * HD;
+        for (int j = 0; j < steps; ++j) {
+            const int s = j % Cfg::kKVStages, key0 = walk0 + j * Cfg::kBlockN;
+            if (j >= Cfg::kKVStages) producer.acquire(kv_empty(s), ((j / Cfg::kKVStages) & 1) ^ 1);
+            const uint32_t k_tile = kv_stages + s * 2 * Cfg::kKVBytes;
+            const int valid = seq_len - key0;  // only the last step can run past the sequence end
+            load_sw128_tile_async<Cfg::kBlockN, HD, 128>(k_tile, k + kv_head0 + key0 * kv_stride, kv_stride, valid,
+                                                         thread_in_group);
+            load_sw128_tile_async<Cfg::kBlockN, HD, 128>(k_tile + Cfg::kKVBytes, v + kv_head0 + key0 * kv_stride,
+                                                         kv_stride, valid, thread_in_group);
+            producer.commit(kv_full(s));
+        }
+        producer.flush();
+    } else {
+        // ---------------------------------------------------------------- consumers
+        setmaxnreg_inc<Cfg::kConsumerRegisters>();
+        const int consumer = group - 1, warp = thread_in_group / 32, lane = threadIdx.x & 31;
+        const int row_in_tile[2] = {consumer * 64 + warp * 16 + (lane >> 2),
+                                    consumer * 64 + warp * 16 + (lane >> 2) + 8};
+        int row_first[2], row_last[2];  // keys each of this thread's rows sees, local to the sequence
+        float lse2[2], row_delta[2];
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            row_last[i] = start + row_in_tile[i];
+            row_first[i] = first_key(row_last[i]);
+            const bool valid = row_in_tile[i] < rows_valid;
+            const long row = q_row0 + static_cast<long>(row_in_tile[i]) * heads;
+            lse2[i] = valid ? lse[row] * kLog2e : 0.f;
+            row_delta[i] = valid ? delta[row] : 0.f;
+        }
+        const int first_key_of_last_row = first_key(last_row);
+        const float scale_log2 = scale * kLog2e;
+        const uint32_t q_rows = q_tile + consumer * 64 * 128, do_rows = do_tile + consumer * 64 * 128;
+        float acc_dq[HD / 8][4] = {};
+        mbarrier_wait(rows_full, 0);
+        for (int j = 0; j < steps; ++j) {
+            const int s = j % Cfg::kKVStages, key0 = walk0 + j * Cfg::kBlockN;
+            const uint32_t k_tile = kv_stages + s * 2 * Cfg::kKVBytes, v_tile = k_tile + Cfg::kKVBytes;
+            mbarrier_wait(kv_full(s), (j / Cfg::kKVStages) & 1);
+            float sc[Cfg::kBlockN / 8][4], dp[Cfg::kBlockN / 8][4];
+            wgmma_fence();
+            wgmma_issue_nt<DT, HD, Cfg::kBlockN, Cfg::kBlockM>(sc, q_rows, k_tile);
+            wgmma_issue_nt<DT, HD, Cfg::kBlockN, Cfg::kBlockM>(dp, do_rows, v_tile);
+            wgmma_wait<1>();
+            fence_registers(sc);
+            if (key0 + Cfg::kBlockN - 1 > start || key0 < first_key_of_last_row) {
+                // Masking only where some row's range starts or ends inside this step.
+                const int key_first[2] = {row_first[0] - key0, row_first[1] - key0};
+                const int key_last[2] = {row_last[0] - key0, row_last[1] - key0};
+                Rows::mask(sc, key_first, key_last);
+            }
+            wgmma_wait<0>();
+            fence_registers(dp);
+            // dS = P (dP - delta), P from the forward's lse (hidden keys: S = -inf, P = 0).
+#pragma unroll
+            for (int nt = 0; nt < Cfg::kBlockN / 8; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int i = e >> 1;
+                    dp[nt][e] = fast_exp2(fmaf(sc[nt][e], scale_log2, -lse2[i])) * (dp[nt][e] - row_delta[i]);
+                }
+            uint32_t ds_frag[Cfg::kBlockN / 16][4];
+            pack_a_fragments<DT, Cfg::kBlockN / 16>(ds_frag, dp);
+            wgmma_fence();
+            wgmma_issue_rs<DT, HD, Cfg::kBlockN / 16, Cfg::kBlockN>(acc_dq, ds_frag, k_tile);
+            wgmma_commit();
+            wgmma_wait<0>();
+            fence_registers(acc_dq);
+            mbarrier_arrive(kv_empty(s));
+        }
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+            store_dq_row<DT, HD>(acc_dq, i,
+                                 row_in_tile[i] < rows_valid ? q_row0 + static_cast<long>(row_in_tile[i]) * heads : -1,
+                                 scale, dense ? 0 : width, sel, partial_dq, dq);
     }
 #else
     __trap();  // launched only on sm_90a devices
