@@ -350,6 +350,8 @@ __device__ __forceinline__ void bwd_dq(const uint16_t* __restrict__ q, const uin
 // The query tiles a key tile meets, in a fixed order: for each query head of the kv head's group,
 // the own chunk's tiles from the diagonal on, then the (head, chunk) bucket's rows in tiles of 64.
 struct KeyTileWork {
+    static constexpr int kRows = 64;  // query rows per tile
+    int start, own_end;               // the key tile's first key; the end of the own chunk's rows that see it
     int group_heads, first_head, own_tiles;
     int bucket_base;  // h * NFC + g offset for the first head, or -1 when the chunk has no bucket
     int num_full_chunks;
@@ -364,6 +366,27 @@ struct KeyTileWork {
         int count;  // valid rows (<= 64)
     };
 
+    // The work of the key tile from `start` (local to a sequence of seq_len) of kv head hk: the own chunk's rows from
+    // `start` on (dense: to the sequence end), and, for a full chunk, the rows of its (head, chunk) buckets.
+    // chunk_base: the sequence's first global chunk.
+    __device__ __forceinline__ static KeyTileWork of(int start, int seq_len, int hk, int heads, int kv_heads,
+                                                     int chunk_size, int width, int dense, int num_full_chunks,
+                                                     int chunk_base, const int* bucket_row0) {
+        const int chunk = start / chunk_size;
+        const bool full_chunk = !dense && width > 0 && (chunk + 1) * chunk_size <= seq_len;
+        KeyTileWork w;
+        w.start = start;
+        w.own_end = dense ? seq_len : min((chunk + 1) * chunk_size, seq_len);
+        w.group_heads = heads / kv_heads;
+        w.first_head = hk * w.group_heads;
+        w.own_tiles = (w.own_end - start + kRows - 1) / kRows;
+        w.num_full_chunks = num_full_chunks;
+        w.bucket_base = full_chunk ? w.first_head * num_full_chunks + chunk_base + chunk : -1;
+        w.bucket_row0 = bucket_row0;
+        w.enter_head(0);
+        return w;
+    }
+
     __device__ __forceinline__ void enter_head(int hi) {
         head_index = hi;
         index = 0;
@@ -376,22 +399,22 @@ struct KeyTileWork {
     }
 
     // Fills `t` with the current tile and advances; false when every tile has been handed out.
-    __device__ __forceinline__ bool next(QueryTile& t, int start, int own_end) {
+    __device__ __forceinline__ bool next(QueryTile& t) {
         while (head_index < group_heads) {
             if (index < own_tiles) {
                 t.h = first_head + head_index;
                 t.own = true;
-                t.first = start + index * 64;
-                t.count = min(64, own_end - t.first);
+                t.first = start + index * kRows;
+                t.count = min(kRows, own_end - t.first);
                 ++index;
                 return true;
             }
             const int j = index - own_tiles;
-            if (j * 64 < sel_rows) {
+            if (j * kRows < sel_rows) {
                 t.h = first_head + head_index;
                 t.own = false;
-                t.first = sel_row0 + j * 64;
-                t.count = min(64, sel_rows - j * 64);
+                t.first = sel_row0 + j * kRows;
+                t.count = min(kRows, sel_rows - j * kRows);
                 ++index;
                 return true;
             }
@@ -415,26 +438,15 @@ __device__ __forceinline__ void bwd_dkdv(const uint16_t* __restrict__ q, const u
     extern __shared__ __align__(128) unsigned char smem[];
 
     const int2 tile = tiles[blockIdx.x];
-    const int hk = blockIdx.y, group_heads = heads / kv_heads;
+    const int hk = blockIdx.y;
     const int seq0 = cu_seqlens[tile.x], start = tile.y;
     const int seq_len = cu_seqlens[tile.x + 1] - seq0;
     const int keys_valid = min(Cfg::kBlockN, seq_len - start);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const long kv_stride = static_cast<long>(kv_heads) * HD;
 
-    // Which queries see these keys: the own chunk's rows from `start` on, and, for a full chunk, the
-    // rows that selected it.
-    const int chunk = start / chunk_size;
-    const int own_end = dense ? seq_len : min((chunk + 1) * chunk_size, seq_len);
-    const bool full_chunk = !dense && width > 0 && (chunk + 1) * chunk_size <= seq_len;
-    KeyTileWork work;
-    work.group_heads = group_heads;
-    work.first_head = hk * group_heads;
-    work.own_tiles = (own_end - start + 63) / 64;
-    work.num_full_chunks = num_full_chunks;
-    work.bucket_base = full_chunk ? work.first_head * num_full_chunks + chunk_base[tile.x] + chunk : -1;
-    work.bucket_row0 = bucket_row0;
-    work.enter_head(0);
+    KeyTileWork work = KeyTileWork::of(start, seq_len, hk, heads, kv_heads, chunk_size, width, dense, num_full_chunks,
+                                       chunk_base[tile.x], bucket_row0);
 
     const uint32_t k_tile = smem_address(smem), v_tile = k_tile + Cfg::kTileBytes;
     const uint32_t qdo_tiles = v_tile + Cfg::kTileBytes;  // stage s: Q at qdo_tiles + 2s*kTileBytes, dO after it
@@ -475,8 +487,8 @@ __device__ __forceinline__ void bwd_dkdv(const uint16_t* __restrict__ q, const u
 
     const long key_row0 = static_cast<long>(seq0 + start) * kv_heads + hk;
     QueryTile current, upcoming, later;
-    work.next(current, start, own_end);  // never empty: the diagonal tile always exists
-    bool has_upcoming = work.next(upcoming, start, own_end);
+    work.next(current);  // never empty: the diagonal tile always exists
+    bool has_upcoming = work.next(upcoming);
     load_tile_async<Cfg::kBlockN, HD, Cfg::kThreads>(k_tile, k + key_row0 * HD, kv_stride, keys_valid);
     load_tile_async<Cfg::kBlockN, HD, Cfg::kThreads>(v_tile, v + key_row0 * HD, kv_stride, keys_valid);
     fetch_indices(current, 0);
@@ -498,7 +510,7 @@ __device__ __forceinline__ void bwd_dkdv(const uint16_t* __restrict__ q, const u
         bool has_later = false;
         if (has_upcoming) {
             load_query_tile(upcoming, (step + 1) & 1);
-            has_later = work.next(later, start, own_end);
+            has_later = work.next(later);
             if (has_later) fetch_indices(later, step & 1);
         }
         cp_async_commit();

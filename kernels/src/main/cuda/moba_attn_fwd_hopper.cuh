@@ -44,7 +44,7 @@ struct HopperFwdConfig {
     static constexpr int kQBytes = kBlockM * HD * 2;
     static constexpr int kKVBytes = kBlockN * HD * 2;
     static constexpr int kStageBytes = 2 * kKVBytes;       // K then V
-    static constexpr int kBarrierBytes = 8 * (1 + 2 * kStages);
+    static constexpr int kBarrierBytes = 8 * (1 + 2 * kStages);  // StagedBarriers<kStages>: Q once, K/V stages
     // kUnion: per stage a StepSlot, then two rounds of the producer warps' minima (double-buffered).
     static constexpr int kScheduleBytes = kStages * 24 + 2 * 4 * 4;
     // 1024 bytes of slack: dynamic shared memory is only 16-byte aligned, swizzled tiles need 1024.
@@ -136,23 +136,17 @@ __device__ __forceinline__ void attn_fwd_hopper(const uint16_t* __restrict__ q, 
     const uint32_t base = (smem_address(smem) + 1023) & ~1023u;
     const uint32_t q_tile = base;
     const uint32_t stages = q_tile + Cfg::kQBytes;
-    const uint32_t q_full = stages + Cfg::kStages * Cfg::kStageBytes;  // then full[s], then empty[s]
-    auto full = [&](int s) { return q_full + 8 * (1 + s); };
-    auto empty = [&](int s) { return q_full + 8 * (1 + Cfg::kStages + s); };
+    const StagedBarriers<Cfg::kStages> barriers{stages + Cfg::kStages * Cfg::kStageBytes};
+    const uint32_t q_full = barriers.once();
+    auto full = [&](int s) { return barriers.full(s); };
+    auto empty = [&](int s) { return barriers.empty(s); };
     // kUnion: the step slots and the producer warps' minima, after the barriers (generic-proxy addresses).
     unsigned char* schedule = smem + (q_full + Cfg::kBarrierBytes - smem_address(smem));
     StepSlot* slots = reinterpret_cast<StepSlot*>(schedule);
     unsigned* minima = reinterpret_cast<unsigned*>(schedule + Cfg::kStages * sizeof(StepSlot));  // [2][4]
 
     const int group = threadIdx.x / 128, thread_in_group = threadIdx.x % 128;
-    if (threadIdx.x == 0) {
-        mbarrier_init(q_full, 128);
-        for (int s = 0; s < Cfg::kStages; ++s) {
-            mbarrier_init(full(s), 128);
-            mbarrier_init(empty(s), 128 * Cfg::kConsumers);
-        }
-    }
-    __syncthreads();
+    barriers.init(Cfg::kConsumers);
 
     if (group == 0) {
         // ---------------------------------------------------------------- producer

@@ -48,8 +48,8 @@ struct HopperBwdConfig {
     static constexpr int kBarrierBytes = 8 * (1 + 2 * kQStages);
     static constexpr int kSmemBytes =
             1024 + 2 * kKVBytes + 2 * kDsBytes + kQStages * (kStageBytes + kStatsBytes) + kBarrierBytes;
-    static constexpr int kProducerRegisters = 56;
-    static constexpr int kConsumerRegisters = 224;
+    static constexpr int kProducerRegisters = 40;
+    static constexpr int kConsumerRegisters = 232;
     static_assert(HD == 128, "dQ's columns split in two 64-column halves, one per consumer");
     static_assert(kKVBytes % 1024 == 0 && kRowTileBytes % 1024 == 0 && kDsBytes % 1024 == 0 &&
                           kStageBytes % 1024 == 0,
@@ -152,25 +152,15 @@ __device__ __forceinline__ void bwd_fused_hopper(const uint16_t* __restrict__ q,
     extern __shared__ __align__(128) unsigned char smem[];  // re-aligned to 1024 below (swizzled tiles)
 
     const int2 block = blocks[blockIdx.x];
-    const int hk = blockIdx.y, group_heads = heads / kv_heads;
+    const int hk = blockIdx.y;
     const int seq0 = cu_seqlens[block.x], seq_len = cu_seqlens[block.x + 1] - seq0, start = block.y;
     const int keys_valid = min(Cfg::kBlockN, seq_len - start);
     const long kv_stride = static_cast<long>(kv_heads) * HD;
     const long key_row0 = static_cast<long>(seq0 + start) * kv_heads + hk;
 
-    // Which queries see these keys (as in bwd_dkdv): the own chunk's rows from `start` on (dense: to the sequence
-    // end), and, for a full chunk, the rows that selected it.
-    const int chunk = start / chunk_size;
-    const int own_end = dense ? seq_len : min((chunk + 1) * chunk_size, seq_len);
-    const bool full_chunk = !dense && width > 0 && (chunk + 1) * chunk_size <= seq_len;
-    KeyTileWork work;
-    work.group_heads = group_heads;
-    work.first_head = hk * group_heads;
-    work.own_tiles = (own_end - start + Cfg::kBlockM - 1) / Cfg::kBlockM;
-    work.num_full_chunks = num_full_chunks;
-    work.bucket_base = full_chunk ? work.first_head * num_full_chunks + chunk_base[block.x] + chunk : -1;
-    work.bucket_row0 = bucket_row0;
-    work.enter_head(0);
+    static_assert(Cfg::kBlockM == KeyTileWork::kRows, "the consumers' tiles are KeyTileWork's");
+    KeyTileWork work = KeyTileWork::of(start, seq_len, hk, heads, kv_heads, chunk_size, width, dense, num_full_chunks,
+                                       chunk_base[block.x], bucket_row0);
 
     const uint32_t base = (smem_address(smem) + 1023) & ~1023u;
     const uint32_t k_block = base, v_block = k_block + Cfg::kKVBytes;
@@ -178,22 +168,16 @@ __device__ __forceinline__ void bwd_fused_hopper(const uint16_t* __restrict__ q,
     const uint32_t stages = ds_tiles + 2 * Cfg::kDsBytes;           // stage s: Q, dO
     const uint32_t stats = stages + Cfg::kQStages * Cfg::kStageBytes;  // stage s: lse[64], delta[64]
     const uint32_t bars = stats + Cfg::kQStages * Cfg::kStatsBytes;
-    const uint32_t kv_full = bars;
-    auto q_full = [&](int s) { return bars + 8 * (1 + s); };
-    auto q_empty = [&](int s) { return bars + 8 * (1 + Cfg::kQStages + s); };
+    const StagedBarriers<Cfg::kQStages> barriers{bars};  // once: the block's K and V; stages: query tiles
+    const uint32_t kv_full = barriers.once();
+    auto q_full = [&](int s) { return barriers.full(s); };
+    auto q_empty = [&](int s) { return barriers.empty(s); };
     auto stage_tile = [&](int s) { return stages + s * Cfg::kStageBytes; };
     auto stage_stats = [&](int s) { return stats + s * Cfg::kStatsBytes; };
     const unsigned char* smem_generic = smem + (base - smem_address(smem));  // `base` as a generic pointer
 
     const int group = threadIdx.x / 128, thread_in_group = threadIdx.x % 128;
-    if (threadIdx.x == 0) {
-        mbarrier_init(kv_full, 128);
-        for (int s = 0; s < Cfg::kQStages; ++s) {
-            mbarrier_init(q_full(s), 128);
-            mbarrier_init(q_empty(s), 128 * Cfg::kConsumers);
-        }
-    }
-    __syncthreads();
+    barriers.init(Cfg::kConsumers);
 
     if (group == 0) {
         // ---------------------------------------------------------------- producer
@@ -207,7 +191,7 @@ __device__ __forceinline__ void bwd_fused_hopper(const uint16_t* __restrict__ q,
         // Tile rows: a quad of threads per row, rows thread / 4 and + 32; lse and delta by the quad's first two.
         constexpr int kVectorsPerLane = HD / 32;
         QueryTile t;
-        for (int n = 0; work.next(t, start, own_end); ++n) {
+        for (int n = 0; work.next(t); ++n) {
             const int s = n % Cfg::kQStages;
             if (n >= Cfg::kQStages) producer.acquire(q_empty(s), ((n / Cfg::kQStages) & 1) ^ 1);
             const uint32_t q_tile = stage_tile(s), do_tile = q_tile + Cfg::kRowTileBytes;
@@ -251,7 +235,7 @@ __device__ __forceinline__ void bwd_fused_hopper(const uint16_t* __restrict__ q,
         mbarrier_wait(kv_full, 0);
         QueryTile t;
         int bucket_tiles = 0;
-        for (int n = 0; work.next(t, start, own_end); ++n) {
+        for (int n = 0; work.next(t); ++n) {
             const int s = n % Cfg::kQStages;
             const uint32_t q_tile = stage_tile(s), do_tile = q_tile + Cfg::kRowTileBytes;
             const float* row_stats = reinterpret_cast<const float*>(smem_generic + (stage_stats(s) - base));
@@ -340,30 +324,23 @@ __device__ __forceinline__ void bwd_fused_hopper(const uint16_t* __restrict__ q,
             fence_registers(acc_dv);
             fence_registers(acc_dk);
             mbarrier_arrive(q_empty(s));
+            // This warpgroup's 64 columns of each row's partial, in 16-byte segments.
 #pragma unroll
             for (int i = 0; i < 2; ++i) {
-                if (entry[i] < 0) continue;
-                uint16_t* part = partial_dq + static_cast<long>(entry[i]) * HD + consumer * 64;
-#pragma unroll
-                for (int nt = 0; nt < 8; ++nt)
-                    *reinterpret_cast<uint32_t*>(part + nt * 8 + (lane & 3) * 2) =
-                            DT::pack(dq[nt][2 * i] * scale, dq[nt][2 * i + 1] * scale);
+                float seg[2][8];
+                scaled_segments<64>(dq, i, scale, seg);
+                if (entry[i] >= 0) store_segments<DT, 64>(partial_dq + static_cast<long>(entry[i]) * HD + consumer * 64, seg);
             }
         }
-        // dK = scale * dS^T Q, dV = P^T dO, per key row of this thread.
+        // dK = scale * dS^T Q, dV = P^T dO, per key row of this thread, in 16-byte segments.
 #pragma unroll
         for (int i = 0; i < 2; ++i) {
-            if (key_local[i] >= keys_valid) continue;
-            const long row = key_row0 + static_cast<long>(key_local[i]) * kv_heads;
-            uint16_t* dk_row = dk + row * HD;
-            uint16_t* dv_row = dv + row * HD;
-#pragma unroll
-            for (int dt = 0; dt < HD / 8; ++dt) {
-                const int col = dt * 8 + (lane & 3) * 2;
-                *reinterpret_cast<uint32_t*>(dk_row + col) =
-                        DT::pack(acc_dk[dt][2 * i] * scale, acc_dk[dt][2 * i + 1] * scale);
-                *reinterpret_cast<uint32_t*>(dv_row + col) = DT::pack(acc_dv[dt][2 * i], acc_dv[dt][2 * i + 1]);
-            }
+            const long row = key_local[i] < keys_valid ? key_row0 + static_cast<long>(key_local[i]) * kv_heads : -1;
+            float seg[HD / 32][8];
+            scaled_segments<HD>(acc_dk, i, scale, seg);
+            if (row >= 0) store_segments<DT, HD>(dk + row * HD, seg);
+            scaled_segments<HD>(acc_dv, i, 1.f, seg);
+            if (row >= 0) store_segments<DT, HD>(dv + row * HD, seg);
         }
     }
 #else
@@ -420,19 +397,13 @@ __device__ __forceinline__ void bwd_dq_hopper(const uint16_t* __restrict__ q, co
     const uint32_t q_tile = base, do_tile = q_tile + Cfg::kRowTileBytes;
     const uint32_t kv_stages = do_tile + Cfg::kRowTileBytes;  // stage s: K, then V
     const uint32_t bars = kv_stages + Cfg::kKVStages * 2 * Cfg::kKVBytes;
-    const uint32_t rows_full = bars;
-    auto kv_full = [&](int s) { return bars + 8 * (1 + s); };
-    auto kv_empty = [&](int s) { return bars + 8 * (1 + Cfg::kKVStages + s); };
+    const StagedBarriers<Cfg::kKVStages> barriers{bars};  // once: the tile's Q and dO; stages: K/V steps
+    const uint32_t rows_full = barriers.once();
+    auto kv_full = [&](int s) { return barriers.full(s); };
+    auto kv_empty = [&](int s) { return barriers.empty(s); };
 
     const int group = threadIdx.x / 128, thread_in_group = threadIdx.x % 128;
-    if (threadIdx.x == 0) {
-        mbarrier_init(rows_full, 128);
-        for (int s = 0; s < Cfg::kKVStages; ++s) {
-            mbarrier_init(kv_full(s), 128);
-            mbarrier_init(kv_empty(s), 128 * Cfg::kConsumers);
-        }
-    }
-    __syncthreads();
+    barriers.init(Cfg::kConsumers);
 
     if (group == 0) {
         // ---------------------------------------------------------------- producer

@@ -103,6 +103,29 @@ __device__ __forceinline__ void named_barrier_sync(int id, int threads) {
     asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
+// The mbarriers of a warp-specialized kernel that loads one set of tiles once and streams the rest through STAGES
+// stages, 8 bytes each from `base`: `once` (the one-time load), then full[s], then empty[s]. The producer warpgroup's
+// 128 threads publish (once, full); the consumers release a stage (empty, 128 arrivals per consumer warpgroup).
+template <int STAGES>
+struct StagedBarriers {
+    static constexpr int kBytes = 8 * (1 + 2 * STAGES);
+    uint32_t base;
+    __device__ __forceinline__ uint32_t once() const { return base; }
+    __device__ __forceinline__ uint32_t full(int s) const { return base + 8 * (1 + s); }
+    __device__ __forceinline__ uint32_t empty(int s) const { return base + 8 * (1 + STAGES + s); }
+    // Thread 0 initialises them, then the block syncs.
+    __device__ __forceinline__ void init(int consumers) const {
+        if (threadIdx.x == 0) {
+            mbarrier_init(once(), 128);
+            for (int s = 0; s < STAGES; ++s) {
+                mbarrier_init(full(s), 128);
+                mbarrier_init(empty(s), 128 * consumers);
+            }
+        }
+        __syncthreads();
+    }
+};
+
 // Pins accumulator registers at this point of the program: reads after a wgmma_wait stay after it.
 template <int R>
 __device__ __forceinline__ void fence_registers(float (&d)[R][4]) {

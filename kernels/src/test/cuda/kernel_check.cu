@@ -784,7 +784,8 @@ struct BwdRun {  // backward state of one (case, input set), on top of a DeviceR
     }
 };
 
-// Phases recorded between events: ev[0] delta ev[1] route ev[2] dq ev[3] dkdv ev[4].
+// Phases recorded between events: ev[0] delta ev[1] route ev[2] dq_selected + dq ev[3] dkdv ev[4]; fused: ev[2] fused
+// ev[3] dq ev[4].
 static void run_backward(const Kernels& K, const Case& c, const Layout& L, DeviceRun& f, BwdRun& r, cudaStream_t st,
                          cudaEvent_t* ev) {
     int B = L.B, H = c.H, Hkv = c.Hkv, C = c.C, D = c.D, nfc = L.nfc, nt = L.num_tiles();
@@ -815,6 +816,7 @@ static void run_backward(const Kernels& K, const Case& c, const Layout& L, Devic
                Kernels::bwd_fused_h_smem(), st,
                {&f.q.p, &f.k.p, &f.v.p, &r.dout.p, &f.lse.p, &r.delta.p, &r.dk.p, &r.dv.p, &r.partial_dq.p, &f.cu.p,
                 &f.chunk_base.p, &f.tiles128.p, &r.bucket_row0.p, &r.rows.p, &H, &Hkv, &W, &C, &nfc, &scale, &dense});
+        if (ev) CHECK(cudaEventRecord(ev[3], st));
     } else if (routed) {
         int entries = L.T * H * W, buckets = H * nfc;
         const unsigned max_groups = (entries + rows_per_group - 1) / rows_per_group + buckets;
@@ -832,12 +834,12 @@ static void run_backward(const Kernels& K, const Case& c, const Layout& L, Devic
                {&f.q.p, &f.k.p, &f.v.p, &r.dout.p, &f.lse.p, &r.delta.p, &r.dq.p, &f.cu.p, &f.sel.p, &W, &f.tiles.p, &H,
                 &Hkv, &C, &scale, &dense, &r.partial_dq.p});
     }
-    if (ev) CHECK(cudaEventRecord(ev[3], st));
+    if (ev) CHECK(cudaEventRecord(ev[c.fused_bwd ? 4 : 3], st));  // fused: ev[3] came right after the fused kernel
     if (!c.fused_bwd)
         launch(K.bwd_dkdv[c.dt][hd], dim3(nt, Hkv), dim3(128), Kernels::bwd_dkdv_smem(D), st,
            {&f.q.p, &f.k.p, &f.v.p, &r.dout.p, &f.lse.p, &r.delta.p, &r.dk.p, &r.dv.p, &f.cu.p, &f.chunk_base.p,
             &f.tiles.p, &r.bucket_row0.p, &r.rows.p, &H, &Hkv, &W, &C, &nfc, &scale, &dense});
-    if (ev) CHECK(cudaEventRecord(ev[4], st));
+    if (ev && !c.fused_bwd) CHECK(cudaEventRecord(ev[4], st));
 }
 
 // Float64 backward of docs/semantics.md following the GPU's selection; delta from the GPU's (16-bit) out.
