@@ -119,10 +119,9 @@ __device__ __forceinline__ void attn_fwd_hopper(const uint16_t* __restrict__ q, 
     using Rows = FlashRows<DT, HD, Cfg::kBlockN>;
     extern __shared__ __align__(128) unsigned char smem[];  // re-aligned to 1024 below (swizzled tiles)
 
-    const int2 tile = tiles[blockIdx.x];
-    const int h = blockIdx.y, hk = h / (heads / kv_heads);
-    const int seq0 = cu_seqlens[tile.x], seq_len = cu_seqlens[tile.x + 1] - seq0, start = tile.y;
-    const int rows_valid = min(Cfg::kBlockM, seq_len - start);
+    const QueryTileCoords tile = QueryTileCoords::of_block<Cfg::kBlockM>(tiles, cu_seqlens, heads, kv_heads);
+    const int h = tile.h, hk = tile.hk, seq0 = tile.seq0, seq_len = tile.seq_len, start = tile.start;
+    const int rows_valid = tile.rows_valid;
     const int last_row = start + rows_valid - 1;
     // Combine mode: rows that selected every past chunk were not routed; they walk their causal prefix
     // like dense attention and have no partials to merge. Decided per row: with C = 64 one 128-row

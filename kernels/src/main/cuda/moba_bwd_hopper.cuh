@@ -382,10 +382,9 @@ __device__ __forceinline__ void bwd_dq_hopper(const uint16_t* __restrict__ q, co
     using Rows = FlashRows<DT, HD, Cfg::kBlockN>;
     extern __shared__ __align__(128) unsigned char smem[];  // re-aligned to 1024 below (swizzled tiles)
 
-    const int2 tile = tiles[blockIdx.x];
-    const int h = blockIdx.y, hk = h / (heads / kv_heads);
-    const int seq0 = cu_seqlens[tile.x], seq_len = cu_seqlens[tile.x + 1] - seq0, start = tile.y;
-    const int rows_valid = min(Cfg::kBlockM, seq_len - start);
+    const QueryTileCoords tile = QueryTileCoords::of_block<Cfg::kBlockM>(tiles, cu_seqlens, heads, kv_heads);
+    const int h = tile.h, hk = tile.hk, seq0 = tile.seq0, seq_len = tile.seq_len, start = tile.start;
+    const int rows_valid = tile.rows_valid;
     const int last_row = start + rows_valid - 1;
     // Keys of row p: [first_key(p), p]; with C = 64 a tile's two consumers lie in different chunks.
     auto first_key = [&](int p) { return dense ? 0 : (p / chunk_size) * chunk_size; };

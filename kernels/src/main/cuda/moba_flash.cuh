@@ -23,9 +23,12 @@ struct QueryTileCoords {
     int seq0;         // the sequence's first token (global)
     int seq_len;
     int start;        // the tile's first row, local to the sequence
-    int rows_valid;   // rows of the tile inside the sequence (<= 64)
+    int rows_valid;   // rows of the tile inside the sequence (<= ROWS)
 
-    __device__ __forceinline__ static QueryTileCoords of_block(const int2* tiles, const int* cu_seqlens, int heads,
+    // Block (x, y) = (tile, query head); ROWS: the tiles' rows (64; the sm_90a kernels' wide tiles: 128).
+    template <int ROWS = 64>
+    __device__ __forceinline__ static QueryTileCoords of_block(const int2* __restrict__ tiles,
+                                                               const int* __restrict__ cu_seqlens, int heads,
                                                                int kv_heads) {
         const int2 tile = tiles[blockIdx.x];
         QueryTileCoords c;
@@ -34,7 +37,7 @@ struct QueryTileCoords {
         c.seq0 = cu_seqlens[tile.x];
         c.seq_len = cu_seqlens[tile.x + 1] - c.seq0;
         c.start = tile.y;
-        c.rows_valid = min(64, c.seq_len - c.start);
+        c.rows_valid = min(ROWS, c.seq_len - c.start);
         return c;
     }
 };
