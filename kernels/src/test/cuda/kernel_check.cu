@@ -938,6 +938,28 @@ static double rel_l2(const std::vector<uint16_t>& x, const std::vector<double>& 
     return std::sqrt(e / n);
 }
 
+// The backward's routing against the host: every (head, global chunk) bucket holds the entries that selected it,
+// ascending by entry index (ABI.md, backward step 7), bucket_row0 their prefix sums. Exact: the kernels that read
+// the buckets accumulate in this order.
+static bool routing_matches_host(const Case& c, const Layout& L, const std::vector<int>& sel, const BwdRun& r) {
+    if (r.rows.n == 0) return true;
+    const int buckets = c.H * L.nfc;
+    std::vector<std::vector<int>> want(buckets);
+    for (long e = 0; e < static_cast<long>(sel.size()); ++e) {
+        if (sel[e] < 0) continue;
+        const int t = static_cast<int>(e / (static_cast<long>(c.H) * L.W)), h = static_cast<int>((e / L.W) % c.H);
+        want[h * L.nfc + L.chunk_base[L.seq_of(t)] + sel[e]].push_back(static_cast<int>(e));
+    }
+    const std::vector<int> row0 = r.bucket_row0.download(), rows = r.rows.download();
+    int at = 0;
+    for (int bkt = 0; bkt < buckets; ++bkt) {
+        if (row0[bkt] != at) return false;
+        for (int e : want[bkt])
+            if (rows[at++] != e) return false;
+    }
+    return row0[buckets] == at;
+}
+
 static void check_bwd_case(const Kernels& K, const Case& c, uint64_t seed) {
     const Layout L(c);
     HostInputs in;
@@ -964,6 +986,7 @@ static void check_bwd_case(const Kernels& K, const Case& c, uint64_t seed) {
                  e_dv = rel_l2(g1.dv, want.dv, c.dt, &non_finite);
     const double tol = c.dt == FP16 ? 5e-3 : 2e-2;
     const bool deterministic = g1 == g2;
+    const bool routed_right = routing_matches_host(c, L, fwd.sel, r);
     if (c.fused_bwd) {  // the separate kernels on the same forward: how far apart the two paths are
         Case separate = c;
         separate.fused_bwd = false;
@@ -971,11 +994,12 @@ static void check_bwd_case(const Kernels& K, const Case& c, uint64_t seed) {
         std::printf("     BWD   fused vs separate kernels: dq %s dk %s dv %s\n", gs.dq == g1.dq ? "identical" : "differ",
                     gs.dk == g1.dk ? "identical" : "differ", gs.dv == g1.dv ? "identical" : "differ");
     }
-    const bool pass = e_dq < tol && e_dk < tol && e_dv < tol && non_finite == 0 && deterministic;
+    const bool pass = e_dq < tol && e_dk < tol && e_dv < tol && non_finite == 0 && deterministic && routed_right;
     failures += !pass;
-    std::printf("%-4s BWD %-44s T=%6d W=%2d groups=%d dq=%.2e dk=%.2e dv=%.2e non_finite=%ld deterministic=%s\n",
+    std::printf("%-4s BWD %-44s T=%6d W=%2d groups=%d dq=%.2e dk=%.2e dv=%.2e non_finite=%ld deterministic=%s "
+                "routing=%s\n",
                 pass ? "PASS" : "FAIL", c.name.c_str(), L.T, L.W, r.num_groups, e_dq, e_dk, e_dv, non_finite,
-                deterministic ? "yes" : "NO");
+                deterministic ? "yes" : "NO", r.rows.n == 0 ? "-" : routed_right ? "exact" : "WRONG");
     if (L.B > 1) {  // packing: the longest sequence alone gives bit-identical gradients
         const int b = static_cast<int>(std::max_element(c.lengths.begin(), c.lengths.end()) - c.lengths.begin());
         Case solo = c;
