@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The kernels alone on a GPU host, in one call and without Java: builds the standalone harness
+# (kernels/src/test/cuda/kernel_check.cu) with the host's nvcc, runs it on the committed fatbin (which FatbinFreshnessTest
+# keeps equal to the sources), and prints a short summary last:
+#   1. forward `check` and backward `bwd-check` against the float64 oracle (fresh seeds unless MOBA_TEST_SEED is set;
+#      on Hopper the backward check runs the fused and wgmma kernels and, with MOBA_KC_BWD_FUSED=0 MOBA_KC_BWD_DQ_H=0,
+#      once more on the mma.sync kernels);
+#   2. `time` / `bwd-time` on the FlashMoBA shapes and dense 2 x 64K (the backward also with the mma.sync kernels);
+#   3. cuDNN's dense attention through PyTorch (cudnn_dense.py --backward), the baseline of the same run.
+# Logs go to $OUT (default ./kernel-out).
+#
+# usage (from the project root on the GPU host):  bash kernels/src/test/device/kernel-check-run.sh [quick]
+#   quick: the checks and the 2 x 8K timings only.
+set -uo pipefail
+root=$(cd "$(dirname "$0")/../../../.." && pwd)
+out=${OUT:-$root/kernel-out}
+mkdir -p "$out"
+fatbin=${MOBA_FATBIN:-$root/kernels/src/main/resources/org/moba/kernels/cuda/moba.fatbin}
+harness="$out/kernel_check"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$out/gpu.txt"
+nvcc -std=c++17 -O3 -arch=sm_90 -o "$harness" "$root/kernels/src/test/cuda/kernel_check.cu" || exit 2
+export CUDA_MODULE_LOADING=EAGER
+seed=${MOBA_TEST_SEED:-$(date +%s)}
+summary="$out/summary.txt"
+echo "== kernel-check-run.sh summary (seed $seed) ==" > "$summary"
+head -1 "$out/gpu.txt" >> "$summary"
+old_kernels=(env MOBA_KC_BWD_FUSED=0 MOBA_KC_BWD_DQ_H=0)
+
+check() {  # name, then the harness's arguments
+  local name=$1; shift
+  "$@" > "$out/$name.log" 2>&1
+  local rc=$?
+  grep -E "^FAIL" "$out/$name.log" | head -20
+  echo "$name: $(tail -1 "$out/$name.log") (exit $rc)" | tee -a "$summary"
+}
+check forward-check "$harness" "$fatbin" check "$seed"
+check backward-check "$harness" "$fatbin" bwd-check "$seed"
+check backward-check-mma-sync "${old_kernels[@]}" "$harness" "$fatbin" bwd-check "$seed"
+
+shapes=("FlashMoBA 2x8K")
+[ "${1:-}" = quick ] || shapes+=("FlashMoBA 2x64K" "dense 2x64K")
+for shape in "${shapes[@]}"; do
+  "$harness" "$fatbin" time "$shape" 2>&1 | grep -E "^(TIME|PHASES)" | tee -a "$summary"
+  "$harness" "$fatbin" bwd-time "$shape" 2>&1 | grep BWDTIME | tee -a "$summary"
+  "${old_kernels[@]}" "$harness" "$fatbin" bwd-time "$shape" 2>&1 | grep BWDTIME | head -1 \
+      | sed 's/^BWDTIME /BWDTIME [mma.sync] /' | tee -a "$summary"
+done
+python3 "$root/kernels/src/test/device/cudnn_dense.py" --backward --iters 10 2>&1 | tail -6 | tee -a "$summary"
+echo
+cat "$summary"
