@@ -68,18 +68,48 @@ struct StepSlot {
 static_assert(sizeof(StepSlot) == 24, "HopperFwdConfig::kScheduleBytes counts 24 bytes per slot");
 
 #ifdef MOBA_SM90A
+// The wgmma building blocks of the sm_90a kernels (this file's and moba_bwd_hopper.cuh's).
+
+// Issues (without waiting) d (64 x BN) (+)= A B^T over HD: A the 64 rows at a_rows of an sw128 tile of A_TILE_ROWS
+// rows, B an sw128 tile of BN rows; K-major both. One commit group.
+template <class DT, int HD, int BN, int A_TILE_ROWS>
+__device__ __forceinline__ void wgmma_issue_nt(float (&d)[BN / 8][4], uint32_t a_rows, uint32_t b_tile) {
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; ++kk) {  // column block kk / 4 of 64 columns, 32 bytes per k-step inside it
+        const uint32_t col = kk / 4, within = (kk % 4) * 32;
+        Wgmma<DT, BN>::ss(d, sw128_descriptor(a_rows + col * A_TILE_ROWS * 128 + within, 16, 1024),
+                          sw128_descriptor(b_tile + col * BN * 128 + within, 16, 1024), kk > 0);
+    }
+    wgmma_commit();
+}
+
+// Packs an m64nK accumulator (K = 16 * KT columns) into wgmma A fragments, rounded to DT.
+template <class DT, int KT>
+__device__ __forceinline__ void pack_a_fragments(uint32_t (&a)[KT][4], const float (&s)[2 * KT][4]) {
+#pragma unroll
+    for (int kt = 0; kt < KT; ++kt) {
+        a[kt][0] = DT::pack(s[2 * kt][0], s[2 * kt][1]);
+        a[kt][1] = DT::pack(s[2 * kt][2], s[2 * kt][3]);
+        a[kt][2] = DT::pack(s[2 * kt + 1][0], s[2 * kt + 1][1]);
+        a[kt][3] = DT::pack(s[2 * kt + 1][2], s[2 * kt + 1][3]);
+    }
+}
+
+// Issues (without waiting) d (64 x HD) += A B: A fragments over KT * 16 rows of B, B an sw128 tile of B_ROWS rows
+// read transposed (MN-major). No commit.
+template <class DT, int HD, int KT, int B_ROWS>
+__device__ __forceinline__ void wgmma_issue_rs(float (&d)[HD / 8][4], const uint32_t (&a)[KT][4], uint32_t b_tile) {
+#pragma unroll
+    for (int kt = 0; kt < KT; ++kt)
+        Wgmma<DT, HD>::rs(d, a[kt], sw128_descriptor(b_tile + kt * 16 * 128, B_ROWS * 128, 1024), 1);
+}
+
 // S (64 x BN) = Q K^T for one consumer warpgroup: Q rows at q_rows (an sw128 tile of Q_TILE_ROWS rows, this
 // warpgroup's 64 of them), K an sw128 tile of BN rows. Waits for the result.
 template <class DT, int HD, int BN, int Q_TILE_ROWS>
 __device__ __forceinline__ void wgmma_scores(float (&s)[BN / 8][4], uint32_t q_rows, uint32_t k_tile) {
     wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < HD / 16; ++kk) {  // column block kk / 4 of 64 columns, 32 bytes per k-step inside it
-        const uint32_t col = kk / 4, within = (kk % 4) * 32;
-        Wgmma<DT, BN>::ss(s, sw128_descriptor(q_rows + col * Q_TILE_ROWS * 128 + within, 16, 1024),
-                          sw128_descriptor(k_tile + col * BN * 128 + within, 16, 1024), kk > 0);
-    }
-    wgmma_commit();
+    wgmma_issue_nt<DT, HD, BN, Q_TILE_ROWS>(s, q_rows, k_tile);
     wgmma_wait<0>();
     fence_registers(s);
 }
@@ -89,17 +119,9 @@ __device__ __forceinline__ void wgmma_scores(float (&s)[BN / 8][4], uint32_t q_r
 template <class DT, int HD, int BN>
 __device__ __forceinline__ void wgmma_pv(float (&o)[HD / 8][4], const float (&s)[BN / 8][4], uint32_t v_tile) {
     uint32_t p[BN / 16][4];  // packed first, so that one fence covers every A fragment
-#pragma unroll
-    for (int kt = 0; kt < BN / 16; ++kt) {
-        p[kt][0] = DT::pack(s[2 * kt][0], s[2 * kt][1]);
-        p[kt][1] = DT::pack(s[2 * kt][2], s[2 * kt][3]);
-        p[kt][2] = DT::pack(s[2 * kt + 1][0], s[2 * kt + 1][1]);
-        p[kt][3] = DT::pack(s[2 * kt + 1][2], s[2 * kt + 1][3]);
-    }
+    pack_a_fragments<DT, BN / 16>(p, s);
     wgmma_fence();
-#pragma unroll
-    for (int kt = 0; kt < BN / 16; ++kt)  // 16 keys per instruction; the next 64 columns of V at +BN*128 bytes
-        Wgmma<DT, HD>::rs(o, p[kt], sw128_descriptor(v_tile + kt * 16 * 128, BN * 128, 1024), 1);
+    wgmma_issue_rs<DT, HD, BN / 16, BN>(o, p, v_tile);
     wgmma_commit();
     wgmma_wait<0>();
     fence_registers(o);

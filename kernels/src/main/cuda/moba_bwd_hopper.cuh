@@ -61,9 +61,9 @@ struct HopperBwdConfig {
 };
 
 #ifdef MOBA_SM90A
-// Stores a warp's m64n64 accumulator tile transposed into an sw128 tile of 64 rows: accumulator row r (this warp's
-// 16 rows: r0 + lane / 4 and + 8), column n land at tile row n, column col0 + r - r0 + ... (stmatrix .trans, four
-// 8x8 matrices per instruction).
+// stmatrix .trans, four 8x8 16-bit matrices: lane l gives the row address of row l % 8 of matrix l / 8, register
+// r_m holds this thread's pair (row lane / 4, columns 2 (lane % 4), +1) of matrix m, stored transposed: a warp's
+// m16n8 accumulator fragments land as columns of the shared-memory tile.
 __device__ __forceinline__ void stmatrix_x4_trans(uint32_t address, uint32_t r0, uint32_t r1, uint32_t r2,
                                                   uint32_t r3) {
     asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(address), "r"(r0),
@@ -100,39 +100,6 @@ struct WgmmaMn64<Bf16> {
     }
 };
 
-// Issues (without waiting) d (64 x BN) (+)= A B^T over HD: A the 64 rows at a_rows of an sw128 tile of A_TILE_ROWS
-// rows, B an sw128 tile of BN rows; K-major both. One commit group.
-template <class DT, int HD, int BN, int A_TILE_ROWS>
-__device__ __forceinline__ void wgmma_issue_nt(float (&d)[BN / 8][4], uint32_t a_rows, uint32_t b_tile) {
-#pragma unroll
-    for (int kk = 0; kk < HD / 16; ++kk) {  // column block kk / 4 of 64 columns, 32 bytes per k-step inside it
-        const uint32_t col = kk / 4, within = (kk % 4) * 32;
-        Wgmma<DT, BN>::ss(d, sw128_descriptor(a_rows + col * A_TILE_ROWS * 128 + within, 16, 1024),
-                          sw128_descriptor(b_tile + col * BN * 128 + within, 16, 1024), kk > 0);
-    }
-    wgmma_commit();
-}
-
-// Packs an m64nK accumulator (K = 16 * KT columns) into wgmma A fragments, rounded to DT.
-template <class DT, int KT>
-__device__ __forceinline__ void pack_a_fragments(uint32_t (&a)[KT][4], const float (&s)[2 * KT][4]) {
-#pragma unroll
-    for (int kt = 0; kt < KT; ++kt) {
-        a[kt][0] = DT::pack(s[2 * kt][0], s[2 * kt][1]);
-        a[kt][1] = DT::pack(s[2 * kt][2], s[2 * kt][3]);
-        a[kt][2] = DT::pack(s[2 * kt + 1][0], s[2 * kt + 1][1]);
-        a[kt][3] = DT::pack(s[2 * kt + 1][2], s[2 * kt + 1][3]);
-    }
-}
-
-// Issues (without waiting) d (64 x HD) += A B: A fragments over KT * 16 rows of B, B an sw128 tile of B_ROWS rows
-// read transposed (MN-major). No commit.
-template <class DT, int HD, int KT, int B_ROWS>
-__device__ __forceinline__ void wgmma_issue_rs(float (&d)[HD / 8][4], const uint32_t (&a)[KT][4], uint32_t b_tile) {
-#pragma unroll
-    for (int kt = 0; kt < KT; ++kt)
-        Wgmma<DT, HD>::rs(d, a[kt], sw128_descriptor(b_tile + kt * 16 * 128, B_ROWS * 128, 1024), 1);
-}
 #endif  // MOBA_SM90A
 
 template <class DT, int HD>

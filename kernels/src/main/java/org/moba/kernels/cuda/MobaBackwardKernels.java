@@ -47,7 +47,7 @@ final class MobaBackwardKernels {
     /** moba_bwd_dq_h (step 9 on wgmma over the 128-row tiles), or null on the mma.sync engine. */
     private final Kernel wideDq;
     private final Kernel dkdv;
-    /** moba_bwd_fused_h, or null where {@link #usesFused} never holds (not D = 128). */
+    /** moba_bwd_fused_h, or null where {@link #usesFused} never holds (the mma.sync engine, or not D = 128). */
     private final Kernel fused;
 
     MobaBackwardKernels(KernelModule module, DType dtype, int headDim) {
@@ -64,7 +64,8 @@ final class MobaBackwardKernels {
         this.dq = module.function("moba_bwd_dq_" + suffix);
         this.wideDq = module.engine() == ForwardEngine.WGMMA ? module.function("moba_bwd_dq_h_" + suffix) : null;
         this.dkdv = module.function("moba_bwd_dkdv_" + suffix);
-        this.fused = headDim == FUSED_HEAD_DIM ? module.function("moba_bwd_fused_h_" + suffix) : null;
+        this.fused = module.engine() == ForwardEngine.WGMMA && headDim == FUSED_HEAD_DIM
+                ? module.function("moba_bwd_fused_h_" + suffix) : null;
     }
 
     /** Step 1: {@code delta [T, H] = rowsum(dout * out)} in fp32, {@code rows = T*H}. */
