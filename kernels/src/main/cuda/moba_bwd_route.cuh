@@ -5,10 +5,11 @@
 //   count  (bucket, token group) counts, integer atomics (order-free)
 //   totals per bucket, then moba_route_scan for bucket_row0 / bucket_group0
 //   place  per (bucket, token group): first position = bucket_row0 + earlier groups' counts
-//   fill   one warp per token group walks its entries in ascending order; lanes that hit the same
-//          bucket rank themselves with __match_any_sync, the lowest lane advances the cursor.
-// A token group is `group_tokens` consecutive tokens of the batch; only one warp ever writes a
-// (bucket, group) cursor, so the fill needs no atomics.
+//   fill   one warp per (token group, head) walks that head's entries of the group in ascending order;
+//          lanes that hit the same bucket rank themselves with __match_any_sync, the lowest lane
+//          advances the cursor.
+// A token group is `group_tokens` consecutive tokens of the batch; a bucket belongs to one head, so only
+// one warp ever writes a (bucket, group) cursor and the fill needs no atomics.
 #pragma once
 
 #include "moba_route.cuh"
@@ -16,7 +17,7 @@
 namespace moba {
 
 struct BwdRouteConfig {
-    static constexpr int kThreads = 128;  // totals / place / fill: one warp per bucket or token group
+    static constexpr int kThreads = 128;  // totals / place / fill: one warp per bucket or (token group, head)
     static constexpr int kWarps = kThreads / 32;
 };
 
@@ -69,15 +70,18 @@ __device__ __forceinline__ void bwd_route_fill(const int* __restrict__ sel, cons
                                                const int* __restrict__ chunk_base, int num_sequences, int heads,
                                                int width, int num_full_chunks, int num_tokens, int group_tokens,
                                                int num_groups, int* __restrict__ group_cursor, int* __restrict__ rows) {
-    const int group = blockIdx.x * BwdRouteConfig::kWarps + (threadIdx.x >> 5), lane = threadIdx.x & 31;
-    if (group >= num_groups) return;
-    const long per_token = static_cast<long>(heads) * width;
-    const long e_begin = static_cast<long>(group) * group_tokens * per_token;
-    const long e_end = min(static_cast<long>(num_tokens), static_cast<long>(group + 1) * group_tokens) * per_token;
+    const int warp = blockIdx.x * BwdRouteConfig::kWarps + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (warp >= num_groups * heads) return;
+    // One warp per (token group, head): a bucket holds one head's entries, so its (bucket, group) cursor is
+    // still written by one warp only, and walking the group's tokens in order keeps every bucket ascending.
+    const int group = warp / heads, head = warp - group * heads;
+    const int t_begin = group * group_tokens, t_end = min(num_tokens, t_begin + group_tokens);
+    const int count = (t_end - t_begin) * width;
     const unsigned lower_lanes = (1u << lane) - 1u;
-    for (long e0 = e_begin; e0 < e_end; e0 += 32) {
-        const long e = e0 + lane;
-        const int bucket = e < e_end ? bucket_of(sel, cu_seqlens, chunk_base, num_sequences, heads, width,
+    for (int i0 = 0; i0 < count; i0 += 32) {
+        const int i = i0 + lane;
+        const long e = (static_cast<long>(t_begin + i / width) * heads + head) * width + i % width;
+        const int bucket = i < count ? bucket_of(sel, cu_seqlens, chunk_base, num_sequences, heads, width,
                                                  num_full_chunks, e)
                                      : -1;
         const unsigned peers = __match_any_sync(0xffffffffu, bucket);

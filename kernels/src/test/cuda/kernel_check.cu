@@ -806,7 +806,7 @@ static void run_backward(const Kernels& K, const Case& c, const Layout& L, Devic
         launch(K.route_scan, dim3(1), dim3(1024), 0, st,
                {&r.bucket_count.p, &buckets, &rows_per_group, &r.bucket_row0.p, &r.bucket_group0.p, &r.bucket_cursor.p});
         launch(K.bwd_route_place, dim3((buckets + 3) / 4), dim3(128), 0, st, {&r.group_count.p, &r.bucket_row0.p, &buckets, &ng});
-        launch(K.bwd_route_fill, dim3((ng + 3) / 4), dim3(128), 0, st,
+        launch(K.bwd_route_fill, dim3((ng * H + 3) / 4), dim3(128), 0, st,
                {&f.sel.p, &f.cu.p, &f.chunk_base.p, &B, &H, &W, &nfc, &T, &gt, &ng, &r.group_count.p, &r.rows.p});
     }
     if (ev) CHECK(cudaEventRecord(ev[2], st));

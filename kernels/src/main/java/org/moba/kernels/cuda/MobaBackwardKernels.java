@@ -103,7 +103,8 @@ final class MobaBackwardKernels {
                 bucketCount, buckets, rowsPerGroup, bucketRow0, bucketGroup0, bucketCursor);
         launch(routePlace, stream, context, bucketBlocks, 1, ROUTE_WARP_THREADS, 0,
                 groupCount, bucketRow0, buckets, groups);
-        launch(routeFill, stream, context, MobaKernels.blocks(groups, ROUTE_WARPS_PER_BLOCK), 1,
+        int fillWarps = Math.multiplyExact(groups, heads);  // one warp per (token group, head)
+        launch(routeFill, stream, context, MobaKernels.blocks(fillWarps, ROUTE_WARPS_PER_BLOCK), 1,
                 ROUTE_WARP_THREADS, 0, sel, cuSeqlens, chunkBase, numSequences, heads, selectionWidth,
                 numFullChunks, numTokens, groupTokens, groups, groupCount, rows);
     }
