@@ -1208,6 +1208,7 @@ int main(int argc, char** argv) {
         for (int len : {8192, 32768, 65536})
             cases.push_back({"FlashMoBA 2x" + std::to_string(len / 1024) + "K H16 d128 C128 topk8 fp16", FP16, 128, 16, 16, 128, 8, false, true, {len, len}});
         cases.push_back({"1x32K H1 d128 C512 topk3 bf16", BF16, 128, 1, 1, 512, 3, false, true, {32768}});
+        cases.push_back({"1x64K H32 d128 C4096 topk3 bf16", BF16, 128, 32, 32, 4096, 3, false, true, {65536}});
         cases.push_back({"dense 2x32K H16 d128 fp16", FP16, 128, 16, 16, 64, 1, true, false, {32768, 32768}});
         cases.push_back({"dense 2x64K H16 d128 fp16", FP16, 128, 16, 16, 64, 1, true, false, {65536, 65536}});
         for (Case c : cases) {
