@@ -257,15 +257,35 @@ __device__ __forceinline__ void store_dq_row(const float (&acc)[HD / 8][4], int 
     float seg[HD / 32][8];
     scaled_segments<HD>(acc, i, scale, seg);
     if (row < 0) return;
-    for (int slot = 0; slot < width && sel[row * width + slot] >= 0; ++slot) {
-        const uint16_t* part = partial_dq + (row * width + slot) * HD;
+    // The partials in slot order (the selected slots come first, -1 after), kSlotBatch slots' loads in flight at
+    // once: one slot at a time would wait a full memory round trip per slot.
+    constexpr int kSlotBatch = 4;
+    const int* row_sel = sel + row * width;
+    for (int slot0 = 0; slot0 < width; slot0 += kSlotBatch) {
+        bool selected[kSlotBatch];
 #pragma unroll
-        for (int k = 0; k < HD / 32; ++k) {
-            float part_seg[8];
-            unpack_segment<DT>(*reinterpret_cast<const uint4*>(part + segment_column(k)), part_seg);
+        for (int j = 0; j < kSlotBatch; ++j)
+            selected[j] = (j == 0 || selected[j - 1]) && slot0 + j < width && row_sel[slot0 + j] >= 0;
+        uint4 packed[kSlotBatch][HD / 32];
 #pragma unroll
-            for (int c = 0; c < 8; ++c) seg[k][c] += part_seg[c];
+        for (int j = 0; j < kSlotBatch; ++j) {
+            const uint16_t* part = partial_dq + (row * width + slot0 + j) * HD;
+#pragma unroll
+            for (int k = 0; k < HD / 32; ++k)
+                packed[j][k] = selected[j] ? *reinterpret_cast<const uint4*>(part + segment_column(k)) : uint4{};
         }
+#pragma unroll
+        for (int j = 0; j < kSlotBatch; ++j) {
+            if (!selected[j]) break;
+#pragma unroll
+            for (int k = 0; k < HD / 32; ++k) {
+                float part_seg[8];
+                unpack_segment<DT>(packed[j][k], part_seg);
+#pragma unroll
+                for (int c = 0; c < 8; ++c) seg[k][c] += part_seg[c];
+            }
+        }
+        if (!selected[kSlotBatch - 1]) break;
     }
     store_segments<DT, HD>(dq + row * HD, seg);
 }

@@ -391,6 +391,13 @@ __device__ __forceinline__ void bwd_dq_hopper(const uint16_t* __restrict__ q, co
             load_sw128_tile_async<Cfg::kBlockN, HD, 128>(k_tile + Cfg::kKVBytes, v + kv_head0 + key0 * kv_stride,
                                                          kv_stride, valid, thread_in_group);
             producer.commit(kv_full(s));
+            static_assert(Cfg::kBlockM == 128, "one producer thread per tile row prefetches its partials");
+            if (j == 0 && !dense && width > 0 && thread_in_group < rows_valid) {
+                // The partials the epilogue adds (all of a row's slots are contiguous) start towards L2 now, so
+                // that their DRAM reads overlap this tile's GEMMs instead of following them.
+                const long row = q_row0 + static_cast<long>(thread_in_group) * heads;
+                prefetch_l2_bulk(partial_dq + row * width * HD, static_cast<uint32_t>(width) * HD * 2);
+            }
         }
         producer.flush();
     } else {

@@ -50,6 +50,13 @@ __device__ __forceinline__ bool mbarrier_done(uint32_t bar, int parity) {
 // Each writing thread runs it after its writes complete and before the barrier that publishes them.
 __device__ __forceinline__ void fence_proxy_async_shared() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
+// ------------------------------------------------------------------------------------ L2 prefetch
+// Starts pulling `bytes` (16-byte aligned, a multiple of 16) at `src` into L2 and returns at once: a later load of
+// them waits on L2, not DRAM. The bulk engine does the work, so one thread covers a whole row of partials.
+__device__ __forceinline__ void prefetch_l2_bulk(const void* src, uint32_t bytes) {
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(src), "r"(bytes) : "memory");
+}
+
 // ------------------------------------------------------------------------------------ registers
 template <int N>
 __device__ __forceinline__ void setmaxnreg_dec() { asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N)); }
