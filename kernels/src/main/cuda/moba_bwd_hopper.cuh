@@ -160,7 +160,9 @@ __device__ __forceinline__ void bwd_fused_hopper(const uint16_t* __restrict__ q,
         QueryTile t;
         for (int n = 0; work.next(t); ++n) {
             const int s = n % Cfg::kQStages;
-            // The rows' entries are read before the wait for a free stage, so that their round trip overlaps it.
+            if (n >= Cfg::kQStages) producer.acquire(q_empty(s), ((n / Cfg::kQStages) & 1) ^ 1);
+            const uint32_t q_tile = stage_tile(s), do_tile = q_tile + Cfg::kRowTileBytes;
+            const uint32_t row_stats = stage_stats(s);
             long row[2];  // (token * H + h) of this thread's two rows
 #pragma unroll
             for (int pass = 0; pass < 2; ++pass) {
@@ -169,9 +171,6 @@ __device__ __forceinline__ void bwd_fused_hopper(const uint16_t* __restrict__ q,
                           : t.own        ? static_cast<long>(seq0 + t.first + r) * heads + t.h
                                          : rows_of_buckets[t.first + r] / width;
             }
-            if (n >= Cfg::kQStages) producer.acquire(q_empty(s), ((n / Cfg::kQStages) & 1) ^ 1);
-            const uint32_t q_tile = stage_tile(s), do_tile = q_tile + Cfg::kRowTileBytes;
-            const uint32_t row_stats = stage_stats(s);
 #pragma unroll
             for (int pass = 0; pass < 2; ++pass) {
                 const int r = pass * 32 + thread_in_group / 4;
@@ -287,12 +286,11 @@ __device__ __forceinline__ void bwd_fused_hopper(const uint16_t* __restrict__ q,
                                   kk > 0);
             }
             wgmma_commit();
-            wgmma_wait<1>();  // dV and dK done: the stage's Q and dO are free while dQ (dS and K only) runs
+            wgmma_wait<0>();
+            fence_registers(dq);
             fence_registers(acc_dv);
             fence_registers(acc_dk);
             mbarrier_arrive(q_empty(s));
-            wgmma_wait<0>();
-            fence_registers(dq);
             // This warpgroup's 64 columns of each row's partial, in 16-byte segments.
 #pragma unroll
             for (int i = 0; i < 2; ++i) {
