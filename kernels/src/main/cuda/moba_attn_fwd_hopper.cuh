@@ -179,16 +179,6 @@ __device__ __forceinline__ void attn_fwd_hopper(const uint16_t* __restrict__ q, 
         load_sw128_tile_async<Cfg::kBlockM, HD, 128>(q_tile, q + (static_cast<long>(seq0 + start) * heads + h) * HD,
                                                      static_cast<long>(heads) * HD, rows_valid, thread_in_group);
         producer.commit(q_full);
-        if constexpr (kCombine) {
-            static_assert(Cfg::kBlockM == 128, "one producer thread per tile row prefetches its partials");
-            const int p = start + thread_in_group;
-            if (thread_in_group < rows_valid && !walks_prefix(p)) {
-                // The row's partials (its slots are contiguous) start towards L2 now, so that the epilogue's merge
-                // reads them from L2 instead of waiting on DRAM after the last step.
-                const long e0 = (static_cast<long>(seq0 + p) * heads + h) * width;
-                prefetch_l2_bulk(partial_o + e0 * HD, static_cast<uint32_t>(width) * HD * 2);
-            }
-        }
         // Step j: waits for its stage, publishes its slot (kUnion) and queues its K/V.
         auto load_step = [&](int j, int kind, int key0, uint32_t rows) {
             const int s = j % Cfg::kStages;

@@ -25,11 +25,9 @@ __device__ __forceinline__ void bwd_route_count(const int* __restrict__ sel, con
                                                 const int* __restrict__ chunk_base, int num_sequences, int heads,
                                                 int width, int num_full_chunks, int entries, int group_tokens,
                                                 int num_groups, int* __restrict__ group_count) {
-    const long e = blockIdx.x * static_cast<long>(RouteConfig::kThreads) + threadIdx.x;
-    if (e >= entries) return;
-    const int bucket = bucket_of(sel, cu_seqlens, chunk_base, num_sequences, heads, width, num_full_chunks, e);
+    const int bucket = entry_bucket(sel, cu_seqlens, chunk_base, num_sequences, heads, width, num_full_chunks, entries);
     if (bucket < 0) return;
-    const int token = static_cast<int>(e / (static_cast<long>(heads) * width));
+    const int token = entry_of_thread() / (heads * width);
     atomicAdd(&group_count[static_cast<long>(bucket) * num_groups + token / group_tokens], 1);
 }
 
@@ -80,16 +78,19 @@ __device__ __forceinline__ void bwd_route_fill(const int* __restrict__ sel, cons
     const unsigned lower_lanes = (1u << lane) - 1u;
     for (int i0 = 0; i0 < count; i0 += 32) {
         const int i = i0 + lane;
-        const long e = (static_cast<long>(t_begin + i / width) * heads + head) * width + i % width;
-        const int bucket = i < count ? bucket_of(sel, cu_seqlens, chunk_base, num_sequences, heads, width,
-                                                 num_full_chunks, e)
-                                     : -1;
+        int e = 0, bucket = -1;
+        if (i < count) {
+            const int token = t_begin + i / width;
+            e = (token * heads + head) * width + (i - (i / width) * width);  // < T*H*W < 2^31 (ABI)
+            bucket = bucket_of_token(sel[e], token, head, cu_seqlens, chunk_base, num_sequences, width,
+                                     num_full_chunks);
+        }
         const unsigned peers = __match_any_sync(0xffffffffu, bucket);
         volatile int* cursor = bucket >= 0 ? group_cursor + static_cast<long>(bucket) * num_groups + group : nullptr;
         const int base = bucket >= 0 ? *cursor : 0;
         __syncwarp();  // every lane has read its cursor before the leaders advance them
         if (bucket >= 0) {
-            rows[base + __popc(peers & lower_lanes)] = static_cast<int>(e);
+            rows[base + __popc(peers & lower_lanes)] = e;
             if ((peers & lower_lanes) == 0) *cursor = base + __popc(peers);
         }
         __syncwarp();

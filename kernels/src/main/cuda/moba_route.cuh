@@ -23,27 +23,39 @@ __device__ __forceinline__ bool all_past_selected(int start, int chunk_size, int
     return start / chunk_size <= width;
 }
 
-// The bucket of entry e, or -1 for a padding entry. chunk_size > 0: also -1 for every entry of a row
-// that selected all its past chunks (the forward walks those rows densely); 0: route every entry.
-__device__ __forceinline__ int bucket_of(const int* sel, const int* cu_seqlens, const int* chunk_base, int num_sequences,
-                                         int heads, int width, int num_full_chunks, long e, int chunk_size = 0) {
-    const int c = sel[e];
+// The bucket of token t's entry for head h that selected chunk c (local to the sequence), or -1 for a padding
+// entry (c < 0). chunk_size > 0: also -1 for every entry of a row that selected all its past chunks (the forward
+// walks those rows densely); 0: route every entry.
+__device__ __forceinline__ int bucket_of_token(int c, int t, int h, const int* cu_seqlens, const int* chunk_base,
+                                               int num_sequences, int width, int num_full_chunks, int chunk_size = 0) {
     if (c < 0) return -1;
-    const int t = static_cast<int>(e / (static_cast<long>(heads) * width));
-    const int h = static_cast<int>((e / width) % heads);
     const int b = segment_of(cu_seqlens, num_sequences, t);
     if (chunk_size > 0 && all_past_selected(t - cu_seqlens[b], chunk_size, width)) return -1;
     return h * num_full_chunks + chunk_base[b] + c;
+}
+
+// The entry e = (t * H + h) * W + slot of this thread of a one-thread-per-entry grid (RouteConfig::kThreads).
+__device__ __forceinline__ int entry_of_thread() {
+    return static_cast<int>(blockIdx.x * static_cast<long>(RouteConfig::kThreads) + threadIdx.x);
+}
+
+// The bucket of this thread's entry (bucket_of_token), or -1 past the last entry. Index arithmetic in 32 bits
+// (ABI: T*H*W < 2^31): two 64-bit divisions per entry cost more than the rest of the thread's work.
+__device__ __forceinline__ int entry_bucket(const int* sel, const int* cu_seqlens, const int* chunk_base,
+                                            int num_sequences, int heads, int width, int num_full_chunks, int entries,
+                                            int chunk_size = 0) {
+    if (blockIdx.x * static_cast<long>(RouteConfig::kThreads) + threadIdx.x >= entries) return -1;
+    const int e = entry_of_thread(), per_token = heads * width;
+    const int t = e / per_token, h = (e - t * per_token) / width;
+    return bucket_of_token(sel[e], t, h, cu_seqlens, chunk_base, num_sequences, width, num_full_chunks, chunk_size);
 }
 
 __device__ __forceinline__ void route_count(const int* __restrict__ sel, const int* __restrict__ cu_seqlens,
                                             const int* __restrict__ chunk_base, int num_sequences, int heads, int width,
                                             int num_full_chunks, int entries, int chunk_size,
                                             int* __restrict__ bucket_count) {
-    const long e = blockIdx.x * static_cast<long>(RouteConfig::kThreads) + threadIdx.x;
-    if (e >= entries) return;
-    const int bucket = bucket_of(sel, cu_seqlens, chunk_base, num_sequences, heads, width, num_full_chunks, e,
-                                 chunk_size);
+    const int bucket = entry_bucket(sel, cu_seqlens, chunk_base, num_sequences, heads, width, num_full_chunks, entries,
+                                    chunk_size);
     if (bucket >= 0) atomicAdd(&bucket_count[bucket], 1);
 }
 
@@ -89,11 +101,9 @@ __device__ __forceinline__ void route_fill(const int* __restrict__ sel, const in
                                            const int* __restrict__ chunk_base, int num_sequences, int heads, int width,
                                            int num_full_chunks, int entries, int chunk_size,
                                            int* __restrict__ bucket_cursor, int* __restrict__ rows) {
-    const long e = blockIdx.x * static_cast<long>(RouteConfig::kThreads) + threadIdx.x;
-    if (e >= entries) return;
-    const int bucket = bucket_of(sel, cu_seqlens, chunk_base, num_sequences, heads, width, num_full_chunks, e,
-                                 chunk_size);
-    if (bucket >= 0) rows[atomicAdd(&bucket_cursor[bucket], 1)] = static_cast<int>(e);
+    const int bucket = entry_bucket(sel, cu_seqlens, chunk_base, num_sequences, heads, width, num_full_chunks, entries,
+                                    chunk_size);
+    if (bucket >= 0) rows[atomicAdd(&bucket_cursor[bucket], 1)] = entry_of_thread();
 }
 
 // One block's share of the gathered work (moba_attn_selected, moba_bwd_dq_selected): up to rows_per_group rows of
