@@ -14,8 +14,10 @@
 //   and, for a bucket tile, the rows' dQ over this chunk: each consumer stores its dS^T transposed (stmatrix) into a
 //   64 x 128 dS tile, both meet at a named barrier, and each computes half of dQ's columns, dS K, written as that
 //   entry's 16-bit partial (the same partial_dq that the dq kernels add in slot order).
-// Needs the chunk to be the 128-key block (chunk_size == 128), or dense attention (no buckets); the own chunk's dQ
-// comes from the dq kernel, which walks the causal prefix.
+// Serves chunks that are whole 128-key blocks, and dense attention (no buckets). With chunk_size == 128 a bucket
+// tile's dQ over the chunk is this block's alone, so the kernel writes the entries' partials; with a longer chunk
+// (a multiple of 128) each entry's partial sums several blocks, so the kernel computes dK and dV only and
+// dq_selected writes the partials. The own chunk's dQ comes from the dq kernel, which walks the causal prefix.
 //
 // bwd_dq_hopper: dq of one 128-row query tile x one head (the wide tiles of the forward), the mma.sync bwd_dq on
 // wgmma: the producer loads the tile's Q and dO once, then streams 128-key K/V steps of the own chunk's causal prefix
@@ -200,6 +202,8 @@ __device__ __forceinline__ void bwd_fused_hopper(const uint16_t* __restrict__ q,
         const float scale_log2 = scale * kLog2e;
         float acc_dk[HD / 8][4] = {}, acc_dv[HD / 8][4] = {};
         mbarrier_wait(kv_full, 0);
+        // Whether bucket tiles also give their rows' partial dQ (the chunk is this block) or only dK and dV.
+        const bool bucket_dq = !dense && chunk_size == Cfg::kBlockN;
         QueryTile t;
         int bucket_tiles = 0;
         for (int n = 0; work.next(t); ++n) {
@@ -208,7 +212,7 @@ __device__ __forceinline__ void bwd_fused_hopper(const uint16_t* __restrict__ q,
             const float* row_stats = reinterpret_cast<const float*>(smem_generic + (stage_stats(s) - base));
             // The rows' entries, read before the wait so that the partial's stores never wait on them.
             int entry[2] = {-1, -1};
-            if (!t.own) {
+            if (!t.own && bucket_dq) {
 #pragma unroll
                 for (int i = 0; i < 2; ++i) {
                     const int r = warp * 16 + (lane >> 2) + 8 * i;
@@ -252,7 +256,7 @@ __device__ __forceinline__ void bwd_fused_hopper(const uint16_t* __restrict__ q,
                 wgmma_issue_rs<DT, HD, 4, Cfg::kBlockM>(acc_dk, dst_frag, q_tile);
                 wgmma_commit();
             }
-            if (t.own) {
+            if (t.own || !bucket_dq) {
                 wgmma_wait<0>();
                 fence_registers(acc_dv);
                 fence_registers(acc_dk);

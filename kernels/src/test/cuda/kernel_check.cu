@@ -229,7 +229,8 @@ struct Case {
 
 // Whether the fused sm_90a backward serves a case (the same rule as MobaBackwardKernels.fusedBackward).
 static bool fused_bwd_applies(const Kernels& K, const Case& c) {
-    return K.bwd_fused_h[c.dt] != nullptr && c.D == 128 && (c.dense || c.C == 128);
+    // C = 128 (and dense): dK, dV and the partials; a longer multiple of 128: dK and dV, dq_selected the partials.
+    return K.bwd_fused_h[c.dt] != nullptr && c.D == 128 && (c.dense || c.C % 128 == 0);
 }
 
 struct Layout {  // host index arrays, built exactly as the ABI says
@@ -817,7 +818,8 @@ static void run_backward(const Kernels& K, const Case& c, const Layout& L, Devic
                {&f.q.p, &f.k.p, &f.v.p, &r.dout.p, &f.lse.p, &r.delta.p, &r.dk.p, &r.dv.p, &r.partial_dq.p, &f.cu.p,
                 &f.chunk_base.p, &f.tiles128.p, &r.bucket_row0.p, &r.rows.p, &H, &Hkv, &W, &C, &nfc, &scale, &dense});
         if (ev) CHECK(cudaEventRecord(ev[3], st));
-    } else if (routed) {
+    }
+    if (routed && (!c.fused_bwd || C != 128)) {
         int entries = L.T * H * W, buckets = H * nfc;
         const unsigned max_groups = (entries + rows_per_group - 1) / rows_per_group + buckets;
         launch(K.bwd_dq_selected[c.dt][hd], dim3(max_groups), dim3(128), Kernels::bwd_dq_selected_smem(D), st,
