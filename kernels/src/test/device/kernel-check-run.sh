@@ -5,7 +5,8 @@
 #   1. forward `check` and backward `bwd-check` against the float64 oracle (fresh seeds unless MOBA_TEST_SEED is set;
 #      on Hopper the backward check runs the fused and wgmma kernels and, with MOBA_KC_BWD_FUSED=0 MOBA_KC_BWD_DQ_H=0,
 #      once more on the mma.sync kernels);
-#   2. `time` / `bwd-time` on the FlashMoBA shapes and dense 2 x 64K (the backward also with the mma.sync kernels);
+#   2. `time` / `bwd-time` on the FlashMoBA shapes, dense 2 x 64K and 1 x 64K H32 chunk 4096 (the backward also with the
+#      mma.sync kernels);
 #   3. cuDNN's dense attention through PyTorch (cudnn_dense.py --backward), the baseline of the same run.
 # Logs go to $OUT (default ./kernel-out).
 #
@@ -38,7 +39,7 @@ check backward-check "$harness" "$fatbin" bwd-check "$seed"
 check backward-check-mma-sync "${old_kernels[@]}" "$harness" "$fatbin" bwd-check "$seed"
 
 shapes=("FlashMoBA 2x8K")
-[ "${1:-}" = quick ] || shapes+=("FlashMoBA 2x64K" "dense 2x64K")
+[ "${1:-}" = quick ] || shapes+=("FlashMoBA 2x64K" "dense 2x64K" "1x64K H32")
 for shape in "${shapes[@]}"; do
   "$harness" "$fatbin" time "$shape" 2>&1 | grep -E "^(TIME|PHASES)" | tee -a "$summary"
   "$harness" "$fatbin" bwd-time "$shape" 2>&1 | grep BWDTIME | tee -a "$summary"
