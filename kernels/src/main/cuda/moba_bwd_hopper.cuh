@@ -385,6 +385,7 @@ __device__ __forceinline__ void bwd_dq_hopper(const uint16_t* __restrict__ q, co
                                                      thread_in_group);
         producer.commit(rows_full);
         const long kv_head0 = (static_cast<long>(seq0) * kv_heads + hk) * HD;
+        static_assert(Cfg::kBlockM == 128, "one producer thread per tile row prefetches its partials");
         for (int j = 0; j < steps; ++j) {
             const int s = j % Cfg::kKVStages, key0 = walk0 + j * Cfg::kBlockN;
             if (j >= Cfg::kKVStages) producer.acquire(kv_empty(s), ((j / Cfg::kKVStages) & 1) ^ 1);
@@ -395,7 +396,6 @@ __device__ __forceinline__ void bwd_dq_hopper(const uint16_t* __restrict__ q, co
             load_sw128_tile_async<Cfg::kBlockN, HD, 128>(k_tile + Cfg::kKVBytes, v + kv_head0 + key0 * kv_stride,
                                                          kv_stride, valid, thread_in_group);
             producer.commit(kv_full(s));
-            static_assert(Cfg::kBlockM == 128, "one producer thread per tile row prefetches its partials");
             if (j == 0 && !dense && width > 0 && thread_in_group < rows_valid) {
                 // The partials the epilogue adds (all of a row's slots are contiguous) start towards L2 now, so
                 // that their DRAM reads overlap this tile's GEMMs instead of following them.

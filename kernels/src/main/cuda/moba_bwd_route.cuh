@@ -25,10 +25,11 @@ __device__ __forceinline__ void bwd_route_count(const int* __restrict__ sel, con
                                                 const int* __restrict__ chunk_base, int num_sequences, int heads,
                                                 int width, int num_full_chunks, int entries, int group_tokens,
                                                 int num_groups, int* __restrict__ group_count) {
-    const int bucket = entry_bucket(sel, cu_seqlens, chunk_base, num_sequences, heads, width, num_full_chunks, entries);
+    const ThreadEntry x = ThreadEntry::of(heads, width, entries);
+    if (!x.valid) return;
+    const int bucket = bucket_of_token(sel[x.e], x.t, x.h, cu_seqlens, chunk_base, num_sequences, width, num_full_chunks);
     if (bucket < 0) return;
-    const int token = entry_of_thread() / (heads * width);
-    atomicAdd(&group_count[static_cast<long>(bucket) * num_groups + token / group_tokens], 1);
+    atomicAdd(&group_count[static_cast<long>(bucket) * num_groups + x.t / group_tokens], 1);
 }
 
 __device__ __forceinline__ void bwd_route_totals(const int* __restrict__ group_count, int num_buckets, int num_groups,
@@ -81,7 +82,7 @@ __device__ __forceinline__ void bwd_route_fill(const int* __restrict__ sel, cons
         int e = 0, bucket = -1;
         if (i < count) {
             const int token = t_begin + i / width;
-            e = (token * heads + head) * width + (i - (i / width) * width);  // < T*H*W < 2^31 (ABI)
+            e = (token * heads + head) * width + i % width;  // < T*H*W < 2^31 (ABI)
             bucket = bucket_of_token(sel[e], token, head, cu_seqlens, chunk_base, num_sequences, width,
                                      num_full_chunks);
         }

@@ -34,28 +34,34 @@ __device__ __forceinline__ int bucket_of_token(int c, int t, int h, const int* c
     return h * num_full_chunks + chunk_base[b] + c;
 }
 
-// The entry e = (t * H + h) * W + slot of this thread of a one-thread-per-entry grid (RouteConfig::kThreads).
-__device__ __forceinline__ int entry_of_thread() {
-    return static_cast<int>(blockIdx.x * static_cast<long>(RouteConfig::kThreads) + threadIdx.x);
-}
+// This thread's entry e = (t * H + h) * W + slot in a one-thread-per-entry grid (RouteConfig::kThreads), split into
+// token and head. Index arithmetic in 32 bits (ABI: T*H*W < 2^31): two 64-bit divisions per entry cost more than
+// the rest of a routing thread's work.
+struct ThreadEntry {
+    bool valid;  // false past the last entry
+    int e, t, h;
 
-// The bucket of this thread's entry (bucket_of_token), or -1 past the last entry. Index arithmetic in 32 bits
-// (ABI: T*H*W < 2^31): two 64-bit divisions per entry cost more than the rest of the thread's work.
-__device__ __forceinline__ int entry_bucket(const int* sel, const int* cu_seqlens, const int* chunk_base,
-                                            int num_sequences, int heads, int width, int num_full_chunks, int entries,
-                                            int chunk_size = 0) {
-    if (blockIdx.x * static_cast<long>(RouteConfig::kThreads) + threadIdx.x >= entries) return -1;
-    const int e = entry_of_thread(), per_token = heads * width;
-    const int t = e / per_token, h = (e - t * per_token) / width;
-    return bucket_of_token(sel[e], t, h, cu_seqlens, chunk_base, num_sequences, width, num_full_chunks, chunk_size);
-}
+    __device__ __forceinline__ static ThreadEntry of(int heads, int width, int entries) {
+        ThreadEntry x{};
+        const long e = blockIdx.x * static_cast<long>(RouteConfig::kThreads) + threadIdx.x;
+        x.valid = e < entries;
+        if (!x.valid) return x;
+        const int per_token = heads * width;
+        x.e = static_cast<int>(e);
+        x.t = x.e / per_token;
+        x.h = (x.e - x.t * per_token) / width;
+        return x;
+    }
+};
 
 __device__ __forceinline__ void route_count(const int* __restrict__ sel, const int* __restrict__ cu_seqlens,
                                             const int* __restrict__ chunk_base, int num_sequences, int heads, int width,
                                             int num_full_chunks, int entries, int chunk_size,
                                             int* __restrict__ bucket_count) {
-    const int bucket = entry_bucket(sel, cu_seqlens, chunk_base, num_sequences, heads, width, num_full_chunks, entries,
-                                    chunk_size);
+    const ThreadEntry x = ThreadEntry::of(heads, width, entries);
+    if (!x.valid) return;
+    const int bucket = bucket_of_token(sel[x.e], x.t, x.h, cu_seqlens, chunk_base, num_sequences, width, num_full_chunks,
+                                       chunk_size);
     if (bucket >= 0) atomicAdd(&bucket_count[bucket], 1);
 }
 
@@ -101,9 +107,11 @@ __device__ __forceinline__ void route_fill(const int* __restrict__ sel, const in
                                            const int* __restrict__ chunk_base, int num_sequences, int heads, int width,
                                            int num_full_chunks, int entries, int chunk_size,
                                            int* __restrict__ bucket_cursor, int* __restrict__ rows) {
-    const int bucket = entry_bucket(sel, cu_seqlens, chunk_base, num_sequences, heads, width, num_full_chunks, entries,
-                                    chunk_size);
-    if (bucket >= 0) rows[atomicAdd(&bucket_cursor[bucket], 1)] = entry_of_thread();
+    const ThreadEntry x = ThreadEntry::of(heads, width, entries);
+    if (!x.valid) return;
+    const int bucket = bucket_of_token(sel[x.e], x.t, x.h, cu_seqlens, chunk_base, num_sequences, width, num_full_chunks,
+                                       chunk_size);
+    if (bucket >= 0) rows[atomicAdd(&bucket_cursor[bucket], 1)] = x.e;
 }
 
 // One block's share of the gathered work (moba_attn_selected, moba_bwd_dq_selected): up to rows_per_group rows of

@@ -811,7 +811,9 @@ static void run_backward(const Kernels& K, const Case& c, const Layout& L, Devic
                {&f.sel.p, &f.cu.p, &f.chunk_base.p, &B, &H, &W, &nfc, &T, &gt, &ng, &r.group_count.p, &r.rows.p});
     }
     if (ev) CHECK(cudaEventRecord(ev[2], st));
-    if (c.fused_bwd) {  // dk, dv and the partials first: dq adds the partials
+    // With C = 128 the fused kernel writes the partials too; otherwise dq_selected does. dq adds them last.
+    const bool fused_partials = c.fused_bwd && C == 128;
+    if (c.fused_bwd) {
         int nt128 = L.num_tiles128();
         launch(K.bwd_fused_h[c.dt], dim3(nt128, Hkv), dim3(moba::HopperBwdConfig<128>::kThreads),
                Kernels::bwd_fused_h_smem(), st,
@@ -819,7 +821,7 @@ static void run_backward(const Kernels& K, const Case& c, const Layout& L, Devic
                 &f.chunk_base.p, &f.tiles128.p, &r.bucket_row0.p, &r.rows.p, &H, &Hkv, &W, &C, &nfc, &scale, &dense});
         if (ev) CHECK(cudaEventRecord(ev[3], st));
     }
-    if (routed && (!c.fused_bwd || C != 128)) {
+    if (routed && !fused_partials) {
         int entries = L.T * H * W, buckets = H * nfc;
         const unsigned max_groups = (entries + rows_per_group - 1) / rows_per_group + buckets;
         launch(K.bwd_dq_selected[c.dt][hd], dim3(max_groups), dim3(128), Kernels::bwd_dq_selected_smem(D), st,
